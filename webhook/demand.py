@@ -1,0 +1,155 @@
+"""A pod's VRAM demand: its declaration + Ollama env + namespace policy + catalog -> MiB.
+
+Composes `declarations`, `catalog` and `estimate`. The Ollama settings are read the way the
+Ollama server reads them (envconfig), with the namespace's defaults for what is absent (exactly
+what the mutating webhook injects). A demand can be node-dependent: an undeclared non-Ollama
+tenant counts one replica's even share of the node it lands on (`PodDemand.on_node`). Pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from webhook.catalog import Catalog, ModelSpec, UnknownModelError
+from webhook.declarations import Declaration, parse_positive_int, read_declaration
+from webhook.estimate import KV_BYTES, KvCacheType, OllamaSettings, PodEstimate, estimate_pod
+from webhook.policy import ClusterPolicy, NamespacePolicy
+from webhook.tenants import DeclarationError, PodFacts
+
+DemandSource = Literal["estimate", "declared", "max(declared, estimate)", "default"]
+
+ENV_MAX_LOADED = "OLLAMA_MAX_LOADED_MODELS"
+ENV_CONTEXT = "OLLAMA_CONTEXT_LENGTH"
+ENV_PARALLEL = "OLLAMA_NUM_PARALLEL"
+ENV_KV_TYPE = "OLLAMA_KV_CACHE_TYPE"
+ENV_FLASH = "OLLAMA_FLASH_ATTENTION"
+ENV_GPU_OVERHEAD = "OLLAMA_GPU_OVERHEAD"
+#: Ollama treats 0 as "auto": up to 3 models per GPU, and (older releases) 4 parallel slots.
+AUTO_MAX_LOADED = 3
+AUTO_PARALLEL = 4
+_TRUE = {"1", "t", "true", "TRUE", "True"}
+
+
+@dataclass(frozen=True, slots=True)
+class PodDemand:
+    """What one pod asks of a node, and why."""
+
+    declaration: Declaration
+    source: DemandSource
+    #: None: undeclared non-Ollama tenant, counted as the node's even share (see `on_node`).
+    demand_mib: int | None
+    settings: OllamaSettings | None = None
+    estimate: PodEstimate | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    def on_node(self, *, even_share_mib: int) -> int:
+        return self.demand_mib if self.demand_mib is not None else even_share_mib
+
+
+def read_settings(
+    pod: PodFacts, ns: NamespacePolicy, *, context_hint: int | None = None
+) -> tuple[OllamaSettings, tuple[str, ...]]:
+    """The Ollama settings of a pod's Ollama containers (the largest value across them)."""
+    notes: list[str] = []
+    envs = [c.env for c in pod.ollama_containers] or [{}]
+
+    def integer(name: str, default: int, auto: int) -> int:
+        values = []
+        for env in envs:
+            if name not in env:
+                values.append(default)
+            elif env[name] is None:
+                notes.append(f"{name} comes from valueFrom; assumed the namespace cap {default}")
+                values.append(default)
+            else:
+                text = (env[name] or "").strip()
+                if text == "0":
+                    values.append(auto)
+                else:
+                    values.append(parse_positive_int(text, what=f"env {name}", limit=1 << 21))
+        return max(values)
+
+    context_default = context_hint or ns.context_length
+    settings = OllamaSettings(
+        context_length=integer(ENV_CONTEXT, context_default, context_default),
+        num_parallel=integer(ENV_PARALLEL, ns.num_parallel, AUTO_PARALLEL),
+        max_loaded_models=integer(ENV_MAX_LOADED, ns.max_loaded_models, AUTO_MAX_LOADED),
+        kv_cache_type=_kv_type(envs),
+        flash_attention=any((env.get(ENV_FLASH) or "").strip() in _TRUE for env in envs),
+        gpu_overhead_bytes=max(_overhead(env) for env in envs),
+    )
+    if context_hint and context_hint > settings.context_length:
+        settings = replace(settings, context_length=context_hint)
+    return settings, tuple(notes)
+
+
+def _kv_type(envs: list[Mapping[str, str | None]]) -> KvCacheType:
+    """The widest KV cache type across containers; unknown values fall back to f16 as in Ollama."""
+    kinds = [(env.get(ENV_KV_TYPE) or "f16").strip().lower() for env in envs]
+    valid: list[KvCacheType] = [k if k in KV_BYTES else "f16" for k in kinds]
+    return max(valid, key=lambda k: KV_BYTES[k][0] / KV_BYTES[k][1])
+
+
+def _overhead(env: Mapping[str, str | None]) -> int:
+    raw = env.get(ENV_GPU_OVERHEAD)
+    if raw is None:
+        return 0
+    text = raw.strip()
+    if text.isascii() and text.isdigit() and int(text) < 1 << 50:
+        return int(text)
+    raise DeclarationError(f'env {ENV_GPU_OVERHEAD}="{text[:40]}" is invalid: use a whole number of bytes')
+
+
+def resolve_models(catalog: Catalog, refs: tuple[str, ...]) -> tuple[list[tuple[str, ModelSpec]], list[str]]:
+    known: list[tuple[str, ModelSpec]] = []
+    unknown: list[str] = []
+    for ref in refs:
+        try:
+            known.append((ref, catalog.resolve(ref)))
+        except UnknownModelError:
+            unknown.append(ref)
+    return known, unknown
+
+
+def compute_demand(pod: PodFacts, *, ns: NamespacePolicy, cluster: ClusterPolicy, catalog: Catalog) -> PodDemand:
+    """The pod's demand; raises DeclarationError for what the author must fix (unknown models…)."""
+    decl = read_declaration(pod)
+    if not pod.is_ollama:
+        if decl.vram_mib is not None:
+            return PodDemand(decl, "declared", decl.vram_mib)
+        return PodDemand(decl, "default", cluster.default_tenant_vram_mib)
+    settings, notes = read_settings(pod, ns, context_hint=decl.context_length)
+    known, unknown = resolve_models(catalog, decl.models)
+    if unknown and decl.vram_mib is None:
+        raise DeclarationError(
+            f"unknown model{'s' if len(unknown) > 1 else ''} {', '.join(repr(u) for u in unknown)}: "
+            "not in the guard's catalog. Declare the pod's VRAM with the annotation "
+            'ollama-guard.io/vram (e.g. "24Gi"), or ask an admin to add the model to the catalog overlay'
+        )
+    if not decl.models:
+        if decl.vram_mib is not None:
+            return PodDemand(decl, "declared", decl.vram_mib, settings, notes=notes)
+        notes = (*notes, "no models declared: counted as one replica's even share of the node")
+        return PodDemand(decl, "default", cluster.default_tenant_vram_mib, settings, notes=notes)
+    estimate = (
+        estimate_pod(
+            known,
+            settings,
+            gpus=max(pod.gpus, 1),
+            cuda_context_overhead_mib=cluster.cuda_context_overhead_mib,
+            safety_margin=cluster.safety_margin,
+        )
+        if known
+        else None
+    )
+    if decl.vram_mib is None:
+        assert estimate is not None  # every model is known here
+        return PodDemand(decl, "estimate", estimate.demand_mib, settings, estimate, notes)
+    if estimate is None:
+        return PodDemand(decl, "declared", decl.vram_mib, settings, None, notes)
+    if unknown:
+        notes = (*notes, f"estimate covers known models only; unknown: {', '.join(unknown)}")
+    demand = max(decl.vram_mib, estimate.demand_mib)
+    return PodDemand(decl, "max(declared, estimate)", demand, settings, estimate, notes)

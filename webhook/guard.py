@@ -1,0 +1,56 @@
+"""The guard's decision context, and what a namespace's enforcement mode makes of violations.
+
+`Guard` bundles what every decision reads (configuration, catalog, the ledger that owns the
+cluster view, the workload template store) plus two callbacks for the edges (snapshot binding,
+audit-mode records). `enforce` turns violations into a denial, warnings or an audit record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from webhook import review as rv
+from webhook.catalog import Catalog
+from webhook.evaluation import Violation
+from webhook.ledger import Ledger
+from webhook.policy import ClusterPolicy, NamespacePolicy
+from webhook.review import AdmissionResponse
+from webhook.templates import TemplateStore
+from webhook.view import Tenant
+
+
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """Everything a decision reads: configuration, catalog and the ledger (which owns the view)."""
+
+    cluster: ClusterPolicy
+    catalog: Catalog
+    ledger: Ledger
+    templates: TemplateStore = field(default_factory=TemplateStore)
+    #: called after a non-dry-run binding is admitted (snapshot mode binds the pod in its view)
+    on_bound: Callable[[Tenant, str], None] = field(default=lambda tenant, node: None)
+    #: called with (namespace, rule, message) for each violation allowed by `audit` mode
+    on_would_deny: Callable[[str, str, str], None] = field(default=lambda ns, rule, msg: None)
+
+
+def enforce(ns: NamespacePolicy, violations: Sequence[Violation], guard: Guard, *, subject: str) -> AdmissionResponse:
+    """Apply the namespace's enforcement mode to a list of violations."""
+    if not violations:
+        return rv.allowed()
+    broken_policy = [v for v in violations if v.rule == "namespace-policy"]
+    failures = [v for v in violations if v.severity == "fail"]
+    if ns.enforcement == "enforce" or broken_policy:
+        first = (broken_policy or failures or list(violations))[0]
+        rest = [v for v in (failures or violations) if v is not first]
+        message = f"{subject} denied by ollama-guard: {first.message}"
+        if rest:
+            message += " Also: " + " ".join(v.message for v in rest[:3])
+        return rv.denied(message, code=first.code, reason="BadRequest" if first.code == 400 else "Forbidden")
+    if ns.enforcement == "warn":
+        return rv.with_warnings(rv.allowed(), [f"ollama-guard would deny: {v.message}" for v in violations])
+    for v in violations:
+        guard.on_would_deny(ns.namespace, v.rule, v.message)
+    return rv.with_audit(
+        rv.allowed(), **{"ollama-guard.io/would-deny": "; ".join(f"{v.rule}: {v.message}" for v in violations)[:2000]}
+    )

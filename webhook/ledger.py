@@ -1,0 +1,161 @@
+"""Committed VRAM per node, the fit rule, and atomic binding reservations (design §6, §7).
+
+`fits` is the one rule: committed + demand ≤ capacity − reserved, and no GPU's share of the pod
+may exceed one physical GPU. `Ledger` owns the current `ClusterView` plus the reservations taken
+by admitted bindings that the view does not show yet; check-and-take happens under one lock, so
+two concurrent bindings can never both take the last free VRAM. A reservation ends when a
+published view shows the pod bound (confirm), when the pod goes away (`release`), or after the
+TTL. It also remembers pods admitted at CREATE for a short while, so a binding that races the
+watch still finds its pod. The clock is injected; no I/O.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from webhook.inventory import GpuNode
+from webhook.view import ClusterView, Tenant
+
+
+@dataclass(frozen=True, slots=True)
+class Fit:
+    node: str
+    demand_mib: int
+    committed_mib: int
+    budget_mib: int
+    per_gpu_mib: int
+    gpu_memory_mib: int
+    problem: str = ""
+
+    @property
+    def free_mib(self) -> int:
+        return max(self.budget_mib - self.committed_mib, 0)
+
+    @property
+    def exceeds_gpu(self) -> bool:
+        return self.gpu_memory_mib > 0 and self.per_gpu_mib > self.gpu_memory_mib
+
+    @property
+    def ok(self) -> bool:
+        return not self.problem and not self.exceeds_gpu and self.committed_mib + self.demand_mib <= self.budget_mib
+
+
+def fits(node: GpuNode, *, committed_mib: int, demand_mib: int, gpus: int) -> Fit:
+    """Whether `demand_mib` fits on `node` given what is already committed there."""
+    return Fit(
+        node=node.name,
+        demand_mib=demand_mib,
+        committed_mib=committed_mib,
+        budget_mib=node.budget_mib,
+        per_gpu_mib=-(-demand_mib // max(gpus, 1)),
+        gpu_memory_mib=node.gpu_memory_mib,
+        problem="; ".join(node.problems),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    uid: str
+    key: str
+    node: str
+    demand_mib: int
+    expires_at: float
+
+
+class Ledger:
+    """The single owner of committed VRAM: the published view plus pending reservations."""
+
+    def __init__(
+        self, view: ClusterView, *, ttl_seconds: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._lock = threading.Lock()
+        self._view = view
+        self._ttl = ttl_seconds
+        self._clock = clock
+        self._reservations: dict[str, Reservation] = {}
+        self._admitted: dict[str, tuple[Tenant, float]] = {}
+
+    @property
+    def view(self) -> ClusterView:
+        return self._view
+
+    def publish(self, view: ClusterView) -> None:
+        """Swap in a new view; reservations it shows as bound are confirmed (dropped)."""
+        with self._lock:
+            self._view = view
+            for uid, res in list(self._reservations.items()):
+                tenant = view.tenants.get(res.key)
+                if tenant is not None and tenant.uid == uid and tenant.node == res.node:
+                    del self._reservations[uid]
+
+    def committed(self, node: str) -> int:
+        with self._lock:
+            return self._committed_locked(node)
+
+    def reservations(self) -> tuple[Reservation, ...]:
+        with self._lock:
+            self._expire_locked()
+            return tuple(self._reservations.values())
+
+    def reserve(self, tenant: Tenant, node: GpuNode, *, dry_run: bool = False, force: bool = False) -> Fit:
+        """Check that `tenant` fits `node` and, unless dry run, take the VRAM in the same step.
+
+        `force` records the reservation even when it does not fit (a binding allowed by the
+        namespace's warn/audit mode still lands on the node and must be counted).
+        """
+        with self._lock:
+            self._expire_locked()
+            existing = self._reservations.get(tenant.uid)
+            if existing is not None and existing.node == node.name:
+                committed = self._committed_locked(node.name) - existing.demand_mib
+            else:
+                committed = self._committed_locked(node.name)
+            demand = tenant.demand_on(node)
+            fit = fits(node, committed_mib=committed, demand_mib=demand, gpus=tenant.gpus)
+            if (fit.ok or force) and not dry_run:
+                self._reservations[tenant.uid] = Reservation(
+                    tenant.uid, tenant.key, node.name, demand, self._clock() + self._ttl
+                )
+            return fit
+
+    def release(self, uid: str) -> None:
+        with self._lock:
+            self._reservations.pop(uid, None)
+
+    def remember_admitted(self, tenant: Tenant) -> None:
+        """Keep a pod admitted at CREATE findable by its binding until the watch has it."""
+        with self._lock:
+            self._admitted[tenant.key] = (tenant, self._clock() + self._ttl)
+
+    def find_tenant(self, key: str) -> Tenant | None:
+        """The tenant by namespace/name: the view first, then recently admitted pods."""
+        found = self._view.tenants.get(key)
+        if found is not None:
+            return found
+        with self._lock:
+            entry = self._admitted.get(key)
+            if entry is None or entry[1] < self._clock():
+                return None
+            return entry[0]
+
+    def _committed_locked(self, node: str) -> int:
+        view = self._view
+        total = view.committed.get(node, 0)
+        for res in self._reservations.values():
+            if res.node != node:
+                continue
+            tenant = view.tenants.get(res.key)
+            if tenant is not None and tenant.uid == res.uid and tenant.node == node:
+                continue  # the view already counts it
+            total += res.demand_mib
+        return total
+
+    def _expire_locked(self) -> None:
+        now = self._clock()
+        for uid in [u for u, r in self._reservations.items() if r.expires_at < now]:
+            del self._reservations[uid]
+        for key in [k for k, (_, exp) in self._admitted.items() if exp < now]:
+            del self._admitted[key]

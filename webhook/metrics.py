@@ -1,0 +1,92 @@
+"""Prometheus metrics: the only importer of `prometheus_client`.
+
+Request counts by webhook, kind, operation and decision; a latency histogram up to 5 s;
+audit-mode would-be denials by namespace and rule; and, read from the ledger at scrape time,
+per guarded node capacity / committed / free VRAM and the number of over-committed nodes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from webhook.ledger import Ledger
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class _NodeCollector(Collector):
+    def __init__(self, ledger: Callable[[], Ledger]) -> None:
+        self._ledger = ledger
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        ledger = self._ledger()
+        capacity = GaugeMetricFamily(
+            "ollama_guard_node_vram_capacity_mib",
+            "Usable VRAM of a guarded node (capacity minus reserved), MiB",
+            labels=["node"],
+        )
+        committed = GaugeMetricFamily(
+            "ollama_guard_node_vram_committed_mib",
+            "VRAM committed on a guarded node (tenants + pending reservations), MiB",
+            labels=["node"],
+        )
+        free = GaugeMetricFamily(
+            "ollama_guard_node_vram_free_mib",
+            "Free VRAM of a guarded node, MiB (negative when over-committed)",
+            labels=["node"],
+        )
+        over = GaugeMetricFamily(
+            "ollama_guard_overcommitted_nodes", "Guarded nodes whose committed VRAM exceeds their budget"
+        )
+        count = 0
+        for node in ledger.view.nodes.values():
+            if not node.guarded:
+                continue
+            used = ledger.committed(node.name)
+            capacity.add_metric([node.name], node.budget_mib)
+            committed.add_metric([node.name], used)
+            free.add_metric([node.name], node.budget_mib - used)
+            count += used > node.budget_mib
+        over.add_metric([], count)
+        yield from (capacity, committed, free, over)
+
+
+class Metrics:
+    """One registry per app (tests build many apps in one process)."""
+
+    def __init__(self, ledger: Callable[[], Ledger]) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "ollama_guard_admission_requests",
+            "Admission reviews answered",
+            ["webhook", "kind", "operation", "decision"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "ollama_guard_admission_duration_seconds",
+            "Time to answer an admission review",
+            ["webhook"],
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self.would_deny = Counter(
+            "ollama_guard_would_deny",
+            "Violations allowed by audit mode",
+            ["namespace", "reason"],
+            registry=self.registry,
+        )
+        self.bad_requests = Counter(
+            "ollama_guard_bad_requests",
+            "Requests rejected before admission (400/413/415)",
+            ["webhook", "status"],
+            registry=self.registry,
+        )
+        self.registry.register(_NodeCollector(ledger))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,132 @@
+"""The mutating webhook: inject the Ollama settings and GPU request the estimate relies on,
+and stamp the guard's demand annotations (design §8).
+
+Only what is absent is added; a user-supplied guard annotation is overwritten or removed. The
+patch is built against the raw request object, so applying it and mutating again yields an
+empty patch.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import jsonpatch
+
+from webhook import review as rv
+from webhook.demand import ENV_CONTEXT, ENV_MAX_LOADED, ENV_PARALLEL, PodDemand, compute_demand
+from webhook.evaluation import skip_reason
+from webhook.guard import Guard
+from webhook.patches import ContainerEdit, edit_container, set_annotations
+from webhook.policy import ClusterPolicy, NamespacePolicy
+from webhook.review import AdmissionRequest, AdmissionResponse
+from webhook.tenants import ANN_DEMAND, ANN_ESTIMATE, DeclarationError, PodFacts, read_pod
+from webhook.view import ESTIMATE_VERSION
+
+
+def is_pod(req: AdmissionRequest) -> bool:
+    return req.kind.kind == "Pod" and req.resource.resource == "pods" and not req.sub_resource
+
+
+def mutate(req: AdmissionRequest, guard: Guard) -> AdmissionResponse:
+    if not is_pod(req) or req.operation != "CREATE" or not isinstance(req.object, dict):
+        return rv.allowed()
+    raw = req.object
+    try:
+        pod = read_pod(raw, gpu_resources=guard.cluster.gpu_resources, namespace=req.namespace)
+    except DeclarationError:
+        return rv.allowed()  # the validating webhook denies it with the reason
+    ns = guard.ledger.view.namespace_policy(guard.cluster, pod.namespace)
+    if skip_reason(pod, ns):
+        return rv.allowed()
+    ops = container_ops(raw, pod, ns, guard.cluster)
+    mutated = jsonpatch.apply_patch(raw, ops) if ops else raw
+    after = read_pod(mutated, gpu_resources=guard.cluster.gpu_resources, namespace=req.namespace)
+    demand: PodDemand | None
+    try:
+        demand = compute_demand(after, ns=ns, cluster=guard.cluster, catalog=guard.catalog)
+    except DeclarationError:
+        demand = None
+    ops += _annotation_ops(mutated, after, demand)
+    return rv.patched(ops)
+
+
+def container_ops(
+    raw: dict[str, Any], pod: PodFacts, ns: NamespacePolicy, cluster: ClusterPolicy
+) -> list[dict[str, Any]]:
+    spec = raw.get("spec") if isinstance(raw.get("spec"), dict) else {}
+    context = pod.annotations.get("ollama-guard.io/context-length", "").strip()
+    defaults = (
+        (ENV_MAX_LOADED, str(ns.max_loaded_models)),
+        (ENV_CONTEXT, context if context.isdigit() else str(ns.context_length)),
+        (ENV_PARALLEL, str(ns.num_parallel)),
+    )
+    ollama = pod.ollama_containers
+    needs_gpu = pod.gpus == 0 and cluster.ollama_requires_gpu and bool(ollama)
+    ops: list[dict[str, Any]] = []
+    for i, container in enumerate(ollama):
+        env = tuple((k, v) for k, v in defaults if k not in container.env)
+        if not cluster.ollama_requires_gpu and container.gpus == 0 and "NVIDIA_VISIBLE_DEVICES" not in container.env:
+            env += (("NVIDIA_VISIBLE_DEVICES", "void"),)
+        edit = ContainerEdit(
+            field="containers",
+            index=container.index,
+            env=env,
+            gpu_resource=cluster.gpu_resources[0] if needs_gpu and i == 0 else "",
+            gpu_count=1 if needs_gpu and i == 0 else 0,
+        )
+        ops += edit_container(spec or {}, edit)
+    return ops
+
+
+def _annotation_ops(obj: dict[str, Any], pod: PodFacts, demand: PodDemand | None) -> list[dict[str, Any]]:
+    """Stamp the guard's annotations; a user-supplied stamp is overwritten or removed, never kept."""
+    ops: list[dict[str, Any]] = []
+    stale: tuple[str, ...] = (ANN_DEMAND, ANN_ESTIMATE)
+    if demand is not None and pod.is_gpu_tenant:
+        values = {ANN_ESTIMATE: estimate_annotation(demand)}
+        if demand.demand_mib is not None:
+            values[ANN_DEMAND] = str(demand.demand_mib)
+        ops += set_annotations(obj, values)
+        stale = () if demand.demand_mib is not None else (ANN_DEMAND,)
+    return ops + [
+        {"op": "remove", "path": "/metadata/annotations/" + key.replace("/", "~1")}
+        for key in stale
+        if key in pod.annotations
+    ]
+
+
+def estimate_annotation(demand: PodDemand) -> str:
+    """Compact, deterministic JSON breakdown (same pod -> same text, so mutation is idempotent)."""
+    mib = 1 << 20
+    body: dict[str, Any] = {"v": ESTIMATE_VERSION, "source": demand.source, "demandMiB": demand.demand_mib}
+    if demand.declaration.models:
+        body["models"] = list(demand.declaration.models)
+        body["modelsFrom"] = demand.declaration.source
+    if demand.declaration.vram_mib is not None:
+        body["declaredMiB"] = demand.declaration.vram_mib
+    if demand.estimate is not None:
+        est, s = demand.estimate, demand.estimate.settings
+        body["perModel"] = [
+            {
+                "tag": m.tag,
+                "ctx": m.context,
+                "weightsMiB": -(-m.weights_bytes // mib),
+                "kvMiB": -(-m.kv_bytes // mib),
+                "graphMiB": -(-m.graph_bytes // mib),
+                "runnerMiB": m.runner_bytes // mib,
+            }
+            for m in est.models
+        ]
+        body["assumptions"] = {
+            "contextLength": s.context_length,
+            "numParallel": s.num_parallel,
+            "maxLoadedModels": s.max_loaded_models,
+            "gpus": est.gpus,
+            "loaded": est.loaded,
+            "kvCacheType": s.effective_kv_type,
+            "gpuOverheadBytes": s.gpu_overhead_bytes,
+            "cudaContextMiB": est.cuda_overhead_bytes // mib,
+            "safetyMargin": est.safety_margin,
+        }
+    return json.dumps(body, separators=(",", ":"), sort_keys=True)

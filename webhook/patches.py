@@ -1,0 +1,94 @@
+"""RFC 6902 JSON Patch builders against the raw request object (design §8).
+
+Paths are RFC 6901 pointers (`~` -> `~0`, `/` -> `~1`). Missing parents (`metadata.annotations`,
+`env`, `resources`, `resources.limits`) are added as whole objects/lists; an existing list is only
+ever appended to (`/-`), never replaced. Every builder emits nothing when the object already holds
+the wanted value, so a mutation applied to its own output yields an empty patch. Pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+Operation = dict[str, Any]
+
+
+def escape(token: str) -> str:
+    """Escape one JSON Pointer reference token (RFC 6901 §3)."""
+    return token.replace("~", "~0").replace("/", "~1")
+
+
+def pointer(*tokens: str | int) -> str:
+    return "".join(f"/{escape(str(t))}" for t in tokens)
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerEdit:
+    """What to add to one container, addressed by its list and index in the raw object."""
+
+    field: str  # "containers" or "initContainers"
+    index: int
+    env: tuple[tuple[str, str], ...] = ()
+    gpu_resource: str = ""
+    gpu_count: int = 0
+
+
+def set_annotations(obj: Mapping[str, Any], values: Mapping[str, str], *, base: str = "") -> list[Operation]:
+    """Add or replace annotations; creates `metadata` / `metadata.annotations` when absent."""
+    meta = obj.get("metadata")
+    if not isinstance(meta, Mapping):
+        return [{"op": "add", "path": f"{base}/metadata", "value": {"annotations": dict(values)}}]
+    current = meta.get("annotations")
+    if not isinstance(current, Mapping):
+        return [{"op": "add", "path": f"{base}/metadata/annotations", "value": dict(values)}]
+    ops: list[Operation] = []
+    for key, value in values.items():
+        if current.get(key) == value:
+            continue
+        op = "replace" if key in current else "add"
+        ops.append({"op": op, "path": f"{base}{pointer('metadata', 'annotations', key)}", "value": value})
+    return ops
+
+
+def edit_container(pod_spec: Mapping[str, Any], edit: ContainerEdit, *, base: str = "/spec") -> list[Operation]:
+    containers = pod_spec.get(edit.field)
+    if not isinstance(containers, list) or not 0 <= edit.index < len(containers):
+        return []
+    container = containers[edit.index]
+    if not isinstance(container, Mapping):
+        return []
+    path = f"{base}{pointer(edit.field, edit.index)}"
+    return [*_add_env(container, edit.env, path), *_add_gpu(container, edit, path)]
+
+
+def _add_env(container: Mapping[str, Any], env: Sequence[tuple[str, str]], path: str) -> list[Operation]:
+    current = container.get("env")
+    present = {e.get("name") for e in current if isinstance(e, Mapping)} if isinstance(current, list) else set()
+    missing = [{"name": name, "value": value} for name, value in env if name not in present]
+    if not missing:
+        return []
+    if not isinstance(current, list):
+        return [{"op": "add", "path": f"{path}/env", "value": missing}]
+    return [{"op": "add", "path": f"{path}/env/-", "value": item} for item in missing]
+
+
+def _add_gpu(container: Mapping[str, Any], edit: ContainerEdit, path: str) -> list[Operation]:
+    if not edit.gpu_resource or edit.gpu_count <= 0:
+        return []
+    amount = str(edit.gpu_count)
+    resources = container.get("resources")
+    if not isinstance(resources, Mapping):
+        value = {"limits": {edit.gpu_resource: amount}, "requests": {edit.gpu_resource: amount}}
+        return [{"op": "add", "path": f"{path}/resources", "value": value}]
+    ops: list[Operation] = []
+    for section in ("limits", "requests"):
+        current = resources.get(section)
+        if not isinstance(current, Mapping):
+            ops.append({"op": "add", "path": f"{path}/resources/{section}", "value": {edit.gpu_resource: amount}})
+        elif edit.gpu_resource not in current:
+            ops.append(
+                {"op": "add", "path": f"{path}/resources/{section}/{escape(edit.gpu_resource)}", "value": amount}
+            )
+    return ops

@@ -1,0 +1,91 @@
+"""Which GPU nodes a pod could be scheduled on: nodeSelector, required node affinity, taints.
+
+Mirrors the scheduler's filters that matter for the guard (NodeName, NodeSelector /
+NodeAffinity `requiredDuringSchedulingIgnoredDuringExecution`, TaintToleration for NoSchedule and
+NoExecute, GPU slots); preferred terms never exclude a node. Pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from webhook.inventory import GpuNode, Taint
+
+
+def candidate_nodes(pod_spec: Mapping[str, Any], nodes: Iterable[GpuNode]) -> list[GpuNode]:
+    """GPU nodes that advertise GPU slots and pass the pod's hard scheduling constraints."""
+    pinned = str(pod_spec.get("nodeName") or "")
+    selector = pod_spec.get("nodeSelector") or {}
+    terms = _required_terms(pod_spec)
+    tolerations = [t for t in pod_spec.get("tolerations") or [] if isinstance(t, Mapping)]
+    result = []
+    for node in nodes:
+        if pinned and node.name != pinned:
+            continue
+        if node.slots <= 0 or node.unschedulable:
+            continue
+        if not all(node.labels.get(str(k)) == str(v) for k, v in selector.items()):
+            continue
+        if terms is not None and not any(_term_matches(t, node) for t in terms):
+            continue
+        if not all(
+            _tolerated(taint, tolerations) for taint in node.taints if taint.effect in ("NoSchedule", "NoExecute")
+        ):
+            continue
+        result.append(node)
+    return result
+
+
+def _required_terms(pod_spec: Mapping[str, Any]) -> Sequence[Mapping[str, Any]] | None:
+    affinity = (pod_spec.get("affinity") or {}).get("nodeAffinity") or {}
+    required = affinity.get("requiredDuringSchedulingIgnoredDuringExecution") or {}
+    terms = required.get("nodeSelectorTerms")
+    return [t for t in terms if isinstance(t, Mapping)] if isinstance(terms, list) else None
+
+
+def _term_matches(term: Mapping[str, Any], node: GpuNode) -> bool:
+    exprs = term.get("matchExpressions") or []
+    fields = term.get("matchFields") or []
+    if not exprs and not fields:
+        return False  # an empty term matches no objects
+    fields_ok = all(_expression(f, {"metadata.name": node.name}) for f in fields)
+    return fields_ok and all(_expression(e, node.labels) for e in exprs)
+
+
+def _expression(expr: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    key, op = str(expr.get("key", "")), str(expr.get("operator", ""))
+    values = [str(v) for v in expr.get("values") or []]
+    present = key in labels
+    value = labels.get(key, "")
+    if op == "In":
+        return present and value in values
+    if op == "NotIn":
+        return not present or value not in values
+    if op == "Exists":
+        return present
+    if op == "DoesNotExist":
+        return not present
+    if op in ("Gt", "Lt") and present and len(values) == 1:
+        try:
+            left, right = int(value), int(values[0])
+        except ValueError:
+            return False
+        return left > right if op == "Gt" else left < right
+    return False
+
+
+def _tolerated(taint: Taint, tolerations: Sequence[Mapping[str, Any]]) -> bool:
+    for tol in tolerations:
+        effect = tol.get("effect") or ""
+        if effect and effect != taint.effect:
+            continue
+        key = tol.get("key") or ""
+        operator = tol.get("operator") or "Equal"
+        if not key and operator == "Exists":
+            return True
+        if key != taint.key:
+            continue
+        if operator == "Exists" or (tol.get("value") or "") == taint.value:
+            return True
+    return False

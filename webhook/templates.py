@@ -1,0 +1,75 @@
+"""Pod templates of GPU workloads: reading them from workload objects and remembering them.
+
+`read_workload` understands Deployment, StatefulSet, ReplicaSet, ReplicationController
+(`spec.replicas`), Job (`spec.parallelism`), CronJob (`spec.jobTemplate.spec`) and DaemonSet.
+`TemplateStore` keeps the last admitted template per workload so a later `scale` subresource
+update (which carries replicas only) can be checked. Pure apart from its lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+WORKLOAD_KINDS = {
+    "Deployment",
+    "StatefulSet",
+    "ReplicaSet",
+    "DaemonSet",
+    "Job",
+    "CronJob",
+    "ReplicationController",
+}
+SCALABLE = {"deployments": "Deployment", "statefulsets": "StatefulSet", "replicasets": "ReplicaSet"}
+MAX_REPLICAS = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    kind: str
+    namespace: str
+    name: str
+    template: Mapping[str, Any]
+    replicas: int
+
+
+class TemplateStore:
+    """Pod templates of GPU workloads, keyed kind/namespace/name (fed by admissions and views)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: dict[str, Workload] = {}
+
+    def put(self, workload: Workload) -> None:
+        with self._lock:
+            self._items[f"{workload.kind}/{workload.namespace}/{workload.name}"] = workload
+
+    def get(self, kind: str, namespace: str, name: str) -> Workload | None:
+        with self._lock:
+            return self._items.get(f"{kind}/{namespace}/{name}")
+
+
+def read_workload(obj: Mapping[str, Any], *, namespace: str = "") -> Workload | None:
+    kind = str(obj.get("kind") or "")
+    if kind not in WORKLOAD_KINDS:
+        return None
+    meta = obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else {}
+    spec = obj.get("spec") if isinstance(obj.get("spec"), Mapping) else {}
+    if kind == "CronJob":
+        job = (spec or {}).get("jobTemplate", {}).get("spec", {}) or {}
+        template, count = job.get("template"), job.get("parallelism", 1)
+    else:
+        template = (spec or {}).get("template")
+        count = (spec or {}).get("parallelism" if kind == "Job" else "replicas", 1)
+    if not isinstance(template, Mapping):
+        return None
+    replicas = count if isinstance(count, int) and not isinstance(count, bool) else 1
+    return Workload(
+        kind,
+        str((meta or {}).get("namespace") or namespace),
+        str((meta or {}).get("name") or ""),
+        template,
+        min(max(replicas, 0), MAX_REPLICAS),
+    )

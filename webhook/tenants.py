@@ -1,0 +1,198 @@
+"""Who is subject to the guard: reading a raw Pod dict into frozen `PodFacts` (design §3).
+
+Recognises Ollama pods (image repository ending in `ollama/ollama`, the `app.kubernetes.io/name:
+ollama` label, or the `ollama-guard.io/models` annotation), GPU tenants (a request of one of the
+policy's GPU resource names), MIG requests and mirror pods. Malformed GPU quantities raise
+`DeclarationError` naming the container. Pure: plain dicts in, frozen values out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from webhook.quantity import QuantityError, parse_quantity
+
+ANN_MODELS = "ollama-guard.io/models"
+ANN_VRAM = "ollama-guard.io/vram"
+ANN_CONTEXT = "ollama-guard.io/context-length"
+ANN_DEMAND = "ollama-guard.io/vram-demand"
+ANN_ESTIMATE = "ollama-guard.io/estimate"
+ANN_MIRROR = "kubernetes.io/config.mirror"
+OLLAMA_LABEL = ("app.kubernetes.io/name", "ollama")
+MIG_PREFIX = "nvidia.com/mig-"
+TERMINAL_PHASES = ("Succeeded", "Failed")
+MAX_GPUS_PER_POD = 64
+
+
+class DeclarationError(ValueError):
+    """A pod declares something the guard cannot accept (answered with status code 400)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerFacts:
+    index: int
+    name: str
+    image: str
+    init: bool
+    is_ollama: bool
+    gpus: int
+    #: env name -> literal value; None when the value comes from `valueFrom` (unknown here).
+    env: Mapping[str, str | None]
+    commands: tuple[tuple[str, ...], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PodFacts:
+    namespace: str
+    name: str
+    uid: str
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    node_name: str
+    phase: str
+    deleting: bool
+    mirror: bool
+    containers: tuple[ContainerFacts, ...]
+    gpu_resource: str
+    gpus: int
+    uses_mig: bool
+    is_ollama: bool
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def is_gpu_tenant(self) -> bool:
+        return self.gpus > 0
+
+    @property
+    def active(self) -> bool:
+        """Counts against a node: not finished and not being deleted."""
+        return self.phase not in TERMINAL_PHASES and not self.deleting
+
+    @property
+    def ollama_containers(self) -> tuple[ContainerFacts, ...]:
+        return tuple(c for c in self.containers if c.is_ollama and not c.init)
+
+
+def is_ollama_image(image: str) -> bool:
+    """True for any registry, tag or digest of the `ollama/ollama` repository."""
+    repo = image.strip().split("@", 1)[0]
+    last_slash = repo.rfind("/")
+    colon = repo.rfind(":")
+    if colon > last_slash:
+        repo = repo[:colon]
+    repo = repo.lower()
+    return repo == "ollama/ollama" or repo.endswith("/ollama/ollama")
+
+
+def read_pod(pod: Mapping[str, Any], *, gpu_resources: Sequence[str], namespace: str = "") -> PodFacts:
+    """Read the facts the guard needs from a raw Pod (as the API server sends it)."""
+    meta = _mapping(pod.get("metadata"))
+    spec = _mapping(pod.get("spec"))
+    labels = _str_map(meta.get("labels"))
+    annotations = _str_map(meta.get("annotations"))
+    containers: list[ContainerFacts] = []
+    resources_seen: set[str] = set()
+    for init, field in ((False, "containers"), (True, "initContainers")):
+        for raw in _list(spec.get(field)):
+            facts, names = _read_container(
+                _mapping(raw),
+                index=len([c for c in containers if c.init == init]),
+                init=init,
+                gpu_resources=gpu_resources,
+            )
+            containers.append(facts)
+            resources_seen |= names
+    gpu_resource = next((r for r in gpu_resources if r in resources_seen), gpu_resources[0])
+    app = sum(c.gpus for c in containers if not c.init)
+    init_max = max((c.gpus for c in containers if c.init), default=0)
+    is_ollama = (
+        any(c.is_ollama for c in containers)
+        or labels.get(OLLAMA_LABEL[0]) == OLLAMA_LABEL[1]
+        or ANN_MODELS in annotations
+    )
+    status = _mapping(pod.get("status"))
+    return PodFacts(
+        namespace=str(meta.get("namespace") or namespace),
+        name=str(meta.get("name") or meta.get("generateName") or ""),
+        uid=str(meta.get("uid") or ""),
+        labels=labels,
+        annotations=annotations,
+        node_name=str(spec.get("nodeName") or ""),
+        phase=str(status.get("phase") or "Pending"),
+        deleting=bool(meta.get("deletionTimestamp")),
+        mirror=ANN_MIRROR in annotations,
+        containers=tuple(containers),
+        gpu_resource=gpu_resource,
+        gpus=max(app, init_max),
+        uses_mig=any(r.startswith(MIG_PREFIX) for r in resources_seen),
+        is_ollama=is_ollama,
+    )
+
+
+def _read_container(
+    raw: Mapping[str, Any], *, index: int, init: bool, gpu_resources: Sequence[str]
+) -> tuple[ContainerFacts, set[str]]:
+    name = str(raw.get("name") or f"#{index}")
+    resources = _mapping(raw.get("resources"))
+    limits = _mapping(resources.get("limits"))
+    requests = _mapping(resources.get("requests"))
+    seen = {str(k) for k in (*limits, *requests)}
+    gpus = 0
+    for resource in gpu_resources:
+        value = limits.get(resource, requests.get(resource))
+        if value is not None:
+            gpus += _gpu_count(value, container=name, resource=resource)
+    env: dict[str, str | None] = {}
+    for item in _list(raw.get("env")):
+        entry = _mapping(item)
+        if isinstance(entry.get("name"), str):
+            value = entry.get("value")
+            env[entry["name"]] = None if "valueFrom" in entry else str(value if value is not None else "")
+    post_start = _mapping(_mapping(_mapping(raw.get("lifecycle")).get("postStart")).get("exec"))
+    commands = tuple(
+        tuple(str(part) for part in _list(seq))
+        for seq in (raw.get("command"), raw.get("args"), post_start.get("command"))
+        if _list(seq)
+    )
+    image = str(raw.get("image") or "")
+    facts = ContainerFacts(
+        index=index,
+        name=name,
+        image=image,
+        init=init,
+        is_ollama=is_ollama_image(image),
+        gpus=gpus,
+        env=env,
+        commands=commands,
+    )
+    return facts, seen
+
+
+def _gpu_count(value: object, *, container: str, resource: str) -> int:
+    try:
+        amount = parse_quantity(value if isinstance(value, (str, int)) and not isinstance(value, bool) else str(value))
+    except QuantityError as exc:
+        raise DeclarationError(f"container {container!r}: {resource} {exc}") from None
+    if amount != amount.to_integral_value() or not 0 <= amount <= MAX_GPUS_PER_POD:
+        raise DeclarationError(
+            f"container {container!r}: {resource} must be a whole number of GPUs from 0 to "
+            f"{MAX_GPUS_PER_POD}, got {value!r}"
+        )
+    return int(amount)
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _str_map(value: object) -> dict[str, str]:
+    return {str(k): str(v) for k, v in _mapping(value).items()}

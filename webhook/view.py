@@ -1,0 +1,238 @@
+"""The cluster as the guard sees it: an immutable `ClusterView` of GPU nodes, namespaces and
+GPU tenants, built from raw Node/Pod/Namespace dicts (a snapshot file or the watch cache).
+
+Every active GPU tenant bound to a node counts against it: its demand is the guard's own
+`ollama-guard.io/vram-demand` stamp when that stamp carries the current estimate version, else it
+is recomputed (restart recovery loses nothing); a pod whose declaration is broken still counts,
+as declared or as the node's even share, and says so. `ViewBuilder` applies watch events and
+publishes new frozen views. Pure.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from webhook.catalog import Catalog
+from webhook.demand import PodDemand, compute_demand
+from webhook.inventory import GpuNode, read_node
+from webhook.policy import ClusterPolicy, NamespacePolicy, resolve_namespace_policy
+from webhook.tenants import ANN_DEMAND, ANN_ESTIMATE, DeclarationError, PodFacts, read_pod
+
+ESTIMATE_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    """One active GPU tenant (bound or still pending)."""
+
+    namespace: str
+    name: str
+    uid: str
+    node: str
+    gpus: int
+    is_ollama: bool
+    #: None: counted as the node's even share
+    demand_mib: int | None
+    source: str
+    models: tuple[str, ...] = ()
+    problem: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    def demand_on(self, node: GpuNode) -> int:
+        return self.demand_mib if self.demand_mib is not None else node.even_share_mib
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterView:
+    nodes: Mapping[str, GpuNode] = field(default_factory=dict)
+    namespaces: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    tenants: Mapping[str, Tenant] = field(default_factory=dict)
+    #: node name -> committed MiB of the tenants bound to it
+    committed: Mapping[str, int] = field(default_factory=dict)
+    #: node name -> keys of the tenants bound to it
+    bound: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: namespace -> MiB held by its GPU tenants across the cluster
+    namespace_usage: Mapping[str, int] = field(default_factory=dict)
+
+    def namespace_policy(self, cluster: ClusterPolicy, namespace: str) -> NamespacePolicy:
+        return resolve_namespace_policy(cluster, namespace, self.namespaces.get(namespace))
+
+
+def tenant_from_pod(pod: PodFacts, demand: PodDemand | None, problem: str = "") -> Tenant:
+    decl_models = demand.declaration.models if demand else ()
+    return Tenant(
+        namespace=pod.namespace,
+        name=pod.name,
+        uid=pod.uid,
+        node=pod.node_name,
+        gpus=pod.gpus,
+        is_ollama=pod.is_ollama,
+        demand_mib=demand.demand_mib if demand else None,
+        source=demand.source if demand else "default",
+        models=decl_models,
+        problem=problem,
+    )
+
+
+def stamped_demand(pod: PodFacts) -> int | None:
+    """The guard's own demand stamp, when it was written by this estimate version."""
+    raw, estimate = pod.annotations.get(ANN_DEMAND), pod.annotations.get(ANN_ESTIMATE)
+    if raw is None or estimate is None or not raw.isascii() or not raw.isdigit():
+        return None
+    try:
+        version = json.loads(estimate).get("v")
+    except (ValueError, AttributeError):
+        return None
+    return int(raw) if version == ESTIMATE_VERSION else None
+
+
+class ViewBuilder:
+    """Mutable accumulator of raw objects; `build()` returns a frozen ClusterView."""
+
+    def __init__(self, *, cluster: ClusterPolicy, catalog: Catalog) -> None:
+        self._cluster = cluster
+        self._catalog = catalog
+        self._nodes: dict[str, GpuNode] = {}
+        self._namespaces: dict[str, Mapping[str, str]] = {}
+        self._tenants: dict[str, Tenant] = {}
+
+    def set_node(self, raw: Mapping[str, Any]) -> None:
+        node = read_node(raw, gpu_resources=self._cluster.gpu_resources)
+        name = str(_meta(raw).get("name") or "")
+        if node is None:
+            self._nodes.pop(name, None)
+        else:
+            self._nodes[name] = node
+
+    def delete_node(self, name: str) -> None:
+        self._nodes.pop(name, None)
+
+    def set_namespace(self, raw: Mapping[str, Any]) -> None:
+        meta = _meta(raw)
+        ann = meta.get("annotations") or {}
+        self._namespaces[str(meta.get("name") or "")] = {
+            str(k): str(v) for k, v in ann.items() if str(k).startswith("ollama-guard.io/")
+        }
+
+    def delete_namespace(self, name: str) -> None:
+        self._namespaces.pop(name, None)
+
+    def set_pod(self, raw: Mapping[str, Any]) -> Tenant | None:
+        """Record a pod; returns its Tenant when it is an active GPU tenant."""
+        key = f"{_meta(raw).get('namespace', '')}/{_meta(raw).get('name', '')}"
+        tenant = self.tenant_of(raw)
+        if tenant is None:
+            self._tenants.pop(key, None)
+        else:
+            self._tenants[key] = tenant
+        return tenant
+
+    def delete_pod(self, key: str) -> None:
+        self._tenants.pop(key, None)
+
+    def tenant_of(self, raw: Mapping[str, Any]) -> Tenant | None:
+        try:
+            pod = read_pod(raw, gpu_resources=self._cluster.gpu_resources)
+        except DeclarationError as exc:
+            return None if not _meta(raw).get("name") else _broken(raw, str(exc))
+        if not pod.is_gpu_tenant or not pod.active or pod.mirror:
+            return None
+        stamp = stamped_demand(pod)
+        if stamp is not None:
+            return replace(tenant_from_pod(pod, None), demand_mib=stamp, source="annotation")
+        ns = resolve_namespace_policy(self._cluster, pod.namespace, self._namespaces.get(pod.namespace))
+        try:
+            return tenant_from_pod(pod, compute_demand(pod, ns=ns, cluster=self._cluster, catalog=self._catalog))
+        except DeclarationError as exc:
+            return tenant_from_pod(pod, None, problem=str(exc))
+
+    def put_tenant(self, tenant: Tenant, *, base: ClusterView) -> ClusterView:
+        """Record one tenant and return `base` updated for it without a full rebuild."""
+        old = self._tenants.get(tenant.key)
+        self._tenants[tenant.key] = tenant
+        return replace_tenant(base, old, tenant)
+
+    def build(self) -> ClusterView:
+        return assemble_view(self._nodes, self._namespaces, self._tenants)
+
+
+def replace_tenant(view: ClusterView, old: Tenant | None, new: Tenant) -> ClusterView:
+    """`view` with tenant `old` replaced by `new` (O(tenants) dict copy, no recomputation)."""
+    committed, usage = dict(view.committed), dict(view.namespace_usage)
+    bound = dict(view.bound)
+    for tenant, sign in ((old, -1), (new, 1)):
+        if tenant is None:
+            continue
+        node = view.nodes.get(tenant.node)
+        demand = tenant.demand_on(node) if node else (tenant.demand_mib or 0)
+        usage[tenant.namespace] = usage.get(tenant.namespace, 0) + sign * demand
+        if node is not None:
+            committed[node.name] = committed.get(node.name, 0) + sign * demand
+            keys = [k for k in bound.get(node.name, ()) if k != tenant.key]
+            bound[node.name] = (*keys, tenant.key) if sign > 0 else tuple(keys)
+    tenants = dict(view.tenants)
+    tenants[new.key] = new
+    return replace(view, tenants=tenants, committed=committed, bound=bound, namespace_usage=usage)
+
+
+def assemble_view(
+    nodes: Mapping[str, GpuNode], namespaces: Mapping[str, Mapping[str, str]], tenants: Mapping[str, Tenant]
+) -> ClusterView:
+    committed: dict[str, int] = {}
+    bound: dict[str, list[str]] = {}
+    usage: dict[str, int] = {}
+    for key, tenant in tenants.items():
+        node = nodes.get(tenant.node)
+        demand = tenant.demand_on(node) if node else (tenant.demand_mib or 0)
+        usage[tenant.namespace] = usage.get(tenant.namespace, 0) + demand
+        if node is not None:
+            committed[node.name] = committed.get(node.name, 0) + demand
+            bound.setdefault(node.name, []).append(key)
+    return ClusterView(
+        nodes=dict(nodes),
+        namespaces=dict(namespaces),
+        tenants=dict(tenants),
+        committed=committed,
+        bound={k: tuple(v) for k, v in bound.items()},
+        namespace_usage=usage,
+    )
+
+
+def build_view(objects: Iterable[Mapping[str, Any]], *, cluster: ClusterPolicy, catalog: Catalog) -> ClusterView:
+    """A view from a flat list of Node, Namespace and Pod objects (any order)."""
+    builder = ViewBuilder(cluster=cluster, catalog=catalog)
+    items = list(objects)
+    for kind, setter in (("Node", builder.set_node), ("Namespace", builder.set_namespace)):
+        for obj in items:
+            if obj.get("kind") == kind:
+                setter(obj)
+    for obj in items:
+        if obj.get("kind") == "Pod":
+            builder.set_pod(obj)
+    return builder.build()
+
+
+def _broken(raw: Mapping[str, Any], problem: str) -> Tenant:
+    meta, spec = _meta(raw), raw.get("spec") or {}
+    return Tenant(
+        namespace=str(meta.get("namespace", "")),
+        name=str(meta.get("name", "")),
+        uid=str(meta.get("uid", "")),
+        node=str(spec.get("nodeName") or ""),
+        gpus=1,
+        is_ollama=False,
+        demand_mib=None,
+        source="default",
+        problem=problem,
+    )
+
+
+def _meta(raw: Mapping[str, Any]) -> Mapping[str, Any]:
+    meta = raw.get("metadata")
+    return meta if isinstance(meta, Mapping) else {}
