@@ -15,7 +15,8 @@ It speaks the real wire format that `kube-apiserver` uses for the core/v1 collec
 Test controls: `add`, `modify`, `delete`, `bookmark`, `compact`, `drop_connections` (abrupt
 close of open watch streams), `hold_watches` (watch requests wait while held), `set_failure`
 (answer a kind's lists or watches with an HTTP error Status), `open_watches`, and `requests`
-(every request's path and query, with its arrival time). One global, monotonically increasing resourceVersion.
+(every request's path and query, with its arrival time). One global, monotonically increasing
+resourceVersion.
 """
 
 from __future__ import annotations

@@ -96,9 +96,10 @@ def mirror(api: KubeApiFixture) -> Iterator[MirrorFactory]:
     def make(*, recorder: Recorder | None = None, start: bool = True,
              **options: Any) -> tuple[ClusterMirror, Recorder]:
         recorder = recorder or Recorder()
-        options: dict[str, Any] = {"project": keep_labels, "backoff_base": 0.02, "backoff_cap": 0.1} | options
+        settings: dict[str, Any] = {"project": keep_labels, "backoff_base": 0.02,
+                                    "backoff_cap": 0.1} | options
         made.append(ClusterMirror(ApiClient(Configuration(host=api.url)), on_event=recorder,
-                                  **options))
+                                  **settings))
         if start:
             made[-1].start()
         return made[-1], recorder

@@ -173,8 +173,7 @@ class Catalog:
         exact = self._lookup(f"{name}:{tag}")
         if exact is not None:
             return exact
-        size, _, rest = tag.partition("-")
-        parts = rest.split("-") if rest else []
+        size, *parts = tag.split("-")
         quant = parts.pop() if parts and parts[-1] in _QUANTS else None
         base = self._lookup(f"{name}:{size}")
         if not name or base is None or any(part not in _VARIANTS for part in parts):

@@ -30,7 +30,7 @@ MAX_MODELS = 32
 MAX_CONTEXT = 1 << 21
 
 _REF = re.compile(r"^[a-z0-9][a-z0-9._\-/:@]*$", re.IGNORECASE)
-_TOKEN = r"[^\s;&|'\"`()<>]+"
+_TOKEN = r"[^\s;&|'\"`()<>\\]+"
 _CMD = re.compile(rf"(?:^|[\s;&|(/'\"`])ollama\s+(?:pull|run)\s+(?:-\S+\s+)*({_TOKEN})")
 _XARGS = re.compile(r"echo\s+(?:-n\s+)?([\"']?)([^\"'|\n]*)\1\s*\|\s*xargs\s+(?:-\S+\s+)*\S*ollama\s+(?:pull|run)\b")
 _FROM = re.compile(rf"(?:^|[\s\"'])FROM\s+({_TOKEN})", re.MULTILINE)

@@ -29,9 +29,16 @@ Severity = Literal["fail", "warn"]
 @dataclass(frozen=True, slots=True)
 class Violation:
     rule: str
+    #: the full text for a denial: what was asked, what is free, which rule, how to fix it
     message: str
     code: int = 403
     severity: Severity = "fail"
+    #: one line for a kubectl warning (≤ 120 characters); the message when empty
+    short: str = ""
+
+    @property
+    def summary(self) -> str:
+        return self.short or self.message
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +121,7 @@ def _setting_checks(
                         "settings-cap",
                         f"{env}={value} is above namespace {ns.namespace}'s cap of {cap} ({ann}); "
                         f"set {env} to {cap} or less, or ask an admin to raise the cap",
+                        short=f"{env}={value} is above the namespace cap {cap}",
                     )
                 )
         if require_settings:
@@ -129,8 +137,11 @@ def _setting_checks(
                 out.append(
                     Violation(
                         "settings-missing",
-                        f"Ollama container(s) lack {', '.join(missing)}: the mutating webhook did not run "
-                        "(without them Ollama sizes its context from the whole GPU); set them explicitly or retry",
+                        f"Ollama container(s) lack {', '.join(missing)}: the mutating webhook did not run, so "
+                        "Ollama will pick its own defaults (recent releases size the context from the whole GPU); "
+                        "the estimate assumes the namespace defaults. Set them explicitly",
+                        severity="warn",
+                        short=f"{', '.join(missing)} not set; estimate assumes the namespace defaults",
                     )
                 )
     if pod.is_ollama and not pod.is_gpu_tenant and require_settings:
@@ -141,6 +152,7 @@ def _setting_checks(
                     "gpu-request",
                     "Ollama pod requests no GPU but the ollama/ollama image sees every GPU "
                     "(NVIDIA_VISIBLE_DEVICES=all); request nvidia.com/gpu: 1, or set NVIDIA_VISIBLE_DEVICES=void",
+                    short="Ollama pod requests no GPU but would see every GPU; request nvidia.com/gpu: 1",
                 )
             )
     stamp = pod.annotations.get(ANN_DEMAND)
@@ -150,6 +162,7 @@ def _setting_checks(
                 "guard-annotation",
                 f'{ANN_DEMAND}="{stamp[:40]}" does not match the guard\'s computation ({demand.demand_mib}); '
                 "this annotation is written by the guard: remove it from the pod spec",
+                short=f"{ANN_DEMAND} is written by the guard; remove it from the pod spec",
             )
         )
     return out
@@ -171,6 +184,7 @@ def _model_checks(demand: PodDemand, ns: NamespacePolicy, catalog: Catalog) -> l
             "allowed-models",
             f"model{'s' if len(refused) > 1 else ''} {', '.join(refused)} not allowed in namespace {ns.namespace} "
             f"(ollama-guard.io/allowed-models: {', '.join(ns.allowed_models)}); use an allowed model or ask an admin",
+            short=f"model {refused[0]} is not allowed here (allowed: {', '.join(ns.allowed_models)[:40]})",
         )
     ]
 
@@ -213,7 +227,9 @@ def _capacity_checks(
         f"{what} needs {describe_demand(demand, even_share_mib=share)} of VRAM, but {where}: "
         f"{list_fits(results)}. {CAPACITY_FIX}"
     )
-    return [Violation("capacity", message)], results
+    best = max(results, key=lambda f: f.free_mib)
+    short = f"needs {format_mib(results[0].demand_mib)} VRAM x{replicas}; most free: {best.node} {format_mib(best.free_mib)}"
+    return [Violation("capacity", message, short=short)], results
 
 
 def _copies(fit: Fit) -> int:
@@ -247,5 +263,6 @@ def _quota_checks(
             f"namespace {ns.namespace} VRAM quota exceeded: {format_mib(used)} in use + {format_mib(asked)} asked "
             f"> quota {format_mib(ns.vram_quota_mib)} (ollama-guard.io/vram-quota); free VRAM in this namespace or "
             "ask an admin for more quota",
+            short=f"VRAM quota {format_mib(ns.vram_quota_mib)}: {format_mib(used)} used + {format_mib(asked)} asked",
         )
     ]

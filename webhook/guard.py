@@ -35,22 +35,28 @@ class Guard:
 
 
 def enforce(ns: NamespacePolicy, violations: Sequence[Violation], guard: Guard, *, subject: str) -> AdmissionResponse:
-    """Apply the namespace's enforcement mode to a list of violations."""
-    if not violations:
-        return rv.allowed()
-    broken_policy = [v for v in violations if v.rule == "namespace-policy"]
+    """Apply the namespace's enforcement mode to a list of violations.
+
+    `fail` violations deny in `enforce` mode, become kubectl warnings in `warn` mode and an audit
+    record in `audit` mode; a malformed namespace policy denies in every mode. `warn`-severity
+    violations are advisories: always returned as warnings, never a denial.
+    """
     failures = [v for v in violations if v.severity == "fail"]
+    advisories = [v.summary for v in violations if v.severity == "warn"]
+    broken_policy = [v for v in failures if v.rule == "namespace-policy"]
+    if not failures:
+        return rv.with_warnings(rv.allowed(), advisories)
     if ns.enforcement == "enforce" or broken_policy:
-        first = (broken_policy or failures or list(violations))[0]
-        rest = [v for v in (failures or violations) if v is not first]
+        first = (broken_policy or failures)[0]
+        rest = [v for v in failures if v is not first]
         message = f"{subject} denied by ollama-guard: {first.message}"
         if rest:
             message += " Also: " + " ".join(v.message for v in rest[:3])
-        return rv.denied(message, code=first.code, reason="BadRequest" if first.code == 400 else "Forbidden")
+        denial = rv.denied(message, code=first.code, reason="BadRequest" if first.code == 400 else "Forbidden")
+        return rv.with_warnings(denial, advisories)
     if ns.enforcement == "warn":
-        return rv.with_warnings(rv.allowed(), [f"ollama-guard would deny: {v.message}" for v in violations])
-    for v in violations:
+        return rv.with_warnings(rv.allowed(), [f"would deny: {v.summary}" for v in failures] + advisories)
+    for v in failures:
         guard.on_would_deny(ns.namespace, v.rule, v.message)
-    return rv.with_audit(
-        rv.allowed(), **{"ollama-guard.io/would-deny": "; ".join(f"{v.rule}: {v.message}" for v in violations)[:2000]}
-    )
+    record = "; ".join(f"{v.rule}: {v.message}" for v in failures)[:2000]
+    return rv.with_audit(rv.allowed(), **{"ollama-guard.io/would-deny": record})

@@ -154,11 +154,9 @@ def _read_container(
             value = entry.get("value")
             env[entry["name"]] = None if "valueFrom" in entry else str(value if value is not None else "")
     post_start = _mapping(_mapping(_mapping(raw.get("lifecycle")).get("postStart")).get("exec"))
-    commands = tuple(
-        tuple(str(part) for part in _list(seq))
-        for seq in (raw.get("command"), raw.get("args"), post_start.get("command"))
-        if _list(seq)
-    )
+    argv = [str(part) for part in (*_list(raw.get("command")), *_list(raw.get("args")))]
+    hook = [str(part) for part in _list(post_start.get("command"))]
+    commands = tuple(tuple(seq) for seq in (argv, hook) if seq)
     image = str(raw.get("image") or "")
     facts = ContainerFacts(
         index=index,

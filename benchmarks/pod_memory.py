@@ -1,0 +1,254 @@
+"""Memory per cached pod: what the cluster mirror costs at 100,000 pods (tracemalloc).
+
+Each pod goes through what the live path does: a realistic full Pod as the API server sends it
+(managedFields, probes, status, ...) is serialised, parsed with `json.loads` on its own (as a
+watch event is, so no string is shared across pods), projected to what the guard keeps, and only
+the projection is retained. Representations compared:
+
+- `projected`: the projection as plain dicts and lists (what `ClusterMirror` keeps today);
+- `projected+interned`: the same with every string `sys.intern`-ed (shared keys and values);
+- `record`: a frozen slotted dataclass with the fields the ledger and policy need, strings
+  interned, small mappings as tuples;
+- `raw`: the full parsed Pod (measured on a sample and scaled), for comparison.
+
+Usage: `python benchmarks/pod_memory.py [--pods 100000] [--raw-sample 2000]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tracemalloc
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+GUARD_PREFIX = "ollama-guard.io/"
+MODELS = ["llama3.1:8b-instruct-q4_K_M", "qwen2.5:14b", "mistral:7b", "gemma2:27b",
+          "nomic-embed-text", "llama3.1:70b-instruct-q4_K_M", "phi3:mini", "deepseek-r1:32b"]
+
+
+def full_pod(i: int) -> dict[str, Any]:
+    """A Deployment-owned Ollama pod as `kubectl get pod -o json` shows it (about 7 KB)."""
+    ns, app = f"team-{i % 200:03d}", f"ollama-{i % 50}"
+    rs_hash, suffix = f"{(i * 7919) % 16**10:010x}", f"{(i * 104729) % 36**5:05x}"
+    name, node = f"{app}-{rs_hash}-{suffix}", f"gpu-node-{i % 1000:04d}"
+    model = MODELS[i % len(MODELS)]
+    labels = {"app": app, "app.kubernetes.io/name": "ollama", "app.kubernetes.io/instance": app,
+              "app.kubernetes.io/part-of": "llm-platform", "pod-template-hash": rs_hash}
+    annotations = {
+        "ollama-guard.io/models": f"{model},nomic-embed-text",
+        "ollama-guard.io/vram-demand": str(6_000_000_000 + i % 9 * 1_000_000_000),
+        "ollama-guard.io/estimate-version": "1",
+        "kubectl.kubernetes.io/restartedAt": "2024-11-20T10:00:00Z",
+        "prometheus.io/scrape": "true", "prometheus.io/port": "11434",
+    }
+    resources = {"limits": {"nvidia.com/gpu": "1", "memory": "32Gi"},
+                 "requests": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"}}
+    env = [{"name": "OLLAMA_NUM_PARALLEL", "value": str(1 + i % 4)},
+           {"name": "OLLAMA_CONTEXT_LENGTH", "value": "8192"},
+           {"name": "OLLAMA_MAX_LOADED_MODELS", "value": "2"},
+           {"name": "OLLAMA_KEEP_ALIVE", "value": "24h"},
+           {"name": "OLLAMA_FLASH_ATTENTION", "value": "1"},
+           {"name": "HF_HOME", "value": "/models/hf"},
+           {"name": "POD_IP", "valueFrom": {"fieldRef": {"apiVersion": "v1",
+                                                          "fieldPath": "status.podIP"}}}]
+    probe = {"httpGet": {"path": "/api/version", "port": 11434, "scheme": "HTTP"},
+             "initialDelaySeconds": 10, "periodSeconds": 10, "timeoutSeconds": 1,
+             "successThreshold": 1, "failureThreshold": 3}
+    container = {
+        "name": "ollama", "image": "ollama/ollama:0.5.7", "imagePullPolicy": "IfNotPresent",
+        "ports": [{"name": "http", "containerPort": 11434, "protocol": "TCP"}], "env": env,
+        "resources": resources, "livenessProbe": probe, "readinessProbe": probe,
+        "volumeMounts": [{"name": "models", "mountPath": "/root/.ollama"},
+                         {"name": "kube-api-access-x7k2p", "readOnly": True,
+                          "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}],
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "File",
+    }
+    init = {"name": "pull-model", "image": "ollama/ollama:0.5.7",
+            "command": ["/bin/sh", "-c", f"ollama serve & sleep 5; ollama pull {model}"],
+            "env": env[:2], "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}},
+            "volumeMounts": container["volumeMounts"][:1],
+            "terminationMessagePath": "/dev/termination-log",
+            "terminationMessagePolicy": "File", "imagePullPolicy": "IfNotPresent"}
+    managed = [{"manager": m, "operation": "Update", "apiVersion": "v1",
+                "time": "2024-11-20T10:00:05Z", "fieldsType": "FieldsV1",
+                "fieldsV1": {"f:metadata": {"f:labels": {f"f:{k}": {} for k in labels},
+                                            "f:ownerReferences": {"k:{\"uid\":\"x\"}": {}}},
+                             "f:spec": {"f:containers": {"k:{\"name\":\"ollama\"}": {
+                                 "f:env": {f"k:{{\"name\":\"{e['name']}\"}}": {} for e in env},
+                                 "f:image": {}, "f:resources": {}}}}}}
+               for m in ("kube-controller-manager", "kubelet")]
+    condition_types = ("PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady",
+                       "PodScheduled")
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {
+            "name": name, "generateName": f"{app}-{rs_hash}-", "namespace": ns,
+            "uid": f"{i:08x}-1f2e-4c3b-9a8d-{i * 31 % 16**12:012x}",
+            "resourceVersion": str(1_000_000 + i), "creationTimestamp": "2024-11-20T10:00:00Z",
+            "labels": labels, "annotations": annotations, "managedFields": managed,
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                                 "name": f"{app}-{rs_hash}", "uid": f"rs-{i % 5000:08x}",
+                                 "controller": True, "blockOwnerDeletion": True}],
+        },
+        "spec": {
+            "volumes": [{"name": "models", "persistentVolumeClaim": {"claimName": f"{app}-m"}},
+                        {"name": "kube-api-access-x7k2p", "projected": {
+                            "defaultMode": 420, "sources": [
+                                {"serviceAccountToken": {"expirationSeconds": 3607,
+                                                         "path": "token"}},
+                                {"configMap": {"name": "kube-root-ca.crt", "items": [
+                                    {"key": "ca.crt", "path": "ca.crt"}]}}]}}],
+            "initContainers": [init], "containers": [container],
+            "restartPolicy": "Always", "terminationGracePeriodSeconds": 30,
+            "dnsPolicy": "ClusterFirst", "serviceAccountName": "default",
+            "serviceAccount": "default", "nodeName": node,
+            "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3-SHARED"},
+            "securityContext": {}, "schedulerName": "default-scheduler",
+            "tolerations": [
+                {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+                {"key": "node.kubernetes.io/not-ready", "operator": "Exists",
+                 "effect": "NoExecute", "tolerationSeconds": 300},
+                {"key": "node.kubernetes.io/unreachable", "operator": "Exists",
+                 "effect": "NoExecute", "tolerationSeconds": 300}],
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [
+                    {"key": "nvidia.com/gpu.memory", "operator": "Gt", "values": ["40000"]}]}]}}},
+            "priority": 0, "enableServiceLinks": True, "preemptionPolicy": "PreemptLowerPriority",
+        },
+        "status": {
+            "phase": "Running",
+            "conditions": [{"type": t, "status": "True", "lastProbeTime": None,
+                            "lastTransitionTime": "2024-11-20T10:00:30Z"}
+                           for t in condition_types],
+            "hostIP": f"10.0.{i % 250}.{i % 200}", "podIP": f"10.244.{i % 250}.{i % 240}",
+            "podIPs": [{"ip": f"10.244.{i % 250}.{i % 240}"}],
+            "startTime": "2024-11-20T10:00:01Z", "qosClass": "Burstable",
+            "containerStatuses": [{
+                "name": "ollama", "ready": True, "restartCount": 0, "started": True,
+                "image": "docker.io/ollama/ollama:0.5.7",
+                "imageID": "docker.io/ollama/ollama@sha256:" + "ab" * 32,
+                "containerID": f"containerd://{i:064x}",
+                "state": {"running": {"startedAt": "2024-11-20T10:00:20Z"}},
+                "lastState": {}}],
+        },
+    }
+
+
+def project_pod(raw: dict[str, Any]) -> dict[str, Any]:
+    """The projection the guard keeps (design §11; the lead's field list)."""
+    meta, spec = raw["metadata"], raw.get("spec") or {}
+    return {
+        "metadata": {
+            "namespace": meta.get("namespace"), "name": meta["name"], "uid": meta.get("uid"),
+            "labels": meta.get("labels") or {},
+            "annotations": {k: v for k, v in (meta.get("annotations") or {}).items()
+                            if k.startswith(GUARD_PREFIX)},
+            "deletionTimestamp": meta.get("deletionTimestamp"),
+            "ownerReferences": [{"kind": o.get("kind"), "name": o.get("name")}
+                                for o in meta.get("ownerReferences") or ()],
+        },
+        "spec": {
+            "nodeName": spec.get("nodeName"), "nodeSelector": spec.get("nodeSelector") or {},
+            "tolerations": spec.get("tolerations") or [],
+            "affinity": {"nodeAffinity": (spec.get("affinity") or {}).get("nodeAffinity")},
+            "containers": [_container(c) for c in spec.get("containers") or ()],
+            "initContainers": [_container(c) for c in spec.get("initContainers") or ()],
+        },
+        "status": {"phase": (raw.get("status") or {}).get("phase")},
+    }
+
+
+def _container(c: dict[str, Any]) -> dict[str, Any]:
+    return {"name": c.get("name"), "image": c.get("image"),
+            "env": [e for e in c.get("env") or () if str(e.get("name", "")).startswith("OLLAMA_")],
+            "resources": c.get("resources") or {}}
+
+
+def intern_all(value: Any) -> Any:
+    """A deep copy with every string (keys and values) interned."""
+    if isinstance(value, str):
+        return sys.intern(value)
+    if isinstance(value, dict):
+        return {sys.intern(k): intern_all(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [intern_all(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class PodRecord:
+    """A compact alternative: what the ledger, policy and binding lookup read."""
+
+    namespace: str
+    name: str
+    uid: str
+    node_name: str | None
+    phase: str | None
+    deleting: bool
+    owner: tuple[str, str] | None
+    labels: tuple[tuple[str, str], ...]
+    guard_annotations: tuple[tuple[str, str], ...]
+    ollama_env: tuple[tuple[str, str], ...]
+    gpu_request: int
+    images: tuple[str, ...]
+
+
+def to_record(p: dict[str, Any]) -> PodRecord:
+    meta, spec = p["metadata"], p["spec"]
+    owners = meta["ownerReferences"]
+    containers = spec["containers"] + spec["initContainers"]
+
+    def pairs(d: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+        return tuple((sys.intern(k), sys.intern(str(v))) for k, v in sorted(d.items()))
+
+    gpus = sum(int((c["resources"].get("limits") or {}).get("nvidia.com/gpu", 0))
+               for c in spec["containers"])
+    return PodRecord(
+        namespace=sys.intern(meta["namespace"]), name=meta["name"], uid=meta["uid"],
+        node_name=sys.intern(spec["nodeName"]) if spec["nodeName"] else None,
+        phase=sys.intern(p["status"]["phase"]), deleting=meta["deletionTimestamp"] is not None,
+        owner=(sys.intern(owners[0]["kind"]), sys.intern(owners[0]["name"])) if owners else None,
+        labels=pairs(meta["labels"]), guard_annotations=pairs(meta["annotations"]),
+        ollama_env=pairs({e["name"]: e.get("value", "") for c in containers for e in c["env"]}),
+        gpu_request=gpus, images=tuple(sys.intern(c["image"]) for c in containers))
+
+
+def measure(n: int, build: Callable[[int], object]) -> tuple[float, float]:
+    """Bytes per pod retained after building `n` pods, and the peak per pod while building."""
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    kept = [build(i) for i in range(n)]
+    current, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert len(kept) == n
+    return (current - base) / n, (peak - base) / n
+
+
+def parsed(i: int) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(json.dumps(full_pod(i)))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pods", type=int, default=100_000)
+    parser.add_argument("--raw-sample", type=int, default=2_000)
+    args = parser.parse_args()
+    print(f"full pod JSON: {len(json.dumps(full_pod(1)))} bytes; "
+          f"projected JSON: {len(json.dumps(project_pod(parsed(1))))} bytes")
+    rows = [("projected", args.pods, lambda i: project_pod(parsed(i))),
+            ("projected+interned", args.pods, lambda i: intern_all(project_pod(parsed(i)))),
+            ("record", args.pods, lambda i: to_record(project_pod(parsed(i)))),
+            ("raw (sampled)", args.raw_sample, parsed)]
+    print(f"{'representation':<20} {'bytes/pod':>10} {f'MiB at {args.pods:,}':>16}")
+    for label, n, build in rows:
+        per_pod, _ = measure(n, build)
+        print(f"{label:<20} {per_pod:>10,.0f} {per_pod * args.pods / 2**20:>16,.1f}")
+
+
+if __name__ == "__main__":
+    main()
