@@ -1,0 +1,123 @@
+"""The ledger: fit rule, atomic reservations under concurrency, confirm, release, TTL."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from webhook.inventory import read_node
+from webhook.ledger import Ledger, fits
+from webhook.view import ClusterView, Tenant, assemble_view
+
+NODE = read_node(
+    {"metadata": {"name": "gpu-a", "labels": {"nvidia.com/gpu.memory": "81559", "nvidia.com/gpu.count": "1",
+                                              "nvidia.com/gpu.replicas": "4"}},
+     "status": {"allocatable": {"nvidia.com/gpu": "4"}}},
+    gpu_resources=("nvidia.com/gpu",),
+)
+assert NODE is not None
+
+
+def tenant(i: int, demand: int | None = 10_000, node: str = "", gpus: int = 1) -> Tenant:
+    return Tenant(namespace="ns", name=f"p{i}", uid=f"uid-{i}", node=node, gpus=gpus, is_ollama=True,
+                  demand_mib=demand, source="estimate")
+
+
+def view(*tenants: Tenant) -> ClusterView:
+    return assemble_view({"gpu-a": NODE}, {}, {t.key: t for t in tenants})
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize(
+    ("committed", "demand", "gpus", "ok"),
+    [
+        pytest.param(0, 81559, 1, True, id="exactly-full"),
+        pytest.param(1, 81559, 1, False, id="one-over"),
+        pytest.param(60000, 21559, 1, True, id="fills-the-rest"),
+        pytest.param(0, 100000, 2, False, id="over-capacity"),
+        pytest.param(0, 81560, 1, False, id="per-gpu-over"),
+    ],
+)
+def test_fit_rule(committed: int, demand: int, gpus: int, ok: bool) -> None:
+    assert fits(NODE, committed_mib=committed, demand_mib=demand, gpus=gpus).ok is ok
+
+
+def test_reserve_takes_and_denies_the_last_vram() -> None:
+    ledger = Ledger(view(), clock=Clock())
+    results = [ledger.reserve(tenant(i, 20_000), NODE).ok for i in range(5)]
+    assert results == [True, True, True, True, False]
+    assert ledger.committed("gpu-a") == 80_000
+
+
+def test_dry_run_reserves_nothing() -> None:
+    ledger = Ledger(view(), clock=Clock())
+    assert ledger.reserve(tenant(1, 50_000), NODE, dry_run=True).ok
+    assert ledger.committed("gpu-a") == 0
+
+
+def test_same_pod_binding_twice_is_idempotent() -> None:
+    ledger = Ledger(view(), clock=Clock())
+    assert ledger.reserve(tenant(1, 50_000), NODE).ok
+    assert ledger.reserve(tenant(1, 50_000), NODE).ok
+    assert ledger.committed("gpu-a") == 50_000
+
+
+def test_confirmed_by_the_view_is_not_double_counted() -> None:
+    ledger = Ledger(view(), clock=Clock())
+    t = tenant(1, 30_000)
+    assert ledger.reserve(t, NODE).ok
+    bound = replace(t, node="gpu-a")
+    ledger.publish(view(bound))
+    assert ledger.committed("gpu-a") == 30_000
+    assert ledger.reservations() == ()
+
+
+def test_ttl_releases_unconfirmed_reservations() -> None:
+    clock = Clock()
+    ledger = Ledger(view(), ttl_seconds=60, clock=clock)
+    assert ledger.reserve(tenant(1, 80_000), NODE).ok
+    assert not ledger.reserve(tenant(2, 10_000), NODE).ok
+    clock.now += 61
+    assert ledger.reserve(tenant(2, 10_000), NODE).ok
+    assert ledger.committed("gpu-a") == 10_000
+
+
+def test_release_frees_the_reservation() -> None:
+    ledger = Ledger(view(), clock=Clock())
+    ledger.reserve(tenant(1, 80_000), NODE)
+    ledger.release("uid-1")
+    assert ledger.committed("gpu-a") == 0
+
+
+def test_default_share_tenant_counts_the_node_even_share() -> None:
+    ledger = Ledger(view(tenant(9, None, node="gpu-a")), clock=Clock())
+    assert ledger.committed("gpu-a") == 81559 // 4
+
+
+@pytest.mark.parametrize("round_", range(5))
+def test_concurrent_reservations_never_overcommit(round_: int) -> None:
+    ledger = Ledger(view(tenant(0, 1_559, node="gpu-a")), clock=Clock())
+    demands = [3_000 + (i * 7919 + round_ * 104729) % 9_000 for i in range(400)]
+    barrier = threading.Barrier(16)
+
+    def bind(i: int) -> tuple[int, bool]:
+        if i < 16:
+            barrier.wait()
+        return demands[i], ledger.reserve(tenant(i + 1, demands[i]), NODE).ok
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        outcomes = list(pool.map(bind, range(len(demands))))
+    admitted = sum(d for d, ok in outcomes if ok)
+    assert 1_559 + admitted == ledger.committed("gpu-a") <= NODE.budget_mib
+    smallest_denied = min((d for d, ok in outcomes if not ok), default=None)
+    assert smallest_denied is not None and ledger.committed("gpu-a") + smallest_denied > NODE.budget_mib
