@@ -69,6 +69,9 @@ def validate_binding(req: AdmissionRequest, guard: Guard) -> AdmissionResponse:
     if tenant is None or (pod_uid and tenant.uid and tenant.uid != pod_uid):
         return rv.allowed()  # not a GPU tenant the guard admitted (pods webhook only sees GPU/Ollama pods)
     ns = guard.ledger.view.namespace_policy(guard.cluster, req.namespace)
+    if not ns.active:  # exempt or off: never denied, but the VRAM it takes is still counted
+        guard.ledger.reserve(tenant, node, dry_run=req.dry_run, force=True)
+        return rv.allowed()
     fit = guard.ledger.reserve(tenant, node, dry_run=req.dry_run)
     if fit.ok:
         if not req.dry_run:
@@ -79,9 +82,8 @@ def validate_binding(req: AdmissionRequest, guard: Guard) -> AdmissionResponse:
         f"binding to {node.name} would over-commit its VRAM: the pod needs "
         f"{describe_demand_of(tenant, node.even_share_mib)}; {describe_fit(fit)}, committed "
         f"{fit.committed_mib} MiB of {fit.budget_mib} MiB. {CAPACITY_FIX}",
+        short=f"binding to {node.name}: needs {format_mib(fit.demand_mib)}, {format_mib(fit.free_mib)} free",
     )
-    if not ns.active:
-        return rv.allowed()
     response = enforce(ns, [violation], guard, subject=f"pod {key}")
     if response.allowed and not req.dry_run:
         guard.ledger.reserve(tenant, node, force=True)

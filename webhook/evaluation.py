@@ -19,7 +19,7 @@ from webhook.explain import CAPACITY_FIX, describe_demand, list_fits
 from webhook.ledger import Fit, fits
 from webhook.policy import ClusterPolicy, NamespacePolicy
 from webhook.quantity import format_mib
-from webhook.scheduling import candidate_nodes
+from webhook.scheduling import iter_candidates
 from webhook.tenants import ANN_DEMAND, DeclarationError, PodFacts, read_pod
 from webhook.view import ClusterView
 
@@ -198,31 +198,30 @@ def _capacity_checks(
     committed: Callable[[str], int],
     replicas: int,
 ) -> tuple[list[Violation], list[Fit]]:
+    """Allow as soon as an unguarded candidate or enough guarded room is found (cost stays flat as
+    clusters grow); only a denial walks every candidate, to list each one's free VRAM."""
     if not pod.is_gpu_tenant or replicas <= 0:
         return [], []
     spec = raw.get("spec") if isinstance(raw.get("spec"), Mapping) else {}
-    candidates = candidate_nodes(spec or {}, view.nodes.values())
-    guarded = [n for n in candidates if n.guarded]
-    if not candidates or len(guarded) < len(candidates):
-        return [], []  # unguarded room (or nowhere to go): not the guard's call
-    results = [
-        fits(
-            n,
-            committed_mib=committed(n.name),
-            demand_mib=demand.on_node(even_share_mib=n.even_share_mib),
-            gpus=pod.gpus,
-        )
-        for n in guarded
-    ]
-    placeable = sum(_copies(f) for f in results)
-    if placeable >= replicas:
-        return [], results
+    results: list[Fit] = []
+    placeable = 0
+    for node in iter_candidates(spec or {}, view.nodes.values()):
+        if not node.guarded:
+            return [], []  # unguarded room: not the guard's call (the binding check still guards the rest)
+        demand_mib = demand.on_node(even_share_mib=node.even_share_mib)
+        fit = fits(node, committed_mib=committed(node.name), demand_mib=demand_mib, gpus=pod.gpus)
+        results.append(fit)
+        placeable += _copies(fit)
+        if placeable >= replicas:
+            return [], results
+    if not results:
+        return [], []  # nowhere to go: the scheduler keeps it pending, not the guard's call
     what = f"pod {pod.namespace}/{pod.name or '(generated)'}"
     if replicas > 1:
         what = f"{replicas} replicas of {what}, {placeable} fit;"
     where = f"node {pod.node_name}" if pod.node_name else "no time-sliced GPU node it can run on has that free"
-    node = view.nodes.get(pod.node_name)
-    share = node.even_share_mib if node else (guarded[0].even_share_mib if guarded else None)
+    node_ = view.nodes.get(pod.node_name)
+    share = (node_ or view.nodes[results[0].node]).even_share_mib
     message = (
         f"{what} needs {describe_demand(demand, even_share_mib=share)} of VRAM, but {where}: "
         f"{list_fits(results)}. {CAPACITY_FIX}"

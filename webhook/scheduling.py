@@ -7,7 +7,7 @@ NoExecute, GPU slots); preferred terms never exclude a node. Pure.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from webhook.inventory import GpuNode, Taint
@@ -15,11 +15,15 @@ from webhook.inventory import GpuNode, Taint
 
 def candidate_nodes(pod_spec: Mapping[str, Any], nodes: Iterable[GpuNode]) -> list[GpuNode]:
     """GPU nodes that advertise GPU slots and pass the pod's hard scheduling constraints."""
+    return list(iter_candidates(pod_spec, nodes))
+
+
+def iter_candidates(pod_spec: Mapping[str, Any], nodes: Iterable[GpuNode]) -> Iterator[GpuNode]:
+    """Lazily, the candidate nodes (callers that only need "is there one that…" stop early)."""
     pinned = str(pod_spec.get("nodeName") or "")
     selector = pod_spec.get("nodeSelector") or {}
     terms = _required_terms(pod_spec)
     tolerations = [t for t in pod_spec.get("tolerations") or [] if isinstance(t, Mapping)]
-    result = []
     for node in nodes:
         if pinned and node.name != pinned:
             continue
@@ -33,8 +37,7 @@ def candidate_nodes(pod_spec: Mapping[str, Any], nodes: Iterable[GpuNode]) -> li
             _tolerated(taint, tolerations) for taint in node.taints if taint.effect in ("NoSchedule", "NoExecute")
         ):
             continue
-        result.append(node)
-    return result
+        yield node
 
 
 def _required_terms(pod_spec: Mapping[str, Any]) -> Sequence[Mapping[str, Any]] | None:
