@@ -227,7 +227,8 @@ def _capacity_checks(
         f"{list_fits(results)}. {CAPACITY_FIX}"
     )
     best = max(results, key=lambda f: f.free_mib)
-    short = f"needs {format_mib(results[0].demand_mib)} VRAM x{replicas}; most free: {best.node} {format_mib(best.free_mib)}"
+    need = format_mib(results[0].demand_mib)
+    short = f"needs {need} VRAM x{replicas}; most free: {best.node} {format_mib(best.free_mib)}"
     return [Violation("capacity", message, short=short)], results
 
 
