@@ -39,7 +39,9 @@ def recorded(name: str) -> dict[str, Any]:
 
 
 def make_guard(
-    *, namespaces: dict[str, dict[str, str]] | None = None, cluster: ClusterPolicy | None = None,
+    *,
+    namespaces: dict[str, dict[str, str]] | None = None,
+    cluster: ClusterPolicy | None = None,
     extra: list[dict[str, Any]] | None = None,
 ) -> tuple[Guard, list[tuple[str, str, str]]]:
     cluster = cluster or load_settings().cluster_policy()
@@ -49,8 +51,13 @@ def make_guard(
         objects.append({"kind": "Namespace", "metadata": {"name": name, "annotations": ann}})
     source = SnapshotSource([*objects, *(extra or [])], cluster=cluster, catalog=CATALOG, origin="test")
     records: list[tuple[str, str, str]] = []
-    guard = Guard(cluster=cluster, catalog=CATALOG, ledger=source.ledger, on_bound=source.on_bound,
-                  on_would_deny=lambda ns, rule, msg: records.append((ns, rule, msg)))
+    guard = Guard(
+        cluster=cluster,
+        catalog=CATALOG,
+        ledger=source.ledger,
+        on_bound=source.on_bound,
+        on_would_deny=lambda ns, rule, msg: records.append((ns, rule, msg)),
+    )
     return guard, records
 
 
@@ -58,9 +65,16 @@ def request(review: dict[str, Any]) -> AdmissionRequest:
     return parse_review(review)
 
 
-def ollama_pod_review(*, models: str = "llama3.1:8b", namespace: str = "team-a", name: str | None = None,
-                      env: dict[str, str] | None = None, annotations: dict[str, str] | None = None,
-                      node: str | None = None, dry_run: bool = False) -> dict[str, Any]:
+def ollama_pod_review(
+    *,
+    models: str = "llama3.1:8b",
+    namespace: str = "team-a",
+    name: str | None = None,
+    env: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+    node: str | None = None,
+    dry_run: bool = False,
+) -> dict[str, Any]:
     """A validate Pod CREATE derived from the recorded ReplicaSet pod (validate-pod-create-2)."""
     review = copy.deepcopy(recorded("validate-pod-create-2"))
     req = review["request"]
@@ -107,8 +121,12 @@ def test_mutate_recorded_replicaset_pod_injects_settings_and_stamps() -> None:
     assert "/metadata/annotations/ollama-guard.io~1estimate" in paths
     pod = apply(review, response)
     env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
-    assert env == {"OLLAMA_HOST": "0.0.0.0:11434", "OLLAMA_MAX_LOADED_MODELS": "1",
-                   "OLLAMA_CONTEXT_LENGTH": "8192", "OLLAMA_NUM_PARALLEL": "1"}
+    assert env == {
+        "OLLAMA_HOST": "0.0.0.0:11434",
+        "OLLAMA_MAX_LOADED_MODELS": "1",
+        "OLLAMA_CONTEXT_LENGTH": "8192",
+        "OLLAMA_NUM_PARALLEL": "1",
+    }
     estimate = json.loads(pod["metadata"]["annotations"]["ollama-guard.io/estimate"])
     assert estimate["source"] == "estimate" and estimate["perModel"][0]["tag"] == "llama3.1:8b"
     assert pod["metadata"]["annotations"]["ollama-guard.io/vram-demand"] == str(estimate["demandMiB"])
@@ -170,27 +188,46 @@ def test_mutate_leaves_other_requests_alone(fixture: str, namespace_annotations:
 
 env_names = st.sampled_from(["OLLAMA_MAX_LOADED_MODELS", "OLLAMA_CONTEXT_LENGTH", "OLLAMA_NUM_PARALLEL", "OTHER"])
 containers = st.fixed_dictionaries(
-    {"name": st.text("abcdefgh", min_size=1, max_size=6),
-     "image": st.sampled_from(["ollama/ollama:0.6.8", "docker.io/ollama/ollama", "busybox", "vllm/vllm-openai"])},
+    {
+        "name": st.text("abcdefgh", min_size=1, max_size=6),
+        "image": st.sampled_from(["ollama/ollama:0.6.8", "docker.io/ollama/ollama", "busybox", "vllm/vllm-openai"]),
+    },
     optional={
-        "env": st.lists(st.fixed_dictionaries({"name": env_names, "value": st.sampled_from(["1", "2", "4096"])}),
-                        max_size=4),
-        "resources": st.fixed_dictionaries({}, optional={
-            "limits": st.dictionaries(st.sampled_from(["nvidia.com/gpu", "cpu", "memory"]), st.sampled_from(["1", "2"])),
-            "requests": st.dictionaries(st.sampled_from(["nvidia.com/gpu", "cpu"]), st.sampled_from(["1"])),
-        }),
+        "env": st.lists(
+            st.fixed_dictionaries({"name": env_names, "value": st.sampled_from(["1", "2", "4096"])}), max_size=4
+        ),
+        "resources": st.fixed_dictionaries(
+            {},
+            optional={
+                "limits": st.dictionaries(
+                    st.sampled_from(["nvidia.com/gpu", "cpu", "memory"]), st.sampled_from(["1", "2"])
+                ),
+                "requests": st.dictionaries(st.sampled_from(["nvidia.com/gpu", "cpu"]), st.sampled_from(["1"])),
+            },
+        ),
     },
 )
 annotations = st.dictionaries(
-    st.sampled_from(["ollama-guard.io/models", "ollama-guard.io/vram-demand", "ollama-guard.io/estimate",
-                     "ollama-guard.io/vram", "a/b~c", "note"]),
+    st.sampled_from(
+        [
+            "ollama-guard.io/models",
+            "ollama-guard.io/vram-demand",
+            "ollama-guard.io/estimate",
+            "ollama-guard.io/vram",
+            "a/b~c",
+            "note",
+        ]
+    ),
     st.sampled_from(["llama3.1:8b", "qwen2.5:7b, gemma2:2b", "12", "24Gi", "{}", "x"]),
 )
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(cs=st.lists(containers, min_size=1, max_size=3), ann=st.one_of(st.none(), annotations),
-       labels=st.one_of(st.none(), st.just({"app.kubernetes.io/name": "ollama"})))
+@given(
+    cs=st.lists(containers, min_size=1, max_size=3),
+    ann=st.one_of(st.none(), annotations),
+    labels=st.one_of(st.none(), st.just({"app.kubernetes.io/name": "ollama"})),
+)
 def test_mutation_is_valid_json_patch_and_idempotent_on_generated_pods(
     cs: list[dict[str, Any]], ann: dict[str, str] | None, labels: dict[str, str] | None
 ) -> None:
@@ -200,11 +237,18 @@ def test_mutation_is_valid_json_patch_and_idempotent_on_generated_pods(
         meta["annotations"] = ann
     if labels is not None:
         meta["labels"] = labels
-    review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-        "uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"},
-        "resource": {"group": "", "version": "v1", "resource": "pods"}, "namespace": "team-a",
-        "operation": "CREATE", "object": {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
-                                          "spec": {"containers": cs}}}}
+    review = {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "u",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "team-a",
+            "operation": "CREATE",
+            "object": {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": {"containers": cs}},
+        },
+    }
     first = mutate(request(review), guard)
     assert first.allowed
     patched = apply(review, first)  # raises if any op is invalid for this document
@@ -281,20 +325,46 @@ def test_enforcement_modes(mode: str, allowed: bool, warned: bool, recorded_: bo
 @pytest.mark.parametrize(
     ("namespace_annotations", "pod", "code", "needles"),
     [
-        pytest.param({"ollama-guard.io/enforcement": "maybe"}, {}, 400,
-                     ["ollama-guard.io/enforcement", "enforce, warn, audit, off"], id="bad-namespace-annotation"),
-        pytest.param({"ollama-guard.io/enforcement": "warn", "ollama-guard.io/vram-quota": "lots"}, {}, 400,
-                     ["ollama-guard.io/vram-quota"], id="bad-annotation-denies-even-in-warn"),
-        pytest.param({}, {"models": "myorg/custom:latest"}, 400, ["myorg/custom:latest", "ollama-guard.io/vram"],
-                     id="unknown-model"),
-        pytest.param({}, {"env": {"OLLAMA_CONTEXT_LENGTH": "32768"}}, 403,
-                     ["OLLAMA_CONTEXT_LENGTH=32768", "cap of 8192"], id="context-over-cap"),
-        pytest.param({"ollama-guard.io/allowed-models": "qwen2.5:*"}, {}, 403,
-                     ["llama3.1:8b not allowed", "qwen2.5:*"], id="model-not-allowed"),
+        pytest.param(
+            {"ollama-guard.io/enforcement": "maybe"},
+            {},
+            400,
+            ["ollama-guard.io/enforcement", "enforce, warn, audit, off"],
+            id="bad-namespace-annotation",
+        ),
+        pytest.param(
+            {"ollama-guard.io/enforcement": "warn", "ollama-guard.io/vram-quota": "lots"},
+            {},
+            400,
+            ["ollama-guard.io/vram-quota"],
+            id="bad-annotation-denies-even-in-warn",
+        ),
+        pytest.param(
+            {},
+            {"models": "myorg/custom:latest"},
+            400,
+            ["myorg/custom:latest", "ollama-guard.io/vram"],
+            id="unknown-model",
+        ),
+        pytest.param(
+            {},
+            {"env": {"OLLAMA_CONTEXT_LENGTH": "32768"}},
+            403,
+            ["OLLAMA_CONTEXT_LENGTH=32768", "cap of 8192"],
+            id="context-over-cap",
+        ),
+        pytest.param(
+            {"ollama-guard.io/allowed-models": "qwen2.5:*"},
+            {},
+            403,
+            ["llama3.1:8b not allowed", "qwen2.5:*"],
+            id="model-not-allowed",
+        ),
         pytest.param({"ollama-guard.io/vram-quota": "4Gi"}, {}, 403, ["quota", "4.0 GiB"], id="quota"),
         pytest.param({}, {"annotations": {"ollama-guard.io/vram": "-1Gi"}}, 400, ["negative"], id="negative-vram"),
-        pytest.param({}, {"annotations": {"ollama-guard.io/vram-demand": "5"}}, 403,
-                     ["written by the guard"], id="forged-demand"),
+        pytest.param(
+            {}, {"annotations": {"ollama-guard.io/vram-demand": "5"}}, 403, ["written by the guard"], id="forged-demand"
+        ),
     ],
 )
 @requires_fixtures
@@ -316,8 +386,11 @@ def test_unknown_model_with_declared_vram_is_counted_as_declared() -> None:
 
 @requires_fixtures
 def test_pod_that_can_land_on_an_unguarded_gpu_node_is_not_held_back() -> None:
-    plain_gpu = {"kind": "Node", "metadata": {"name": "gpu-plain", "labels": {"nvidia.com/gpu.memory": "24576"}},
-                 "status": {"allocatable": {"nvidia.com/gpu": "1"}}}
+    plain_gpu = {
+        "kind": "Node",
+        "metadata": {"name": "gpu-plain", "labels": {"nvidia.com/gpu.memory": "24576"}},
+        "status": {"allocatable": {"nvidia.com/gpu": "1"}},
+    }
     guard, _ = make_guard(namespaces={"team-a": OPEN_CAPS}, extra=[plain_gpu])
     assert validate(request(ollama_pod_review(**HUGE)), guard).allowed  # type: ignore[arg-type]
 
@@ -414,8 +487,9 @@ def test_tenant_may_change_other_namespace_annotations() -> None:
 # --------------------------------------------------------------------------- validate: workloads and scale
 
 
-def deployment_review(replicas: int, *, models: str = "llama3.1:8b", old_replicas: int | None = None,
-                      dry_run: bool = False) -> dict[str, Any]:
+def deployment_review(
+    replicas: int, *, models: str = "llama3.1:8b", old_replicas: int | None = None, dry_run: bool = False
+) -> dict[str, Any]:
     review = copy.deepcopy(recorded("validate-deployment-create-1"))
     req = review["request"]
     req["uid"], req["dryRun"] = str(uuid.uuid4()), dry_run
@@ -477,3 +551,45 @@ def test_dry_run_deployment_is_answered_the_same_but_not_remembered() -> None:
     assert not validate(request(deployment_review(10, dry_run=True)), guard).allowed
     assert validate(request(deployment_review(1, dry_run=True)), guard).allowed
     assert guard.templates.get("Deployment", "team-a", "ollama") is None
+
+
+def workload_review(kind: str, spec: dict[str, Any], *, api: str = "apps/v1") -> dict[str, Any]:
+    """A workload CREATE derived from the recorded Deployment review, re-shaped to `kind`."""
+    review = copy.deepcopy(recorded("validate-deployment-create-1"))
+    req = review["request"]
+    template = req["object"]["spec"]["template"]
+    template["metadata"].setdefault("annotations", {})["ollama-guard.io/models"] = "qwen2.5:32b"
+    group, _, version = api.rpartition("/")
+    req["uid"] = str(uuid.uuid4())
+    req["kind"] = {"group": group, "version": version, "kind": kind}
+    req["resource"] = {"group": group, "version": version, "resource": kind.lower() + "s"}
+    body = {**spec}
+    if kind == "CronJob":
+        body = {"schedule": "0 * * * *", "jobTemplate": {"spec": {**spec, "template": template}}}
+    else:
+        body["template"] = template
+    req["object"] = {"apiVersion": api, "kind": kind, "metadata": {"name": "w", "namespace": "team-a"}, "spec": body}
+    return review
+
+
+@requires_fixtures
+@pytest.mark.parametrize(
+    ("kind", "spec", "api", "allowed"),
+    [
+        pytest.param("StatefulSet", {"replicas": 1}, "apps/v1", True, id="statefulset-1"),
+        pytest.param("StatefulSet", {"replicas": 3}, "apps/v1", False, id="statefulset-3"),
+        pytest.param("ReplicaSet", {"replicas": 2}, "apps/v1", False, id="replicaset-2"),
+        pytest.param("DaemonSet", {}, "apps/v1", True, id="daemonset-one-per-node"),
+        pytest.param("Job", {"parallelism": 1}, "batch/v1", True, id="job-1"),
+        pytest.param("Job", {"parallelism": 2}, "batch/v1", False, id="job-parallel-2"),
+        pytest.param("CronJob", {"parallelism": 2}, "batch/v1", False, id="cronjob-parallel-2"),
+        pytest.param("ReplicationController", {"replicas": 2}, "v1", False, id="rc-2"),
+    ],
+)
+def test_workload_kinds_count_their_copies(kind: str, spec: dict[str, Any], api: str, allowed: bool) -> None:
+    """qwen2.5:32b (24.5 GiB at the default context) fits the bundled node's 48.6 GiB free once, not twice."""
+    guard, _ = make_guard()
+    response = validate(request(workload_review(kind, spec, api=api)), guard)
+    assert response.allowed is allowed, response.message
+    if not allowed:
+        assert f"{kind.lower()} team-a/w denied" in response.message and "fit;" in response.message

@@ -18,13 +18,20 @@ HELM_SCRIPT = (
 )
 
 
-def pod(*, containers: list[dict[str, Any]] | None = None, init: list[dict[str, Any]] | None = None,
-        annotations: dict[str, str] | None = None, labels: dict[str, str] | None = None) -> dict[str, Any]:
+def pod(
+    *,
+    containers: list[dict[str, Any]] | None = None,
+    init: list[dict[str, Any]] | None = None,
+    annotations: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None,
+) -> dict[str, Any]:
     spec: dict[str, Any] = {"containers": containers or [{"name": "c", "image": "busybox"}]}
     if init:
         spec["initContainers"] = init
-    return {"metadata": {"name": "p", "namespace": "ns", "annotations": annotations or {}, "labels": labels or {}},
-            "spec": spec}
+    return {
+        "metadata": {"name": "p", "namespace": "ns", "annotations": annotations or {}, "labels": labels or {}},
+        "spec": spec,
+    }
 
 
 @pytest.mark.parametrize(
@@ -51,16 +58,36 @@ def test_ollama_image_recognition(image: str, expected: bool) -> None:
         pytest.param(pod(containers=[{"name": "o", "image": "ollama/ollama"}]), True, 0, id="image"),
         pytest.param(pod(labels={"app.kubernetes.io/name": "ollama"}), True, 0, id="label"),
         pytest.param(pod(annotations={"ollama-guard.io/models": "llama3.1"}), True, 0, id="annotation"),
-        pytest.param(pod(containers=[{"name": "c", "image": "x", "resources": {"limits": {"nvidia.com/gpu": "2"}}}]),
-                     False, 2, id="gpu-tenant"),
-        pytest.param(pod(containers=[{"name": "c", "image": "x", "resources": {"requests": {"nvidia.com/gpu.shared": 1}}}]),
-                     False, 1, id="renamed-resource-request-only"),
-        pytest.param(pod(containers=[{"name": "a", "image": "x", "resources": {"limits": {"nvidia.com/gpu": "1"}}},
-                                     {"name": "b", "image": "y", "resources": {"limits": {"nvidia.com/gpu": "1"}}}],
-                         init=[{"name": "i", "image": "z", "resources": {"limits": {"nvidia.com/gpu": "1"}}}]),
-                     False, 2, id="sum-of-app-containers-vs-init-max"),
-        pytest.param(pod(containers=[{"name": "c", "image": "x", "resources": {"limits": {"nvidia.com/mig-1g.10gb": "1"}}}]),
-                     False, 0, id="mig-is-not-time-sliced"),
+        pytest.param(
+            pod(containers=[{"name": "c", "image": "x", "resources": {"limits": {"nvidia.com/gpu": "2"}}}]),
+            False,
+            2,
+            id="gpu-tenant",
+        ),
+        pytest.param(
+            pod(containers=[{"name": "c", "image": "x", "resources": {"requests": {"nvidia.com/gpu.shared": 1}}}]),
+            False,
+            1,
+            id="renamed-resource-request-only",
+        ),
+        pytest.param(
+            pod(
+                containers=[
+                    {"name": "a", "image": "x", "resources": {"limits": {"nvidia.com/gpu": "1"}}},
+                    {"name": "b", "image": "y", "resources": {"limits": {"nvidia.com/gpu": "1"}}},
+                ],
+                init=[{"name": "i", "image": "z", "resources": {"limits": {"nvidia.com/gpu": "1"}}}],
+            ),
+            False,
+            2,
+            id="sum-of-app-containers-vs-init-max",
+        ),
+        pytest.param(
+            pod(containers=[{"name": "c", "image": "x", "resources": {"limits": {"nvidia.com/mig-1g.10gb": "1"}}}]),
+            False,
+            0,
+            id="mig-is-not-time-sliced",
+        ),
     ],
 )
 def test_read_pod_recognises_tenants(raw: dict[str, Any], ollama: bool, gpus: int) -> None:
@@ -71,8 +98,13 @@ def test_read_pod_recognises_tenants(raw: dict[str, Any], ollama: bool, gpus: in
 
 @pytest.mark.parametrize(
     "value",
-    [pytest.param("-1", id="negative"), pytest.param("1.5", id="fraction"), pytest.param("1 ", id="space"),
-     pytest.param("9e999", id="absurd"), pytest.param("lots", id="word")],
+    [
+        pytest.param("-1", id="negative"),
+        pytest.param("1.5", id="fraction"),
+        pytest.param("1 ", id="space"),
+        pytest.param("9e999", id="absurd"),
+        pytest.param("lots", id="word"),
+    ],
 )
 def test_bad_gpu_quantity_is_a_declaration_error(value: str) -> None:
     raw = pod(containers=[{"name": "gpu", "image": "x", "resources": {"limits": {"nvidia.com/gpu": value}}}])
@@ -83,29 +115,89 @@ def test_bad_gpu_quantity_is_a_declaration_error(value: str) -> None:
 @pytest.mark.parametrize(
     ("containers", "init", "expected"),
     [
-        pytest.param([{"name": "o", "image": "ollama/ollama",
-                       "lifecycle": {"postStart": {"exec": {"command": ["/bin/sh", "-c", HELM_SCRIPT]}}}}],
-                     None, ("llama3.1:8b", "qwen2.5:7b"), id="helm-poststart-script"),
-        pytest.param([{"name": "o", "image": "ollama/ollama", "lifecycle": {"postStart": {"exec": {"command": [
-            "/bin/sh", "-c", 'echo "llama3.2:3b mistral" | xargs -n1 /bin/ollama pull']}}}}],
-                     None, ("llama3.2:3b", "mistral"), id="helm-xargs-form"),
-        pytest.param([{"name": "o", "image": "ollama/ollama", "command": ["/bin/ollama"], "args": ["run", "gemma2:9b"]}],
-                     None, ("gemma2:9b",), id="args-run"),
-        pytest.param([{"name": "o", "image": "ollama/ollama"}],
-                     [{"name": "pull", "image": "ollama/ollama", "command": ["ollama", "pull", "phi4:14b"]}],
-                     ("phi4:14b",), id="init-container"),
-        pytest.param([{"name": "o", "image": "ollama/ollama", "env": [{"name": "MODEL", "value": "qwen3:8b"}],
-                       "args": ["sh", "-c", "ollama serve & sleep 3; ollama pull ${MODEL}"]}],
-                     None, ("qwen3:8b",), id="env-expansion"),
-        pytest.param([{"name": "o", "image": "ollama/ollama", "args": ["sh", "-c",
-                       "printf 'FROM llama3.1:8b\\nPARAMETER num_ctx 4096' > /tmp/M && ollama create mine -f /tmp/M"]}],
-                     None, ("llama3.1:8b",), id="create-from"),
+        pytest.param(
+            [
+                {
+                    "name": "o",
+                    "image": "ollama/ollama",
+                    "lifecycle": {"postStart": {"exec": {"command": ["/bin/sh", "-c", HELM_SCRIPT]}}},
+                }
+            ],
+            None,
+            ("llama3.1:8b", "qwen2.5:7b"),
+            id="helm-poststart-script",
+        ),
+        pytest.param(
+            [
+                {
+                    "name": "o",
+                    "image": "ollama/ollama",
+                    "lifecycle": {
+                        "postStart": {
+                            "exec": {
+                                "command": ["/bin/sh", "-c", 'echo "llama3.2:3b mistral" | xargs -n1 /bin/ollama pull']
+                            }
+                        }
+                    },
+                }
+            ],
+            None,
+            ("llama3.2:3b", "mistral"),
+            id="helm-xargs-form",
+        ),
+        pytest.param(
+            [{"name": "o", "image": "ollama/ollama", "command": ["/bin/ollama"], "args": ["run", "gemma2:9b"]}],
+            None,
+            ("gemma2:9b",),
+            id="args-run",
+        ),
+        pytest.param(
+            [{"name": "o", "image": "ollama/ollama"}],
+            [{"name": "pull", "image": "ollama/ollama", "command": ["ollama", "pull", "phi4:14b"]}],
+            ("phi4:14b",),
+            id="init-container",
+        ),
+        pytest.param(
+            [
+                {
+                    "name": "o",
+                    "image": "ollama/ollama",
+                    "env": [{"name": "MODEL", "value": "qwen3:8b"}],
+                    "args": ["sh", "-c", "ollama serve & sleep 3; ollama pull ${MODEL}"],
+                }
+            ],
+            None,
+            ("qwen3:8b",),
+            id="env-expansion",
+        ),
+        pytest.param(
+            [
+                {
+                    "name": "o",
+                    "image": "ollama/ollama",
+                    "args": [
+                        "sh",
+                        "-c",
+                        "printf 'FROM llama3.1:8b\\nPARAMETER num_ctx 4096' > /tmp/M && ollama create mine -f /tmp/M",
+                    ],
+                }
+            ],
+            None,
+            ("llama3.1:8b",),
+            id="create-from",
+        ),
         pytest.param([{"name": "o", "image": "ollama/ollama", "args": ["serve"]}], None, (), id="no-models"),
-        pytest.param([{"name": "o", "image": "ollama/ollama", "args": ["sh", "-c", "ollama pull $UNSET"]}],
-                     None, (), id="unresolved-variable-ignored"),
+        pytest.param(
+            [{"name": "o", "image": "ollama/ollama", "args": ["sh", "-c", "ollama pull $UNSET"]}],
+            None,
+            (),
+            id="unresolved-variable-ignored",
+        ),
     ],
 )
-def test_discovery(containers: list[dict[str, Any]], init: list[dict[str, Any]] | None, expected: tuple[str, ...]) -> None:
+def test_discovery(
+    containers: list[dict[str, Any]], init: list[dict[str, Any]] | None, expected: tuple[str, ...]
+) -> None:
     facts = read_pod(pod(containers=containers, init=init), gpu_resources=GPU)
     assert discover_models(facts.containers) == expected
     decl = read_declaration(facts)
@@ -114,8 +206,10 @@ def test_discovery(containers: list[dict[str, Any]], init: list[dict[str, Any]] 
 
 
 def test_annotation_is_authoritative_over_discovery() -> None:
-    raw = pod(containers=[{"name": "o", "image": "ollama/ollama", "args": ["run", "gemma2:9b"]}],
-              annotations={"ollama-guard.io/models": " llama3.1:8b , qwen2.5:14b-instruct-q8_0,llama3.1:8b "})
+    raw = pod(
+        containers=[{"name": "o", "image": "ollama/ollama", "args": ["run", "gemma2:9b"]}],
+        annotations={"ollama-guard.io/models": " llama3.1:8b , qwen2.5:14b-instruct-q8_0,llama3.1:8b "},
+    )
     decl = read_declaration(read_pod(raw, gpu_resources=GPU))
     assert decl.models == ("llama3.1:8b", "qwen2.5:14b-instruct-q8_0")
     assert decl.source == "annotation"
@@ -143,8 +237,12 @@ def test_bad_pod_annotations_name_the_annotation(annotations: dict[str, str], ne
 
 
 def test_vram_and_context_annotations() -> None:
-    decl = read_declaration(read_pod(pod(annotations={"ollama-guard.io/vram": "20000Mi",
-                                                      "ollama-guard.io/context-length": "32768"}), gpu_resources=GPU))
+    decl = read_declaration(
+        read_pod(
+            pod(annotations={"ollama-guard.io/vram": "20000Mi", "ollama-guard.io/context-length": "32768"}),
+            gpu_resources=GPU,
+        )
+    )
     assert decl.vram_mib == 20000
     assert decl.context_length == 32768
 

@@ -93,7 +93,9 @@ def test_pod_demand_sums_the_k_largest_models() -> None:
     assert [m.tag for m in one.loaded_models] == ["qwen2.5:14b"]
     assert [m.tag for m in two.loaded_models] == ["qwen2.5:14b", "llama3.1:8b"]
     # OLLAMA_MAX_LOADED_MODELS is per GPU: 1 × 2 GPUs loads two models
-    two_gpus = estimate_pod(pairs, OllamaSettings(max_loaded_models=1), gpus=2, cuda_context_overhead_mib=0, safety_margin=0)
+    two_gpus = estimate_pod(
+        pairs, OllamaSettings(max_loaded_models=1), gpus=2, cuda_context_overhead_mib=0, safety_margin=0
+    )
     assert two_gpus.demand_mib == two.demand_mib
     # capped at the number of declared models
     many = estimate_pod(pairs, OllamaSettings(max_loaded_models=10), cuda_context_overhead_mib=0, safety_margin=0)
@@ -149,8 +151,9 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_cli_estimate_json_matches_the_library() -> None:
-    out = run_cli("estimate", "llama3.1:8b", "qwen2.5:7b", "--context", "4096", "--parallel", "2",
-                  "--max-loaded", "2", "--json")
+    out = run_cli(
+        "estimate", "llama3.1:8b", "qwen2.5:7b", "--context", "4096", "--parallel", "2", "--max-loaded", "2", "--json"
+    )
     assert out.returncode == 0, out.stderr
     body = json.loads(out.stdout)
     s = OllamaSettings(context_length=4096, num_parallel=2, max_loaded_models=2)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import pytest
 
@@ -13,17 +13,29 @@ from webhook.ledger import Ledger, fits
 from webhook.view import ClusterView, Tenant, assemble_view
 
 NODE = read_node(
-    {"metadata": {"name": "gpu-a", "labels": {"nvidia.com/gpu.memory": "81559", "nvidia.com/gpu.count": "1",
-                                              "nvidia.com/gpu.replicas": "4"}},
-     "status": {"allocatable": {"nvidia.com/gpu": "4"}}},
+    {
+        "metadata": {
+            "name": "gpu-a",
+            "labels": {"nvidia.com/gpu.memory": "81559", "nvidia.com/gpu.count": "1", "nvidia.com/gpu.replicas": "4"},
+        },
+        "status": {"allocatable": {"nvidia.com/gpu": "4"}},
+    },
     gpu_resources=("nvidia.com/gpu",),
 )
 assert NODE is not None
 
 
 def tenant(i: int, demand: int | None = 10_000, node: str = "", gpus: int = 1) -> Tenant:
-    return Tenant(namespace="ns", name=f"p{i}", uid=f"uid-{i}", node=node, gpus=gpus, is_ollama=True,
-                  demand_mib=demand, source="estimate")
+    return Tenant(
+        namespace="ns",
+        name=f"p{i}",
+        uid=f"uid-{i}",
+        node=node,
+        gpus=gpus,
+        is_ollama=True,
+        demand_mib=demand,
+        source="estimate",
+    )
 
 
 def view(*tenants: Tenant) -> ClusterView:

@@ -20,11 +20,18 @@ def test_defaults_without_annotations() -> None:
 
 
 def test_annotations_override_defaults() -> None:
-    ns = resolve_namespace_policy(CLUSTER, "team-a", {
-        "ollama-guard.io/enforcement": "Warn", "ollama-guard.io/max-loaded-models": "2",
-        "ollama-guard.io/context-length": "32768", "ollama-guard.io/num-parallel": "4",
-        "ollama-guard.io/vram-quota": "40Gi", "ollama-guard.io/allowed-models": "llama3.*, qwen2.5:*",
-    })
+    ns = resolve_namespace_policy(
+        CLUSTER,
+        "team-a",
+        {
+            "ollama-guard.io/enforcement": "Warn",
+            "ollama-guard.io/max-loaded-models": "2",
+            "ollama-guard.io/context-length": "32768",
+            "ollama-guard.io/num-parallel": "4",
+            "ollama-guard.io/vram-quota": "40Gi",
+            "ollama-guard.io/allowed-models": "llama3.*, qwen2.5:*",
+        },
+    )
     assert ns.enforcement == "warn" and ns.max_loaded_models == 2 and ns.context_length == 32768
     assert ns.num_parallel == 4 and ns.vram_quota_mib == 40 * 1024
     assert ns.model_allowed("llama3.1:8b") and ns.model_allowed("qwen2.5:14b") and not ns.model_allowed("gemma2:9b")
@@ -44,7 +51,9 @@ def test_annotations_override_defaults() -> None:
         pytest.param("ollama-guard.io/allowed-models", " , ", "comma-separated globs", id="globs-empty"),
     ],
 )
-def test_malformed_annotations_are_problems_naming_annotation_and_form(annotation: str, value: str, needle: str) -> None:
+def test_malformed_annotations_are_problems_naming_annotation_and_form(
+    annotation: str, value: str, needle: str
+) -> None:
     ns = resolve_namespace_policy(CLUSTER, "team-a", {annotation: value})
     assert len(ns.problems) == 1
     text = str(ns.problems[0])
@@ -62,8 +71,12 @@ def node(labels: dict[str, str], annotations: dict[str, str] | None = None, gpus
     return {"metadata": {"name": "n", "labels": labels, "annotations": annotations or {}}, "status": status}
 
 
-H100 = {"nvidia.com/gpu.memory": "81559", "nvidia.com/gpu.count": "1", "nvidia.com/gpu.replicas": "4",
-        "nvidia.com/gpu.sharing-strategy": "time-slicing"}
+H100 = {
+    "nvidia.com/gpu.memory": "81559",
+    "nvidia.com/gpu.count": "1",
+    "nvidia.com/gpu.replicas": "4",
+    "nvidia.com/gpu.sharing-strategy": "time-slicing",
+}
 
 
 @pytest.mark.parametrize(
@@ -71,18 +84,54 @@ H100 = {"nvidia.com/gpu.memory": "81559", "nvidia.com/gpu.count": "1", "nvidia.c
     [
         pytest.param(node(H100), True, 81559, 0, 81559, id="h100-time-sliced"),
         pytest.param(node({**H100, "nvidia.com/gpu.count": "8"}, gpus="32"), True, 8 * 81559, 0, 81559, id="8-gpus"),
-        pytest.param(node({**H100, "nvidia.com/gpu.memory": str(81559 * 1024 * 1024)}), True, 81559, 0, 81559,
-                     id="gfd-bytes-instead-of-mib"),
-        pytest.param(node({"nvidia.com/gpu.memory": "81559", "nvidia.com/gpu.replicas": "2"}, gpus="2"), True, 81559, 0,
-                     81559, id="replicas-only"),
-        pytest.param(node({"nvidia.com/gpu.memory": "81559", "nvidia.com/gpu.replicas": "2"}, gpus="4"), True,
-                     2 * 81559, 0, 81559, id="gpu-count-inferred-from-slots"),
-        pytest.param(node({"nvidia.com/gpu.memory": "81559", "nvidia.com/gpu.count": "1"}, gpus="1"), False, 81559, 0,
-                     81559, id="not-time-sliced"),
-        pytest.param(node(H100, {"ollama-guard.io/vram-capacity": "70Gi", "ollama-guard.io/vram-reserved": "2Gi"}),
-                     True, 70 * 1024, 2048, 81559, id="capacity-override-and-reserved"),
-        pytest.param(node({}, {"ollama-guard.io/vram-capacity": "24Gi"}, gpus="1"), True, 24576, 0, 24576,
-                     id="annotation-alone-guards"),
+        pytest.param(
+            node({**H100, "nvidia.com/gpu.memory": str(81559 * 1024 * 1024)}),
+            True,
+            81559,
+            0,
+            81559,
+            id="gfd-bytes-instead-of-mib",
+        ),
+        pytest.param(
+            node({"nvidia.com/gpu.memory": "81559", "nvidia.com/gpu.replicas": "2"}, gpus="2"),
+            True,
+            81559,
+            0,
+            81559,
+            id="replicas-only",
+        ),
+        pytest.param(
+            node({"nvidia.com/gpu.memory": "81559", "nvidia.com/gpu.replicas": "2"}, gpus="4"),
+            True,
+            2 * 81559,
+            0,
+            81559,
+            id="gpu-count-inferred-from-slots",
+        ),
+        pytest.param(
+            node({"nvidia.com/gpu.memory": "81559", "nvidia.com/gpu.count": "1"}, gpus="1"),
+            False,
+            81559,
+            0,
+            81559,
+            id="not-time-sliced",
+        ),
+        pytest.param(
+            node(H100, {"ollama-guard.io/vram-capacity": "70Gi", "ollama-guard.io/vram-reserved": "2Gi"}),
+            True,
+            70 * 1024,
+            2048,
+            81559,
+            id="capacity-override-and-reserved",
+        ),
+        pytest.param(
+            node({}, {"ollama-guard.io/vram-capacity": "24Gi"}, gpus="1"),
+            True,
+            24576,
+            0,
+            24576,
+            id="annotation-alone-guards",
+        ),
     ],
 )
 def test_node_budgets(raw: dict[str, Any], guarded: bool, capacity: int, reserved: int, per_gpu: int) -> None:
@@ -99,8 +148,9 @@ def test_even_share_is_memory_over_replicas() -> None:
 
 
 def test_mig_node_is_not_guarded() -> None:
-    n = read_node(node({"nvidia.com/mig.strategy": "mixed", "nvidia.com/gpu.memory": "81559"}, gpus=None),
-                  gpu_resources=GPU)
+    n = read_node(
+        node({"nvidia.com/mig.strategy": "mixed", "nvidia.com/gpu.memory": "81559"}, gpus=None), gpu_resources=GPU
+    )
     assert n is not None and n.mig and not n.guarded
 
 
