@@ -7,11 +7,16 @@ the projection is retained. Representations compared:
 
 - `projected`: the projection as plain dicts and lists (what `ClusterMirror` keeps today);
 - `projected+interned`: the same with every string `sys.intern`-ed (shared keys and values);
+- `projected+shared`: interned, and identical sub-structures (tolerations, affinity,
+  nodeSelector, containers, ownerReferences) shared across pods, as replicas have them;
 - `record`: a frozen slotted dataclass with the fields the ledger and policy need, strings
   interned, small mappings as tuples;
-- `raw`: the full parsed Pod (measured on a sample and scaled), for comparison.
+- `raw`: the full parsed Pod, for comparison.
 
-Usage: `python benchmarks/pod_memory.py [--pods 100000] [--raw-sample 2000]`.
+The main figure builds `--pods` (100,000) projections; the alternatives are measured on smaller
+samples (bytes per pod is linear in the count) and scaled. tracemalloc slows allocation about
+tenfold: the default run takes about two minutes.
+Usage: `python benchmarks/pod_memory.py [--pods 100000] [--sample 10000] [--raw-sample 2000]`.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 GUARD_PREFIX = "ollama-guard.io/"
+_POOL = 1_000
 MODELS = ["llama3.1:8b-instruct-q4_K_M", "qwen2.5:14b", "mistral:7b", "gemma2:27b",
           "nomic-embed-text", "llama3.1:70b-instruct-q4_K_M", "phi3:mini", "deepseek-r1:32b"]
 
@@ -46,7 +52,7 @@ def full_pod(i: int) -> dict[str, Any]:
     }
     resources = {"limits": {"nvidia.com/gpu": "1", "memory": "32Gi"},
                  "requests": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"}}
-    env = [{"name": "OLLAMA_NUM_PARALLEL", "value": str(1 + i % 4)},
+    env: list[dict[str, Any]] = [{"name": "OLLAMA_NUM_PARALLEL", "value": str(1 + i % 4)},
            {"name": "OLLAMA_CONTEXT_LENGTH", "value": "8192"},
            {"name": "OLLAMA_MAX_LOADED_MODELS", "value": "2"},
            {"name": "OLLAMA_KEEP_ALIVE", "value": "24h"},
@@ -57,7 +63,7 @@ def full_pod(i: int) -> dict[str, Any]:
     probe = {"httpGet": {"path": "/api/version", "port": 11434, "scheme": "HTTP"},
              "initialDelaySeconds": 10, "periodSeconds": 10, "timeoutSeconds": 1,
              "successThreshold": 1, "failureThreshold": 3}
-    container = {
+    container: dict[str, Any] = {
         "name": "ollama", "image": "ollama/ollama:0.5.7", "imagePullPolicy": "IfNotPresent",
         "ports": [{"name": "http", "containerPort": 11434, "protocol": "TCP"}], "env": env,
         "resources": resources, "livenessProbe": probe, "readinessProbe": probe,
@@ -67,7 +73,7 @@ def full_pod(i: int) -> dict[str, Any]:
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "File",
     }
-    init = {"name": "pull-model", "image": "ollama/ollama:0.5.7",
+    init: dict[str, Any] = {"name": "pull-model", "image": "ollama/ollama:0.5.7",
             "command": ["/bin/sh", "-c", f"ollama serve & sleep 5; ollama pull {model}"],
             "env": env[:2], "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}},
             "volumeMounts": container["volumeMounts"][:1],
@@ -179,6 +185,29 @@ def intern_all(value: Any) -> Any:
     return value
 
 
+class Sharer:
+    """Hash-consing: one interned object per distinct sub-structure (replicas share their spec).
+
+    Shared objects must never be mutated; a real cache would be rebuilt on each relist so that
+    structures no pod uses any more are dropped.
+    """
+
+    SHARED: tuple[tuple[str, str], ...] = (
+        ("spec", "tolerations"), ("spec", "affinity"), ("spec", "nodeSelector"),
+        ("spec", "containers"), ("spec", "initContainers"), ("metadata", "ownerReferences"))
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Any] = {}
+
+    def __call__(self, projected: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = intern_all(projected)
+        for section, name in self.SHARED:
+            value = result[section][name]
+            key = json.dumps(value, sort_keys=True, separators=(",", ":"))
+            result[section][name] = self._cache.setdefault(key, value)
+        return result
+
+
 @dataclass(frozen=True, slots=True)
 class PodRecord:
     """A compact alternative: what the ledger, policy and binding lookup read."""
@@ -217,37 +246,43 @@ def to_record(p: dict[str, Any]) -> PodRecord:
         gpu_request=gpus, images=tuple(sys.intern(c["image"]) for c in containers))
 
 
-def measure(n: int, build: Callable[[int], object]) -> tuple[float, float]:
-    """Bytes per pod retained after building `n` pods, and the peak per pod while building."""
+def measure(n: int, build: Callable[[int], object]) -> float:
+    """Bytes per pod still allocated after building and keeping `n` pods."""
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
     kept = [build(i) for i in range(n)]
-    current, peak = tracemalloc.get_traced_memory()
+    current = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     assert len(kept) == n
-    return (current - base) / n, (peak - base) / n
-
-
-def parsed(i: int) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads(json.dumps(full_pod(i)))
-    return result
+    return (current - base) / n
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pods", type=int, default=100_000)
+    parser.add_argument("--pods", type=int, default=100_000, help="pods for the main figure")
+    parser.add_argument("--sample", type=int, default=10_000, help="pods for the alternatives")
     parser.add_argument("--raw-sample", type=int, default=2_000)
     args = parser.parse_args()
-    print(f"full pod JSON: {len(json.dumps(full_pod(1)))} bytes; "
-          f"projected JSON: {len(json.dumps(project_pod(parsed(1))))} bytes")
+    # Each json.loads makes fresh objects, so parsing a pool of texts costs what unique pods do.
+    texts = [json.dumps(full_pod(i)).encode() for i in range(_POOL)]
+
+    def parsed(i: int) -> dict[str, Any]:
+        raw: dict[str, Any] = json.loads(texts[i % _POOL])
+        return raw
+
+    print(f"full pod JSON: {len(texts[1]):,} bytes; "
+          f"projected JSON: {len(json.dumps(project_pod(parsed(1)))):,} bytes")
+    share = Sharer()  # its cache is built, and counted, inside the measurement
     rows = [("projected", args.pods, lambda i: project_pod(parsed(i))),
-            ("projected+interned", args.pods, lambda i: intern_all(project_pod(parsed(i)))),
-            ("record", args.pods, lambda i: to_record(project_pod(parsed(i)))),
-            ("raw (sampled)", args.raw_sample, parsed)]
-    print(f"{'representation':<20} {'bytes/pod':>10} {f'MiB at {args.pods:,}':>16}")
+            ("projected+interned", args.sample, lambda i: intern_all(project_pod(parsed(i)))),
+            ("projected+shared", args.sample, lambda i: share(project_pod(parsed(i)))),
+            ("record", args.sample, lambda i: to_record(project_pod(parsed(i)))),
+            ("raw", args.raw_sample, parsed)]
+    print(f"{'representation':<20} {'pods measured':>13} {'bytes/pod':>10} "
+          f"{f'MiB at {args.pods:,}':>14}")
     for label, n, build in rows:
-        per_pod, _ = measure(n, build)
-        print(f"{label:<20} {per_pod:>10,.0f} {per_pod * args.pods / 2**20:>16,.1f}")
+        per_pod = measure(n, build)
+        print(f"{label:<20} {n:>13,} {per_pod:>10,.0f} {per_pod * args.pods / 2**20:>14,.1f}")
 
 
 if __name__ == "__main__":

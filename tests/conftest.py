@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import functools
 import json
 import os
 import ssl
@@ -157,21 +158,22 @@ def variant(
     objects = [o for o in (req.get("object"), req.get("oldObject")) if isinstance(o, dict)]
     if namespace is not None:
         req["namespace"] = namespace
-        for obj in objects:
-            obj.setdefault("metadata", {})["namespace"] = namespace
+        for each in objects:
+            each.setdefault("metadata", {})["namespace"] = namespace
     if name is not None:
         req["name"] = name
-        for obj in objects:
-            obj.setdefault("metadata", {})["name"] = name
+        for each in objects:
+            each.setdefault("metadata", {})["name"] = name
     if user is not None:
         req.setdefault("userInfo", {})["username"] = user
     if groups is not None:
         req.setdefault("userInfo", {})["groups"] = list(groups)
     if dry_run is not None:
         req["dryRun"] = dry_run
-    obj = req.get("object")
-    if not isinstance(obj, dict):
+    target = req.get("object")
+    if not isinstance(target, dict):
         return out
+    obj: dict[str, Any] = target
     if pod_uid is not None:
         obj.setdefault("metadata", {})["uid"] = pod_uid
     changes: dict[str, str | None] = dict(annotations or {})
@@ -179,8 +181,8 @@ def variant(
         changes[ANN_MODELS] = models
     if changes:
         meta = _pod_meta(obj)
-        current = meta.get("annotations") if isinstance(meta.get("annotations"), dict) else {}
-        merged = {**current, **changes}
+        current = meta.get("annotations")
+        merged = {**(current if isinstance(current, dict) else {}), **changes}
         meta["annotations"] = {k: v for k, v in merged.items() if v is not None}
     if node is not None:
         if obj.get("kind") == "Binding":
@@ -251,6 +253,16 @@ class DevCerts:
         return ssl.create_default_context(cafile=str(self.ca_file))
 
 
+@functools.cache
+def _snapshot_file(path: Path) -> tuple[dict[str, Any], ...]:
+    return tuple(load_objects([path]))
+
+
+def snapshot_objects(path: Path = SNAPSHOT) -> list[dict[str, Any]]:
+    """The objects of a snapshot file (parsed once per session; a fresh copy each call)."""
+    return copy.deepcopy(list(_snapshot_file(path)))
+
+
 @contextlib.contextmanager
 def serve_guard(
     dev: DevCerts,
@@ -259,14 +271,22 @@ def serve_guard(
     settings: Settings | None = None,
     catalog: Catalog | None = None,
     source: StateSource | None = None,
+    snapshot: Path = SNAPSHOT,
+    stopping: list[threading.Thread] | None = None,
 ) -> Iterator[GuardServer]:
-    """Run create_app(...) under uvicorn + ReloadingTLS on a free 127.0.0.1 port, in a thread."""
+    """Run create_app(...) under uvicorn + ReloadingTLS on a free 127.0.0.1 port, in a thread.
+
+    The state is `source`, else `objects`, else the `snapshot` file (default: the bundled one);
+    `catalog` replaces the real catalog for decisions only (the snapshot is read with the real one).
+    On exit the server is told to stop; its thread is joined here, or appended to `stopping` for
+    the caller to join later (uvicorn's shutdown takes ~0.2 s, which adds up over many servers).
+    """
     settings = settings or load_settings()
     cluster = settings.cluster_policy()
     real_catalog = load_catalog()
     if source is None:
-        snapshot = objects if objects is not None else load_objects([SNAPSHOT])
-        source = SnapshotSource(snapshot, cluster=cluster, catalog=real_catalog, origin="test")
+        state = objects if objects is not None else snapshot_objects(snapshot)
+        source = SnapshotSource(state, cluster=cluster, catalog=real_catalog, origin="test")
     app = create_app(
         cluster=cluster, catalog=catalog or real_catalog, source=source, max_body_bytes=settings.max_body_bytes
     )
@@ -287,8 +307,17 @@ def serve_guard(
     finally:
         client.close()
         server.should_exit = True
-        thread.join(STARTUP_DEADLINE)
-        assert not thread.is_alive(), "server thread did not shut down"
+        if stopping is None:
+            join_all([thread])
+        else:
+            stopping.append(thread)
+
+
+def join_all(threads: list[threading.Thread]) -> None:
+    deadline = time.monotonic() + STARTUP_DEADLINE
+    for thread in threads:
+        thread.join(max(deadline - time.monotonic(), 0.0))
+    assert not any(t.is_alive() for t in threads), "a server thread did not shut down"
 
 
 # --- fixtures --------------------------------------------------------------------------------------
@@ -309,13 +338,21 @@ def guard(dev_certs: DevCerts) -> Iterator[GuardServer]:
         yield running
 
 
+@pytest.fixture(scope="session")
+def _stopping_servers() -> Iterator[list[threading.Thread]]:
+    """Threads of servers told to stop; joined once at the end of the session."""
+    threads: list[threading.Thread] = []
+    yield threads
+    join_all(threads)
+
+
 @pytest.fixture
-def start_guard(dev_certs: DevCerts) -> Iterator[Callable[..., GuardServer]]:
+def start_guard(dev_certs: DevCerts, _stopping_servers: list[threading.Thread]) -> Iterator[Callable[..., GuardServer]]:
     """Start fresh servers (keyword arguments of `serve_guard`); all are stopped after the test."""
     with contextlib.ExitStack() as stack:
 
         def start(**kwargs: Any) -> GuardServer:
-            return stack.enter_context(serve_guard(dev_certs, **kwargs))
+            return stack.enter_context(serve_guard(dev_certs, stopping=_stopping_servers, **kwargs))
 
         yield start
 

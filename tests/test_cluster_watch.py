@@ -270,6 +270,19 @@ def test_watch_timeout_rewatches_at_once(api: KubeApiFixture, mirror: MirrorFact
     assert (status.reconnects, status.errors) == (0, 0)
 
 
+def test_watch_closed_at_once_without_events_backs_off(api: KubeApiFixture,
+                                                       mirror: MirrorFactory) -> None:
+    # timeoutSeconds=0: the server ends every stream at once, as a broken proxy might
+    cluster, _ = mirror(kinds=("Node",), watch_timeout_seconds=0, backoff_base=0.1,
+                        backoff_cap=0.1, rng=MaxJitter())
+    wait_until(lambda: len(api.requests("Node", watch=True)) >= 3)
+    first, second, third = api.requests("Node", watch=True)[:3]
+    assert second.at - first.at >= 0.1 and third.at - second.at >= 0.1
+    status = cluster.status()["Node"]
+    assert status.errors >= 2 and status.reconnects >= 2
+    assert status.last_error == "ConnectionError: watch closed in under a second without an event"
+
+
 def test_backoff_grows_and_is_capped(api: KubeApiFixture, mirror: MirrorFactory) -> None:
     api.set_failure("Node", 503)
     mirror(kinds=("Node",), backoff_base=0.05, backoff_cap=0.2, rng=MaxJitter())
@@ -324,14 +337,19 @@ def test_callback_error_relists_after_backoff(api: KubeApiFixture, mirror: Mirro
 ])
 def test_stop_ends_threads_promptly(api: KubeApiFixture, mirror: MirrorFactory,
                                     failing: bool) -> None:
+    def watcher_threads() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name.startswith("cluster-mirror-")}
+
     if failing:
         api.set_failure("Pod", 500)
+    others = watcher_threads()
     cluster, _ = mirror(backoff_base=30.0, backoff_cap=30.0, rng=MaxJitter())
     wait_until(lambda: api.open_watches() == 2 + (not failing))
+    assert len(watcher_threads() - others) == 3
     started = time.monotonic()
     cluster.stop(timeout=2.0)
     assert time.monotonic() - started < 1.0
-    assert not [t for t in threading.enumerate() if t.name.startswith("cluster-mirror-")]
+    assert watcher_threads() - others == set()
 
 
 def write_kubeconfig(path: Path, servers: dict[str, str], current: str) -> Path:

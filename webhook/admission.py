@@ -22,7 +22,9 @@ from webhook.workloads import validate_workload
 
 
 def is_binding(req: AdmissionRequest) -> bool:
-    return req.resource.resource == "pods" and req.sub_resource == "binding"
+    """`pods/binding` (what kube-scheduler uses) or the legacy `bindings` resource."""
+    resource, sub = req.resource.resource, req.sub_resource
+    return (resource == "pods" and sub == "binding") or (resource == "bindings" and not sub)
 
 
 def validate(req: AdmissionRequest, guard: Guard) -> AdmissionResponse:

@@ -13,7 +13,7 @@ a change means belong to the caller. Protocol, as client-go's reflector:
   and resumes from the last resourceVersion; `410 Gone`/Expired (an ERROR event or the HTTP
   status) and anything unexpected (a malformed stream, an exception from `project` or
   `on_event`) back off and relist. The backoff is capped exponential with full jitter over the
-  consecutive failures, which any watch event or bookmark resets.
+  consecutive failures, which any watch event, bookmark or full-length watch resets.
 
 Threads: `start()` runs one daemon thread per kind. `project` and `on_event` run in that thread,
 after the store is updated (so `objects()` already shows the change); a consumer should treat
@@ -139,10 +139,6 @@ class _State:
 
 class _Expired(Exception):
     """410: the resourceVersion (or continue token) is gone; relist."""
-
-
-class _ShortWatch(ConnectionError):
-    """The server closed a watch in under a second without an event."""
 
 
 def backoff_delay(attempt: int, *, base: float, cap: float, rng: random.Random) -> float:
@@ -328,7 +324,7 @@ class ClusterMirror:
             raise
         self._release(kind, response, drained=True)
         if not events and self._clock() - started < _SHORT_WATCH_SECONDS:
-            raise _ShortWatch("watch closed in under a second without an event")
+            raise ConnectionError("watch closed in under a second without an event")
         with self._lock:
             self._states[kind].failures = 0  # a healthy watch ran its course
 

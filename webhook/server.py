@@ -130,7 +130,7 @@ def create_app(
             message = str(exc) if isinstance(exc, rv.ReviewError) else f"body is not valid JSON: {str(exc)[:200]}"
             return _error(400, message)
         timeout = parse_timeout(request.query_params.get("timeout"))
-        response = await _decide(req, handler, guard(), timeout - TIMEOUT_HEADROOM)
+        response = await _decide(req, handler, guard, timeout - TIMEOUT_HEADROOM)
         review = rv.build_review(req.uid, response, mutating=webhook == "mutate")
         elapsed = time.perf_counter() - started
         decision = _decision(response)
@@ -181,9 +181,14 @@ def create_app(
     return app
 
 
-async def _decide(req: AdmissionRequest, handler: Handler, guard: Guard, budget: float) -> AdmissionResponse:
+async def _decide(
+    req: AdmissionRequest, handler: Handler, make_guard: Callable[[], Guard], budget: float
+) -> AdmissionResponse:
+    def decide() -> AdmissionResponse:
+        return handler(req, make_guard())  # the guard is built here too: reading the state can fail
+
     try:
-        return await asyncio.wait_for(anyio.to_thread.run_sync(handler, req, guard), timeout=max(budget, 0.01))
+        return await asyncio.wait_for(anyio.to_thread.run_sync(decide), timeout=max(budget, 0.01))
     except TimeoutError:
         log.error("decision timed out", extra={"fields": {"uid": req.uid, "budget_s": budget}})
         return rv.errored(f"ollama-guard could not decide within the request timeout ({budget:.2f}s)")

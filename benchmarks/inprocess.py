@@ -1,0 +1,108 @@
+"""In-process measurements: the snapshot loader's speed, the time to build the view, the estimator's cost.
+
+- `probe_loader`: how fast `webhook.snapshot.parse_documents` (what `ollama-guard serve --snapshot`
+  uses) reads this snapshot's kind of text, timed on a ~1 MB slice of it, and what that projects
+  for the whole file. The harness uses it to decide whether the CLI can load a snapshot at all.
+- `view_build`: load + `SnapshotSource` construction, timed separately; the load with the CLI's
+  loader when the projection allows it, and always also with `json.loads` (what a JSON fast path in
+  the loader would cost).
+- `estimator_cost`: `compute_demand` per pod (timeit), on the recorded pod after the guard's mutation
+  and on a two-model pod declared by its postStart script; also with `read_pod` included.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import time
+import timeit
+from pathlib import Path
+from typing import Any
+
+import jsonpatch
+
+from benchmarks.objects import pull_script
+from benchmarks.reviews import recorded
+from benchmarks.tenants import guard_for, mutation_patch
+from webhook.catalog import load_catalog
+from webhook.config import load_settings
+from webhook.demand import compute_demand
+from webhook.snapshot import load_objects, parse_documents
+from webhook.state import SnapshotSource
+from webhook.tenants import read_pod
+
+PROBE_BYTES = 1 << 20
+
+
+def probe_loader(path: Path) -> dict[str, float]:
+    """Seconds per MB of `parse_documents` on a slice of this snapshot, and the whole file's projection."""
+    items: list[Any] = json.loads(path.read_text(encoding="utf-8"))["items"]
+    sample: list[Any] = []
+    size = 0
+    for item in items:
+        sample.append(item)
+        size += len(json.dumps(item, separators=(",", ":")))
+        if size >= PROBE_BYTES:
+            break
+    text = json.dumps({"apiVersion": "v1", "kind": "List", "items": sample}, separators=(",", ":"))
+    started = time.perf_counter()
+    parse_documents(text, source="probe")
+    per_mb = (time.perf_counter() - started) / (len(text) / 1e6)
+    total_mb = path.stat().st_size / 1e6
+    return {"s_per_mb": round(per_mb, 3), "file_mb": round(total_mb, 1), "projected_s": round(per_mb * total_mb, 1)}
+
+
+def view_build(path: Path, *, use_loader: bool) -> dict[str, Any]:
+    """Time to load `path` and build the guard's state from it, as `ollama-guard serve` does."""
+    settings = load_settings()
+    cluster, catalog = settings.cluster_policy(), load_catalog(settings.catalog_overlay)
+    result: dict[str, Any] = {"file_mb": round(path.stat().st_size / 1e6, 1)}
+    if use_loader:
+        started = time.perf_counter()
+        objects = load_objects([path])
+        result["loader_s"] = round(time.perf_counter() - started, 2)
+        del objects
+        gc.collect()
+    started = time.perf_counter()
+    objects = json.loads(path.read_text(encoding="utf-8"))["items"]
+    result["json_s"] = round(time.perf_counter() - started, 2)
+    started = time.perf_counter()
+    source = SnapshotSource(objects, cluster=cluster, catalog=catalog, origin=str(path))
+    result["source_s"] = round(time.perf_counter() - started, 2)
+    view = source.ledger.view
+    result.update(objects=len(objects), nodes=len(view.nodes), tenants=len(view.tenants))
+    result["total_s"] = round(result.get("loader_s", result["json_s"]) + result["source_s"], 2)
+    result["total_json_s"] = round(result["json_s"] + result["source_s"], 2)
+    return result
+
+
+def estimator_cost(*, repeat: int = 5, number: int = 2000) -> dict[str, float]:
+    """Microseconds per pod for `compute_demand` (best of `repeat` runs of `number` calls)."""
+    builder, guard = guard_for({"team-a": {}})
+    ns = guard.ledger.view.namespace_policy(guard.cluster, "team-a")
+    single = recorded("validate-pod-create-2")["request"]["object"]
+    jsonpatch.apply_patch(single, mutation_patch(guard, single), in_place=True)
+    double = recorded("validate-pod-create-2")["request"]["object"]
+    double["metadata"].pop("annotations")
+    double["spec"]["containers"][0]["lifecycle"]["postStart"]["exec"]["command"] = pull_script(
+        ("qwen2.5:14b", "nomic-embed-text"))
+    jsonpatch.apply_patch(double, mutation_patch(guard, double), in_place=True)
+    out: dict[str, float] = {}
+    for label, raw in (("annotation_1_model", single), ("poststart_2_models", double)):
+        facts = read_pod(raw, gpu_resources=guard.cluster.gpu_resources)
+
+        def demand(facts: Any = facts) -> object:
+            return compute_demand(facts, ns=ns, cluster=guard.cluster, catalog=guard.catalog)
+
+        def with_read(raw: Any = raw) -> object:
+            pod = read_pod(raw, gpu_resources=guard.cluster.gpu_resources)
+            return compute_demand(pod, ns=ns, cluster=guard.cluster, catalog=guard.catalog)
+
+        out[f"{label}_us"] = _best_us(demand, repeat=repeat, number=number)
+        out[f"{label}_with_read_pod_us"] = _best_us(with_read, repeat=repeat, number=number)
+    del builder
+    return out
+
+
+def _best_us(func: Any, *, repeat: int, number: int) -> float:
+    return round(min(timeit.repeat(func, repeat=repeat, number=number)) / number * 1e6, 1)
