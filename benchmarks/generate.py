@@ -136,7 +136,7 @@ def _nodes(size: ClusterSize, rng: random.Random, ids: _Ids) -> tuple[list[tuple
     nodes: list[tuple[dict[str, Any], ob.GpuProfile | None]] = []
     gpu_names: list[str] = []
     for i in range(size.nodes):
-        if i % 10 == 9:
+        if i % 10 == 9 or (i == size.nodes - 1 and size.nodes < 10):
             nodes.append((ob.cpu_node(f"cpu-{i:05d}", uid=ids.uid(), index=i), None))
             continue
         profile = PROFILES[rng.randrange(len(PROFILES))]

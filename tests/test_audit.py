@@ -28,7 +28,7 @@ from typer.testing import CliRunner
 
 from webhook.admission import validate
 from webhook.audit import AuditReport, Manifest, describe_patch, run_audit
-from webhook.catalog import load_catalog
+from webhook.catalog import Catalog, load_catalog
 from webhook.cli import app
 from webhook.cli_audit import RENDERERS, Format, load_manifests
 from webhook.guard import Guard
@@ -359,6 +359,85 @@ def test_namespace_filter_keeps_nodes_and_defaults_the_namespace() -> None:
     assert {f.namespace for f in report.findings} == {"", "ml"}
     assert {line.node.name for line in report.nodes} == {"gpu-l40s", "gpu-a100", "gpu-unknown"}
     assert [line.policy.namespace for line in report.namespaces] == ["ml"]
+
+
+WRONG_TYPED = [
+    {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "d", "namespace": "team-a"},
+        "spec": {"replicas": 1, "template": {"metadata": {}, "spec": "containers"}},
+    },
+    {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": "c", "namespace": "team-a"},
+        "spec": {"jobTemplate": "nightly"},
+    },
+    {
+        **pod("tolerations", "team-a", models="llama3.2:1b"),
+        "spec": {"tolerations": 3, "containers": [{"name": "o", "image": "ollama/ollama"}]},
+    },
+    {
+        **pod("affinity", "team-a", models="llama3.2:1b"),
+        "spec": {
+            "containers": [{"name": "o", "image": "ollama/ollama"}],
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [{"matchExpressions": [{"key": "a", "operator": "In", "values": 7}]}]
+                    }
+                }
+            },
+        },
+    },
+    {**pod("containers", "team-a", models="llama3.2:1b"), "spec": {"containers": "ollama"}},
+    {**pod("env", "team-a"), "spec": {"containers": [{"name": "o", "image": "ollama/ollama", "env": "X=1"}]}},
+    {
+        **pod("limits", "team-a"),
+        "spec": {"containers": [{"name": "o", "image": "ollama/ollama", "resources": {"limits": ["nvidia.com/gpu"]}}]},
+    },
+]
+
+
+@pytest.mark.parametrize("obj", [pytest.param(o, id=o["metadata"]["name"]) for o in WRONG_TYPED])
+def test_wrong_typed_manifests_never_crash_the_audit(obj: dict[str, Any]) -> None:
+    report = audit(load_objects([REPO / "examples" / "cluster.yaml"]), [obj])
+    subjects = [s for s in report.subjects if s.origin == "test.yaml"]
+    assert len(subjects) + len(report.ignored) == 1  # judged once, or not a workload at all
+    assert render_html(report) and render_table(report) and policy_reports(report)
+    if not subjects:
+        return
+    subject = subjects[0]
+    found = {f.rule: (f.result, f.severity) for f in report.findings if f.resource.name == obj["metadata"]["name"]}
+    if subject.verdict == "error":
+        assert found == {"evaluation": ("error", "high")}
+        assert "could not evaluate this object" in subject.decision
+
+
+class BrokenCatalog(Catalog):
+    """Our own seam: a catalog that fails the way a core bug would."""
+
+    def resolve(self, ref: str) -> Any:
+        raise TypeError(f"cannot resolve {ref}")
+
+
+def test_an_object_the_core_cannot_evaluate_is_an_error_result() -> None:
+    state = [gpu_node("g1", memory=46068)]
+    report = run_audit(
+        state,
+        cluster=CLUSTER,
+        catalog=BrokenCatalog(),
+        now=NOW,
+        state_origin="test",
+        manifests=[Manifest("m.yaml", pod("p", "team-a", models="llama3.1:8b"))],
+    )
+    (subject,) = report.subjects
+    assert (subject.verdict, subject.admission) == ("error", "error")
+    assert subject.decision.startswith("ollama-guard could not evaluate this object (TypeError: cannot resolve")
+    assert [(f.rule, f.result, f.severity) for f in report.findings if f.namespace] == [("evaluation", "error", "high")]
+    assert report.reaches("fail") and report.summary["error"] == 1
+    assert "not evaluated" in render_table(report)
 
 
 @pytest.mark.parametrize(

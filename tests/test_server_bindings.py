@@ -169,11 +169,6 @@ def test_a_repeated_binding_for_the_same_pod_takes_its_vram_once(start_guard: Ca
         assert cluster.free() == free - demand
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (ledger.reserve): a repeated binding of a pod already bound to the node counts the pod's "
-    "own demand twice, so on a nearly full node the scheduler's retry of an admitted binding is denied",
-)
 def test_a_repeated_binding_of_the_last_pod_that_fit_is_still_admitted(
     start_guard: Callable[..., GuardServer],
 ) -> None:

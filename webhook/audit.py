@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import partial
 from typing import Any, Literal
 
 import jsonpatch
@@ -50,7 +51,7 @@ from webhook.workloads import evaluate_workload
 
 Result = Literal["pass", "fail", "warn", "error", "skip"]
 Severity = Literal["high", "medium", "low", "info"]
-Verdict = Literal["admit", "deny", "skip"]
+Verdict = Literal["admit", "deny", "skip", "error"]
 RESULTS: tuple[Result, ...] = ("pass", "fail", "warn", "error", "skip")
 #: how bad a result is, for `--fail-on` and for sorting (worst first)
 RANK: Mapping[str, int] = {"pass": 0, "skip": 0, "warn": 1, "fail": 2, "error": 3}
@@ -99,6 +100,7 @@ CATEGORY: Mapping[str, str] = {
     "gpu-request": "GPU request",
     "gpu-node-guarded": "GPU inventory",
     "admission": "Admission",
+    "evaluation": "Admission",
 }
 
 
@@ -297,11 +299,12 @@ def run_audit(
     """
     run = _Run(state, cluster=cluster, catalog=catalog)
     for raw in sorted((p for p in state if p.get("kind") == "Pod" and run.relevant(p)), key=_ns_name):
-        run.judge_existing(raw)
+        run.attempt(Manifest("cluster", raw), "", partial(run.judge_existing, raw))
     ignored: list[tuple[str, ObjectRef]] = []
+    fallback = namespace or default_namespace
     for item in manifests:
-        if not run.apply(item, default_namespace=namespace or default_namespace):
-            ignored.append((item.origin, _ref(item.obj, namespace or default_namespace)))
+        if not run.attempt(item, fallback, partial(run.apply, item, default_namespace=fallback)):
+            ignored.append((item.origin, _ref(item.obj, fallback)))
     return run.report(
         now=now,
         state_origin=state_origin,
@@ -332,6 +335,22 @@ class _Run:
     @property
     def view(self) -> ClusterView:
         return self.guard.ledger.view
+
+    def attempt(self, item: Manifest, namespace: str, call: Callable[[], bool | None]) -> bool:
+        """Run one object's evaluation; what the core cannot evaluate becomes an `error` subject.
+
+        The webhook answers such a request with an internal error (HTTP 500 in the review), which
+        kube-apiserver treats as a denial under the validating webhook's `failurePolicy: Fail`.
+        """
+        try:
+            return call() is not False
+        except (TypeError, ValueError, AttributeError, KeyError, IndexError, jsonpatch.JsonPatchException) as exc:
+            message = (
+                f"ollama-guard could not evaluate this object ({type(exc).__name__}: {str(exc)[:200]}); the "
+                "validating webhook would answer with an internal error, which the API server treats as a denial"
+            )
+            self.subjects.append(_error_subject(_ref(item.obj, namespace), item.origin, message))
+            return True
 
     def relevant(self, raw: Mapping[str, Any]) -> bool:
         try:
@@ -626,6 +645,28 @@ class _Run:
         )
 
 
+def _error_subject(ref: ObjectRef, origin: str, message: str) -> Subject:
+    return Subject(
+        resource=ref,
+        origin=origin,
+        replicas=1,
+        verdict="error",
+        admission="error",
+        decision=message,
+        demand_mib=None,
+        demand_text="",
+        demand_source="",
+        models=(),
+        models_from="",
+        violations=(),
+        advisories=(),
+        notes=(),
+        patch=(),
+        inject=(),
+        nodes=(),
+    )
+
+
 # --- findings ------------------------------------------------------------------------------------
 UNDECLARED_MODELS = (
     "Ollama pod declares no models (no ollama-guard.io/models annotation, no `ollama pull|run` in its "
@@ -754,6 +795,8 @@ def subject_findings(subject: Subject) -> list[Finding]:
         props["nodes"] = ",".join(dict.fromkeys(subject.nodes))
     if subject.skipped:
         return [_finding("admission", "skip", subject.skipped, ref, namespace=ns, properties=props)]
+    if subject.verdict == "error":
+        return [_finding("evaluation", "error", subject.decision, ref, namespace=ns, severity="high", properties=props)]
     out = [
         _finding(v.rule, "fail" if v.severity == "fail" else "warn", v.message, ref, namespace=ns, properties=props)
         for v in (*subject.violations, *subject.advisories)

@@ -170,5 +170,4 @@ def main() -> None:
 
 
 # The other subcommands register themselves on `app`.
-from webhook import cli_serve  # noqa: E402, F401
-from webhook import cli_audit  # noqa: E402, F401
+from webhook import cli_audit, cli_serve  # noqa: E402, F401

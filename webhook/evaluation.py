@@ -114,16 +114,23 @@ def _setting_checks(
             (ENV_CONTEXT, settings.context_length, ns.context_length, "ollama-guard.io/context-length"),
             (ENV_PARALLEL, settings.num_parallel, ns.num_parallel, "ollama-guard.io/num-parallel"),
         )
+        pod_context = demand.declaration.context_length
         for env, value, cap, ann in caps:
-            if value > cap:
-                out.append(
-                    Violation(
-                        "settings-cap",
-                        f"{env}={value} is above namespace {ns.namespace}'s cap of {cap} ({ann}); "
-                        f"set {env} to {cap} or less, or ask an admin to raise the cap",
-                        short=f"{env}={value} is above the namespace cap {cap}",
-                    )
+            if value <= cap:
+                continue
+            origin = (
+                " (from the pod's ollama-guard.io/context-length)"
+                if env == ENV_CONTEXT and pod_context == value
+                else ""
+            )
+            out.append(
+                Violation(
+                    "settings-cap",
+                    f"{env}={value}{origin} is above namespace {ns.namespace}'s cap of {cap} ({ann}); "
+                    f"set it to {cap} or less, or ask an admin to raise the cap",
+                    short=f"{env}={value} is above the namespace cap {cap}",
                 )
+            )
         if require_settings:
             missing = sorted(
                 {

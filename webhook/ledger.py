@@ -108,11 +108,7 @@ class Ledger:
         """
         with self._lock:
             self._expire_locked()
-            existing = self._reservations.get(tenant.uid)
-            if existing is not None and existing.node == node.name:
-                committed = self._committed_locked(node.name) - existing.demand_mib
-            else:
-                committed = self._committed_locked(node.name)
+            committed = self._committed_locked(node.name) - self._own_share_locked(tenant, node)
             demand = tenant.demand_on(node)
             fit = fits(node, committed_mib=committed, demand_mib=demand, gpus=tenant.gpus)
             if (fit.ok or force) and not dry_run:
@@ -140,6 +136,16 @@ class Ledger:
             if entry is None or entry[1] < self._clock():
                 return None
             return entry[0]
+
+    def _own_share_locked(self, tenant: Tenant, node: GpuNode) -> int:
+        """What this pod already holds on `node` (a repeated binding must not count it twice)."""
+        existing = self._reservations.get(tenant.uid)
+        if existing is not None and existing.node == node.name:
+            return existing.demand_mib
+        bound = self._view.tenants.get(tenant.key)
+        if bound is not None and bound.uid == tenant.uid and bound.node == node.name:
+            return bound.demand_on(node)
+        return 0
 
     def _committed_locked(self, node: str) -> int:
         view = self._view

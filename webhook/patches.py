@@ -65,7 +65,7 @@ def edit_container(pod_spec: Mapping[str, Any], edit: ContainerEdit, *, base: st
 
 def _add_env(container: Mapping[str, Any], env: Sequence[tuple[str, str]], path: str) -> list[Operation]:
     current = container.get("env")
-    present = {e.get("name") for e in current if isinstance(e, Mapping)} if isinstance(current, list) else set()
+    present = {str(e.get("name")) for e in current if isinstance(e, Mapping)} if isinstance(current, list) else set()
     missing = [{"name": name, "value": value} for name, value in env if name not in present]
     if not missing:
         return []

@@ -307,7 +307,7 @@ def _subjects(subjects: Sequence[Subject]) -> str:
     rows = []
     for s in subjects:
         demand = f"{format_mib(s.demand_mib)} ({escape(s.demand_source)})" if s.demand_mib is not None else "—"
-        verdict = {"admit": "pass", "deny": "fail"}.get(s.verdict, "skip")
+        verdict = {"admit": "pass", "deny": "fail", "error": "error"}.get(s.verdict, "skip")
         rows.append(
             [
                 escape(s.resource.display),

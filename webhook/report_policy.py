@@ -26,9 +26,10 @@ JSON schema (`schemaVersion: 1`; within a version fields are only ever added, ne
                    vramQuotaMiB (or null), usedMiB, allowedModels, problems}
     subjects       each Pod (running, or from a manifest) and workload judged as if created now:
                    {apiVersion, kind, namespace, name, uid, origin ("cluster" or the manifest file),
-                   replicas, verdict (admit|deny|skip: what `enforce` mode answers),
-                   admission (allowed|warned|audited|denied: the answer in the namespace's mode),
-                   decision (the denial message, or ""), demandMiB (per pod, or null), demand (text),
+                   replicas, verdict (admit|deny|skip: what `enforce` mode answers; error: the guard
+                   could not evaluate it), admission (allowed|warned|audited|denied|error: the answer in
+                   the namespace's own mode), decision (the denial or error message, or ""),
+                   demandMiB (per pod, or null), demand (text),
                    demandSource, models, modelsFrom (annotation|discovered|none), nodes, skipped,
                    violations and advisories: [{rule, severity (fail|warn), code, message}],
                    notes, inject (human lines), patch (the RFC 6902 JSON Patch of the mutating webhook)}

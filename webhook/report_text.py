@@ -53,15 +53,13 @@ def admission_text(subject: Subject) -> str:
 
 
 def verdict_text(subject: Subject) -> str:
-    if subject.verdict == "skip":
-        return "skipped"
-    return "admitted" if subject.verdict == "admit" else "denied"
+    return {"skip": "skipped", "admit": "admitted", "deny": "denied", "error": "not evaluated"}[subject.verdict]
 
 
 def placement_text(subject: Subject) -> str:
     placed = ", ".join(dict.fromkeys(subject.nodes))
     pending = subject.replicas - len(subject.nodes) if subject.origin != "cluster" else 0
-    if subject.verdict == "deny":
+    if subject.verdict in ("deny", "error"):
         return "—"
     parts = [placed] if placed else []
     if pending > 0:
@@ -183,7 +181,7 @@ def _subjects_table(subjects: Iterable[Subject]) -> Table:
         demand = f"{format_mib(s.demand_mib)} ({s.demand_source})" if s.demand_mib is not None else "—"
         if s.replicas != 1:
             demand += f" × {s.replicas}"
-        style = {"admit": "green", "deny": "bold red"}.get(s.verdict, "dim")
+        style = {"admit": "green", "deny": "bold red", "error": "bold magenta"}.get(s.verdict, "dim")
         table.add_row(
             Text(s.resource.display),
             Text(s.origin),

@@ -52,24 +52,28 @@ class TemplateStore:
 
 
 def read_workload(obj: Mapping[str, Any], *, namespace: str = "") -> Workload | None:
+    """The pod template and copy count of a workload object; None when it has no usable template."""
     kind = str(obj.get("kind") or "")
     if kind not in WORKLOAD_KINDS:
         return None
-    meta = obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else {}
-    spec = obj.get("spec") if isinstance(obj.get("spec"), Mapping) else {}
+    meta, spec = _mapping(obj.get("metadata")), _mapping(obj.get("spec"))
     if kind == "CronJob":
-        job = (spec or {}).get("jobTemplate", {}).get("spec", {}) or {}
+        job = _mapping(_mapping(spec.get("jobTemplate")).get("spec"))
         template, count = job.get("template"), job.get("parallelism", 1)
     else:
-        template = (spec or {}).get("template")
-        count = (spec or {}).get("parallelism" if kind == "Job" else "replicas", 1)
+        template = spec.get("template")
+        count = spec.get("parallelism" if kind == "Job" else "replicas", 1)
     if not isinstance(template, Mapping):
         return None
     replicas = count if isinstance(count, int) and not isinstance(count, bool) else 1
     return Workload(
         kind,
-        str((meta or {}).get("namespace") or namespace),
-        str((meta or {}).get("name") or ""),
+        str(meta.get("namespace") or namespace),
+        str(meta.get("name") or ""),
         template,
         min(max(replicas, 0), MAX_REPLICAS),
     )
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}

@@ -27,9 +27,14 @@ from webhook.tenants import DeclarationError, read_pod
 
 def template_pod(workload: Workload, guard: Guard) -> dict[str, Any]:
     """The pod the workload's controller will create, after the guard's mutation."""
-    meta = dict(workload.template.get("metadata") or {})
+    raw_meta, raw_spec = workload.template.get("metadata"), workload.template.get("spec")
+    meta = dict(raw_meta) if isinstance(raw_meta, Mapping) else {}
     meta.update(namespace=workload.namespace, name=f"{workload.name} ({workload.kind})")
-    pod: dict[str, Any] = {"kind": "Pod", "metadata": meta, "spec": dict(workload.template.get("spec") or {})}
+    pod: dict[str, Any] = {
+        "kind": "Pod",
+        "metadata": meta,
+        "spec": dict(raw_spec) if isinstance(raw_spec, Mapping) else {},
+    }
     facts = read_pod(pod, gpu_resources=guard.cluster.gpu_resources)
     ns = guard.ledger.view.namespace_policy(guard.cluster, workload.namespace)
     ops = container_ops(pod, facts, ns, guard.cluster) if ns.active else []
