@@ -973,6 +973,7 @@ class ReportStore(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     store: dict[str, dict[str, Any]]
     calls: list[str]
+    reject = ""
 
     def log_message(self, format: str, *args: Any) -> None:
         return None
@@ -1010,6 +1011,20 @@ class ReportStore(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = self._body()
+        if body["metadata"].get("namespace") == self.reject:
+            message = 'PolicyReport.wgpolicyk8s.io "ollama-guard" is invalid: results[0].severity: Unsupported value'
+            self._send(
+                422,
+                {
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "status": "Failure",
+                    "message": message,
+                    "reason": "Invalid",
+                    "code": 422,
+                },
+            )
+            return
         path = f"{self.path}/{body['metadata']['name']}"
         self.calls.append(f"POST {self.path}")
         body["metadata"]["resourceVersion"] = "1"
@@ -1052,3 +1067,15 @@ def test_write_reports_creates_then_replaces(report_store: tuple[str, type[Repor
     assert "updated PolicyReport team-b/ollama-guard" in second.stderr
     assert f"PUT {base}/namespaces/team-b/policyreports/ollama-guard rv=1" in handler.calls
     assert handler.store[f"{base}/clusterpolicyreports/ollama-guard"]["metadata"]["resourceVersion"] == "2"
+
+
+def test_write_reports_names_what_the_api_server_refused(
+    report_store: tuple[str, type[ReportStore]], tmp_path: Path
+) -> None:
+    url, handler = report_store
+    handler.reject = "team-b"
+    result = invoke(
+        "--kubeconfig", str(write_kubeconfig(tmp_path / "config", url)), "--format", "json", "--write-reports"
+    )
+    assert result.exit_code == 2
+    assert "writing PolicyReport team-b/ollama-guard failed: HTTP 422 PolicyReport.wgpolicyk8s.io" in result.stderr

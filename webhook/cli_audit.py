@@ -178,7 +178,7 @@ def list_cluster(api_client: Any) -> list[dict[str, Any]]:
         for kind, call in calls:
             objects += _list_all(kind, call)
     except ApiException as exc:
-        raise fail(f"listing the cluster failed: HTTP {exc.status} {exc.reason}") from None
+        raise fail(f"listing the cluster failed: HTTP {exc.status} {_api_message(exc)}") from None
     except (OSError, ValueError) as exc:
         raise fail(f"listing the cluster failed: {exc}") from None
     return objects
@@ -200,7 +200,7 @@ def _list_all(kind: str, call: Callable[..., Any]) -> list[dict[str, Any]]:
 
 
 def write_policy_reports(api_client: Any, report: AuditReport) -> list[str]:
-    """Create or replace each report (get, then create on 404 or replace at its resourceVersion)."""
+    """Create or replace each report (get; create on 404, else replace at its resourceVersion)."""
     from kubernetes.client import ApiException, CustomObjectsApi
 
     from webhook.report_policy import policy_reports
@@ -209,27 +209,50 @@ def write_policy_reports(api_client: Any, report: AuditReport) -> list[str]:
     done: list[str] = []
     for doc in policy_reports(report):
         meta = doc["metadata"]
-        namespaced = doc["kind"] == "PolicyReport"
-        plural = "policyreports" if namespaced else "clusterpolicyreports"
-        where = (meta["namespace"],) if namespaced else ()
+        label = f"{doc['kind']} {meta.get('namespace', '')}/{meta['name']}".replace(" /", " ")
         try:
-            done.append(_upsert(api, ApiException, doc, plural, where))
+            created = _upsert(api, doc, ApiException)
         except ApiException as exc:
-            name = f"{meta.get('namespace', '')}/{meta['name']}".lstrip("/")
-            raise fail(f"writing {doc['kind']} {name} failed: HTTP {exc.status} {exc.reason}") from None
+            raise fail(f"writing {label} failed: HTTP {exc.status} {_api_message(exc)}") from None
+        done.append(f"{'created' if created else 'updated'} {label}")
     return done
 
 
-def _upsert(api: Any, api_exception: type[Exception], doc: dict[str, Any], plural: str, where: tuple[str, ...]) -> str:
-    kind, name = ("namespaced", "cluster")[not where], doc["metadata"]["name"]
-    label = f"{doc['kind']} {'/'.join((*where, name))}"
+def _upsert(api: Any, doc: dict[str, Any], api_exception: type[Exception]) -> bool:
+    """True when created, False when replaced."""
+    name, namespace = doc["metadata"]["name"], doc["metadata"].get("namespace")
+    if namespace:
+        where: tuple[str, ...] = (GROUP, VERSION, namespace, "policyreports")
+        get, create, put = (
+            api.get_namespaced_custom_object,
+            api.create_namespaced_custom_object,
+            (api.replace_namespaced_custom_object),
+        )
+    else:
+        where = (GROUP, VERSION, "clusterpolicyreports")
+        get, create, put = (
+            api.get_cluster_custom_object,
+            api.create_cluster_custom_object,
+            (api.replace_cluster_custom_object),
+        )
     try:
-        current = getattr(api, f"get_{kind}_custom_object")(GROUP, VERSION, *where, plural, name)
+        current = get(*where, name)
     except api_exception as exc:
         if getattr(exc, "status", None) != 404:
             raise
-        getattr(api, f"create_{kind}_custom_object")(GROUP, VERSION, *where, plural, doc)
-        return f"created {label}"
-    body = {**doc, "metadata": {**doc["metadata"], "resourceVersion": current["metadata"]["resourceVersion"]}}
-    getattr(api, f"replace_{kind}_custom_object")(GROUP, VERSION, *where, plural, name, body)
-    return f"updated {label}"
+        create(*where, doc)
+        return True
+    put(
+        *where,
+        name,
+        {**doc, "metadata": {**doc["metadata"], "resourceVersion": current["metadata"]["resourceVersion"]}},
+    )
+    return False
+
+
+def _api_message(exc: Any) -> str:
+    """The API server's own words (a Status `message`), else the HTTP reason."""
+    try:
+        return str(json.loads(exc.body).get("message") or exc.reason)
+    except (TypeError, ValueError, AttributeError):
+        return str(exc.reason)

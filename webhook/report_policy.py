@@ -8,6 +8,8 @@ each result has `policy: ollama-guard`, `rule`, `result` (pass|fail|warn|error|s
 (high|medium|low|info), `category`, `message`, `source: ollama-guard`, `scored: true`,
 `timestamp: {seconds, nanos}`, `resources` (ObjectReferences) and string `properties`;
 `summary` counts the results; every report is labelled `app.kubernetes.io/managed-by: ollama-guard`.
+Pass and skip results carry severity `info` (the current CRD's enum is critical|high|medium|low|info;
+copies generated before `critical`/`info` were added accept only high|medium|low).
 
 JSON schema (`schemaVersion: 1`; within a version fields are only ever added, never changed):
 
