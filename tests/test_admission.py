@@ -593,3 +593,12 @@ def test_workload_kinds_count_their_copies(kind: str, spec: dict[str, Any], api:
     assert response.allowed is allowed, response.message
     if not allowed:
         assert f"{kind.lower()} team-a/w denied" in response.message and "fit;" in response.message
+
+
+@requires_fixtures
+def test_dry_run_in_audit_mode_records_nothing() -> None:
+    guard, records = make_guard(namespaces={"team-a": {**OPEN_CAPS, "ollama-guard.io/enforcement": "audit"}})
+    dry = validate(request(ollama_pod_review(**HUGE, dry_run=True)), guard)  # type: ignore[arg-type]
+    assert dry.allowed and records == []
+    real = validate(request(ollama_pod_review(**HUGE)), guard)  # type: ignore[arg-type]
+    assert real.allowed and [r[1] for r in records] == ["capacity"]

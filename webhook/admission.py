@@ -8,6 +8,8 @@ an admitted, non-dry-run binding (and remembering admitted pods and templates).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from webhook import review as rv
 from webhook.evaluation import Violation, evaluate_pod
 from webhook.explain import CAPACITY_FIX, describe_fit
@@ -28,6 +30,8 @@ def is_binding(req: AdmissionRequest) -> bool:
 
 
 def validate(req: AdmissionRequest, guard: Guard) -> AdmissionResponse:
+    if req.dry_run:  # answered exactly the same, but nothing is recorded (sideEffects: NoneOnDryRun)
+        guard = replace(guard, on_would_deny=_ignore)
     if is_binding(req):
         return validate_binding(req, guard)
     if is_pod(req) and req.operation == "CREATE" and isinstance(req.object, dict):
@@ -35,6 +39,10 @@ def validate(req: AdmissionRequest, guard: Guard) -> AdmissionResponse:
     if req.kind.kind == "Namespace" and req.operation in ("CREATE", "UPDATE"):
         return validate_namespace(req, guard)
     return validate_workload(req, guard)
+
+
+def _ignore(namespace: str, rule: str, message: str) -> None:
+    return None
 
 
 def validate_pod(req: AdmissionRequest, guard: Guard) -> AdmissionResponse:
