@@ -602,3 +602,51 @@ def test_dry_run_in_audit_mode_records_nothing() -> None:
     assert dry.allowed and records == []
     real = validate(request(ollama_pod_review(**HUGE)), guard)  # type: ignore[arg-type]
     assert real.allowed and [r[1] for r in records] == ["capacity"]
+
+
+@requires_fixtures
+def test_daemonset_is_denied_when_any_candidate_node_lacks_room() -> None:
+    """Spare VRAM on one node does not help a daemon pod that must run on another."""
+    roomy = {
+        "kind": "Node",
+        "metadata": {
+            "name": "gpu-h100-b",
+            "labels": {
+                "nvidia.com/gpu.memory": "81559",
+                "nvidia.com/gpu.count": "1",
+                "nvidia.com/gpu.replicas": "4",
+                "nvidia.com/gpu.sharing-strategy": "time-slicing",
+            },
+        },
+        "status": {"allocatable": {"nvidia.com/gpu": "4"}},
+    }
+    guard, _ = make_guard(extra=[roomy])
+    review = workload_review("DaemonSet", {})
+    review["request"]["object"]["spec"]["template"]["metadata"]["annotations"]["ollama-guard.io/models"] = "qwen2.5:72b"
+    response = validate(request(review), guard)
+    assert not response.allowed
+    assert "1 of 2 time-sliced nodes cannot hold it" in response.message and "gpu-h100-a" in response.message
+
+
+def test_stamped_tenant_keeps_its_models() -> None:
+    stamped = {
+        "kind": "Pod",
+        "metadata": {
+            "name": "stamped",
+            "namespace": "team-a",
+            "uid": "u-1",
+            "annotations": {
+                "ollama-guard.io/models": "llama3.1:8b",
+                "ollama-guard.io/vram-demand": "7949",
+                "ollama-guard.io/estimate": '{"v":1}',
+            },
+        },
+        "spec": {
+            "nodeName": "gpu-h100-a",
+            "containers": [{"name": "o", "image": "ollama/ollama", "resources": {"limits": {"nvidia.com/gpu": "1"}}}],
+        },
+        "status": {"phase": "Running"},
+    }
+    guard, _ = make_guard(extra=[stamped])
+    tenant = guard.ledger.view.tenants["team-a/stamped"]
+    assert (tenant.models, tenant.demand_mib, tenant.source) == (("llama3.1:8b",), 7949, "annotation")

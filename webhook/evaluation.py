@@ -80,6 +80,7 @@ def evaluate_pod(
     view: ClusterView,
     committed: Callable[[str], int],
     replicas: int = 1,
+    one_per_node: bool = False,
     require_settings: bool = True,
 ) -> PodEvaluation:
     """Every check of design §7 for a Pod CREATE (or `replicas` copies of a pod template)."""
@@ -95,7 +96,11 @@ def evaluate_pod(
         return PodEvaluation(pod, ns, None, (*violations, Violation("declaration", str(exc), 400)))
     violations += _setting_checks(pod, ns, demand, require_settings=require_settings)
     violations += _model_checks(demand, ns, catalog)
-    result = _capacity_checks(raw, pod, demand, view=view, committed=committed, replicas=replicas)
+    if one_per_node:
+        result = _per_node_checks(raw, pod, demand, view=view, committed=committed)
+        replicas = len(result[1])
+    else:
+        result = _capacity_checks(raw, pod, demand, view=view, committed=committed, replicas=replicas)
     violations += result[0]
     if pod.is_gpu_tenant:
         violations += _quota_checks(pod, ns, demand, view, replicas, result[1])
@@ -236,6 +241,35 @@ def _capacity_checks(
     best = max(results, key=lambda f: f.free_mib)
     need = format_mib(results[0].demand_mib)
     short = f"needs {need} VRAM x{replicas}; most free: {best.node} {format_mib(best.free_mib)}"
+    return [Violation("capacity", message, short=short)], results
+
+
+def _per_node_checks(
+    raw: Mapping[str, Any], pod: PodFacts, demand: PodDemand, *, view: ClusterView, committed: Callable[[str], int]
+) -> tuple[list[Violation], list[Fit]]:
+    """A DaemonSet's pods cannot move: every guarded candidate node must hold its copy."""
+    if not pod.is_gpu_tenant:
+        return [], []
+    spec = raw.get("spec") if isinstance(raw.get("spec"), Mapping) else {}
+    results = [
+        fits(
+            n,
+            committed_mib=committed(n.name),
+            demand_mib=demand.on_node(even_share_mib=n.even_share_mib),
+            gpus=pod.gpus,
+        )
+        for n in iter_candidates(spec or {}, view.nodes.values())
+        if n.guarded
+    ]
+    short_of = [f for f in results if not f.ok]
+    if not short_of:
+        return [], results
+    message = (
+        f"daemon pod {pod.namespace}/{pod.name} needs {describe_demand(demand, even_share_mib=short_of[0].budget_mib)} "
+        f"of VRAM on every node it runs on, but {len(short_of)} of {len(results)} time-sliced nodes cannot hold it: "
+        f"{list_fits(short_of)}. {CAPACITY_FIX}, or narrow the DaemonSet's nodeSelector"
+    )
+    short = f"{len(short_of)} of {len(results)} nodes lack room for a {format_mib(short_of[0].demand_mib)} daemon pod"
     return [Violation("capacity", message, short=short)], results
 
 

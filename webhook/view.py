@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from webhook.catalog import Catalog
+from webhook.declarations import read_declaration
 from webhook.demand import PodDemand, compute_demand
 from webhook.inventory import GpuNode, read_node
 from webhook.policy import ClusterPolicy, NamespacePolicy, resolve_namespace_policy
@@ -145,7 +146,8 @@ class ViewBuilder:
             return None
         stamp = stamped_demand(pod)
         if stamp is not None:
-            return replace(tenant_from_pod(pod, None), demand_mib=stamp, source="annotation")
+            models = _declared_models(pod)
+            return replace(tenant_from_pod(pod, None), demand_mib=stamp, source="annotation", models=models)
         ns = resolve_namespace_policy(self._cluster, pod.namespace, self._namespaces.get(pod.namespace))
         try:
             return tenant_from_pod(pod, compute_demand(pod, ns=ns, cluster=self._cluster, catalog=self._catalog))
@@ -216,6 +218,13 @@ def build_view(objects: Iterable[Mapping[str, Any]], *, cluster: ClusterPolicy, 
         if obj.get("kind") == "Pod":
             builder.set_pod(obj)
     return builder.build()
+
+
+def _declared_models(pod: PodFacts) -> tuple[str, ...]:
+    try:
+        return read_declaration(pod).models
+    except DeclarationError:
+        return ()
 
 
 def _broken(raw: Mapping[str, Any], problem: str) -> Tenant:

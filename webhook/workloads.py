@@ -20,7 +20,6 @@ from webhook.evaluation import PodEvaluation, evaluate_pod
 from webhook.guard import Guard, enforce
 from webhook.mutation import container_ops
 from webhook.review import AdmissionRequest, AdmissionResponse
-from webhook.scheduling import candidate_nodes
 from webhook.templates import MAX_REPLICAS, SCALABLE, Workload, read_workload
 from webhook.tenants import DeclarationError, read_pod
 
@@ -42,19 +41,17 @@ def template_pod(workload: Workload, guard: Guard) -> dict[str, Any]:
 
 
 def evaluate_workload(workload: Workload, guard: Guard, *, replicas: int | None = None) -> PodEvaluation:
-    pod = template_pod(workload, guard)
-    count = workload.replicas if replicas is None else replicas
-    if workload.kind == "DaemonSet":
-        count = len([n for n in candidate_nodes(pod["spec"], guard.ledger.view.nodes.values()) if n.guarded])
+    """The template's pods as the controller will create them (DaemonSet: one on every candidate node)."""
     ledger = guard.ledger
     return evaluate_pod(
-        pod,
+        template_pod(workload, guard),
         namespace=workload.namespace,
         cluster=guard.cluster,
         catalog=guard.catalog,
         view=ledger.view,
         committed=ledger.committed,
-        replicas=count,
+        replicas=workload.replicas if replicas is None else replicas,
+        one_per_node=workload.kind == "DaemonSet",
     )
 
 
