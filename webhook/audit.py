@@ -20,41 +20,103 @@ How the state is judged (pure: no I/O; the clock is the `now` argument):
 4. Findings use the PolicyReport vocabulary (`pass`/`fail`/`warn`/`error`/`skip`, severities
    high/medium/low/info). The verdict is what `enforce` mode would do; the namespace's own mode
    only changes the reported `admission` (denied, warned, audited or allowed).
+
+This module is the composition: the report values live in `audit_model`, findings and their texts
+in `audit_findings`; every public name of both is re-exported here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 from functools import partial
-from typing import Any, Literal
+from typing import Any
 
 import jsonpatch
 
+from webhook.audit_findings import (
+    CATEGORY,
+    PENDING,
+    SEVERITY,
+    UNDECLARED_MODELS,
+    UNDECLARED_VRAM,
+    UNKNOWN_MODEL,
+    admission_of,
+    admitted_text,
+    advise,
+    describe_patch,
+    namespace_findings,
+    node_findings,
+    other_node_finding,
+    report_findings,
+    subject_findings,
+)
+from webhook.audit_model import (
+    RANK,
+    RESULTS,
+    AuditReport,
+    Finding,
+    Manifest,
+    NamespaceLine,
+    NodeLine,
+    ObjectRef,
+    OtherNode,
+    Result,
+    Severity,
+    Subject,
+    TenantLine,
+    Verdict,
+    count_results,
+)
 from webhook.catalog import Catalog
-from webhook.demand import resolve_models
 from webhook.evaluation import PodEvaluation, Violation, evaluate_pod
 from webhook.explain import describe_demand
 from webhook.guard import Guard, enforce
 from webhook.inventory import GpuNode
 from webhook.ledger import Ledger, fits
 from webhook.mutation import mutate
-from webhook.policy import ClusterPolicy, NamespacePolicy
-from webhook.quantity import format_mib
-from webhook.review import AdmissionRequest, AdmissionResponse
+from webhook.policy import ClusterPolicy
+from webhook.review import AdmissionRequest
 from webhook.scheduling import candidate_nodes
 from webhook.templates import Workload, read_workload
-from webhook.tenants import ANN_ESTIMATE, DeclarationError, read_pod
+from webhook.tenants import DeclarationError, read_pod
 from webhook.view import ClusterView, Tenant, ViewBuilder, tenant_from_pod
 from webhook.workloads import evaluate_workload
 
-Result = Literal["pass", "fail", "warn", "error", "skip"]
-Severity = Literal["high", "medium", "low", "info"]
-Verdict = Literal["admit", "deny", "skip", "error"]
-RESULTS: tuple[Result, ...] = ("pass", "fail", "warn", "error", "skip")
-#: how bad a result is, for `--fail-on` and for sorting (worst first)
-RANK: Mapping[str, int] = {"pass": 0, "skip": 0, "warn": 1, "fail": 2, "error": 3}
+__all__ = [
+    "API_VERSIONS",
+    "CATEGORY",
+    "PENDING",
+    "RANK",
+    "RESULTS",
+    "SEVERITY",
+    "UNDECLARED_MODELS",
+    "UNDECLARED_VRAM",
+    "UNKNOWN_MODEL",
+    "AuditReport",
+    "Finding",
+    "Manifest",
+    "NamespaceLine",
+    "NodeLine",
+    "ObjectRef",
+    "OtherNode",
+    "Result",
+    "Severity",
+    "Subject",
+    "TenantLine",
+    "Verdict",
+    "admission_of",
+    "admitted_text",
+    "count_results",
+    "describe_patch",
+    "namespace_findings",
+    "node_findings",
+    "other_node_finding",
+    "run_audit",
+    "subject_findings",
+]
+
 API_VERSIONS = {
     "Pod": "v1",
     "Node": "v1",
@@ -67,218 +129,6 @@ API_VERSIONS = {
     "Job": "batch/v1",
     "CronJob": "batch/v1",
 }
-SEVERITY: Mapping[str, Severity] = {
-    "node-vram-budget": "high",
-    "capacity": "high",
-    "declaration": "high",
-    "namespace-policy": "high",
-    "gpu-request": "high",
-    "vram-quota": "medium",
-    "settings-cap": "medium",
-    "settings-missing": "medium",
-    "allowed-models": "medium",
-    "undeclared-models": "medium",
-    "guard-annotation": "low",
-    "undeclared-vram": "low",
-    "unknown-model": "low",
-    "unschedulable": "low",
-}
-CATEGORY: Mapping[str, str] = {
-    "node-vram-budget": "VRAM capacity",
-    "capacity": "VRAM capacity",
-    "unschedulable": "VRAM capacity",
-    "vram-quota": "VRAM quota",
-    "declaration": "Model declaration",
-    "undeclared-models": "Model declaration",
-    "undeclared-vram": "Model declaration",
-    "unknown-model": "Model declaration",
-    "guard-annotation": "Model declaration",
-    "namespace-policy": "Namespace policy",
-    "allowed-models": "Namespace policy",
-    "settings-cap": "Ollama settings",
-    "settings-missing": "Ollama settings",
-    "gpu-request": "GPU request",
-    "gpu-node-guarded": "GPU inventory",
-    "admission": "Admission",
-    "evaluation": "Admission",
-}
-
-
-@dataclass(frozen=True, slots=True)
-class ObjectRef:
-    """A Kubernetes object reference (the PolicyReport `resources` entry)."""
-
-    api_version: str
-    kind: str
-    name: str
-    namespace: str = ""
-    uid: str = ""
-
-    @property
-    def display(self) -> str:
-        return f"{self.kind} {self.namespace}/{self.name}" if self.namespace else f"{self.kind} {self.name}"
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One result: a rule checked on one resource."""
-
-    rule: str
-    result: Result
-    severity: Severity
-    category: str
-    message: str
-    resource: ObjectRef
-    #: the namespace whose PolicyReport holds it; "" for the ClusterPolicyReport (nodes)
-    namespace: str = ""
-    properties: tuple[tuple[str, str], ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class TenantLine:
-    namespace: str
-    name: str
-    demand_mib: int
-    #: estimate, declared, max(declared, estimate), default or annotation (the guard's stamp)
-    source: str
-    models: tuple[str, ...]
-    #: True when it comes from the manifests (placed by the audit), False when it runs now
-    planned: bool = False
-    owner: str = ""
-    problem: str = ""
-
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
-
-
-@dataclass(frozen=True, slots=True)
-class NodeLine:
-    """A guarded node: its budget and every tenant counted against it."""
-
-    node: GpuNode
-    tenants: tuple[TenantLine, ...]
-
-    @property
-    def committed_mib(self) -> int:
-        return sum(t.demand_mib for t in self.tenants)
-
-    @property
-    def planned_mib(self) -> int:
-        return sum(t.demand_mib for t in self.tenants if t.planned)
-
-    @property
-    def existing_mib(self) -> int:
-        return self.committed_mib - self.planned_mib
-
-    @property
-    def free_mib(self) -> int:
-        """Budget left; negative when over-committed."""
-        return self.node.budget_mib - self.committed_mib
-
-    @property
-    def used_ratio(self) -> float:
-        budget = self.node.budget_mib
-        return self.committed_mib / budget if budget else (1.0 if self.committed_mib else 0.0)
-
-
-@dataclass(frozen=True, slots=True)
-class OtherNode:
-    """A GPU node the guard does not account: not time-sliced, or MIG."""
-
-    name: str
-    product: str
-    gpu_resource: str
-    slots: int
-    mig: bool
-
-    @property
-    def reason(self) -> str:
-        if self.mig:
-            return "MIG: slices are hard-partitioned by the hardware"
-        return "time-slicing off: each GPU replica is a whole GPU"
-
-
-@dataclass(frozen=True, slots=True)
-class NamespaceLine:
-    policy: NamespacePolicy
-    used_mib: int
-
-
-@dataclass(frozen=True, slots=True)
-class Subject:
-    """One Pod or workload judged as if created now."""
-
-    resource: ObjectRef
-    #: "cluster" for what runs now, else the manifest file
-    origin: str
-    replicas: int
-    verdict: Verdict
-    #: what the webhook answers in the namespace's own mode: denied, warned, audited, allowed
-    admission: str
-    #: the denial message under `enforce` ("" when admitted)
-    decision: str
-    demand_mib: int | None
-    demand_text: str
-    demand_source: str
-    models: tuple[str, ...]
-    models_from: str
-    violations: tuple[Violation, ...]
-    #: audit-only advice (undeclared models, pending pods…); never part of the verdict
-    advisories: tuple[Violation, ...]
-    notes: tuple[str, ...]
-    patch: tuple[Mapping[str, Any], ...]
-    inject: tuple[str, ...]
-    #: nodes it is bound to (cluster) or placed on (manifests), one entry per pod
-    nodes: tuple[str, ...]
-    skipped: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class AuditReport:
-    generated_at: datetime
-    state_origin: str
-    manifest_origins: tuple[str, ...]
-    namespace: str | None
-    nodes: tuple[NodeLine, ...]
-    other_nodes: tuple[OtherNode, ...]
-    namespaces: tuple[NamespaceLine, ...]
-    subjects: tuple[Subject, ...]
-    findings: tuple[Finding, ...]
-    #: manifest objects of other kinds: (origin, reference)
-    ignored: tuple[tuple[str, ObjectRef], ...] = ()
-
-    @property
-    def summary(self) -> dict[str, int]:
-        return count_results(self.findings)
-
-    def reaches(self, level: Result) -> bool:
-        """Whether any result is at or above `level` (warn < fail < error)."""
-        return any(RANK[f.result] >= RANK[level] for f in self.findings)
-
-    def ordered_findings(self) -> tuple[Finding, ...]:
-        """Worst first, then cluster before namespaces, then by resource."""
-        return tuple(
-            sorted(
-                self.findings,
-                key=lambda f: (-RANK[f.result], f.result, f.namespace, f.resource.display, f.rule),
-            )
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Manifest:
-    """One object from `-f`, with the file it came from."""
-
-    origin: str
-    obj: Mapping[str, Any]
-
-
-def count_results(findings: Sequence[Finding]) -> dict[str, int]:
-    counts: dict[str, int] = dict.fromkeys(RESULTS, 0)
-    for f in findings:
-        counts[f.result] += 1
-    return counts
 
 
 def run_audit(
@@ -527,31 +377,15 @@ class _Run:
         pending: str = "",
         replicas: int = 1,
     ) -> Subject:
+        """What one object's evaluation amounts to: verdict, admission, demand, advice and patch."""
         label = f"{ref.kind.lower()} {ref.namespace}/{ref.name}"
         inject = describe_patch(raw, patch)
         if isinstance(ev, DeclarationError):
-            # validate answers a malformed declaration with 400 in every mode
-            return Subject(
-                resource=ref,
-                origin=origin,
-                replicas=replicas,
-                verdict="deny",
-                admission="denied",
-                decision=f"{label}: {ev}",
-                demand_mib=None,
-                demand_text="",
-                demand_source="",
-                models=(),
-                models_from="",
-                violations=(Violation("declaration", str(ev), 400),),
-                advisories=(),
-                notes=(),
-                patch=patch,
-                inject=inject,
-                nodes=nodes,
-            )
+            malformed = _error_subject(ref, origin, f"{label}: {ev}")
+            return _denied_declaration(malformed, ev, replicas=replicas, patch=patch, inject=inject, nodes=nodes)
         verdict, admission, decision = self.decide(ev, label)
         demand, share = ev.demand, self.share(nodes)
+        advice = advise(ev, catalog=self.catalog, pending=pending, copies=replicas - len(nodes), share=share)
         return Subject(
             resource=ref,
             origin=origin,
@@ -565,7 +399,7 @@ class _Run:
             models=demand.declaration.models if demand else (),
             models_from=demand.declaration.source if demand else "",
             violations=ev.violations,
-            advisories=self.advise(ev, pending=pending, copies=replicas - len(nodes), share=share),
+            advisories=advice,
             notes=ev.notes,
             patch=patch,
             inject=inject,
@@ -579,24 +413,7 @@ class _Run:
         found += sorted((n for n in self.view.nodes.values() if n.guarded), key=lambda n: n.name)
         return found[0].even_share_mib if found else 0
 
-    def advise(self, ev: PodEvaluation, *, pending: str, copies: int, share: int) -> tuple[Violation, ...]:
-        """Audit-only advice: what the webhook accepts but a platform team should know."""
-        out: list[Violation] = []
-        demand = ev.demand
-        if demand is not None and not ev.skipped:
-            decl = demand.declaration
-            if ev.pod.is_ollama and not decl.models and decl.vram_mib is None:
-                out.append(_advice("undeclared-models", UNDECLARED_MODELS.format(share=format_mib(share))))
-            elif not ev.pod.is_ollama and demand.source == "default":
-                out.append(_advice("undeclared-vram", UNDECLARED_VRAM.format(share=format_mib(share))))
-            unknown = resolve_models(self.catalog, decl.models)[1]
-            if unknown and decl.vram_mib is not None:
-                text = UNKNOWN_MODEL.format(models=", ".join(unknown), declared=format_mib(decl.vram_mib))
-                out.append(_advice("unknown-model", text))
-        if pending:
-            out.append(_advice("unschedulable", PENDING.format(count=copies, why=pending)))
-        return tuple(out)
-
+    # --- the report ------------------------------------------------------------------------------
     def report(
         self,
         *,
@@ -606,6 +423,16 @@ class _Run:
         namespace: str | None,
         ignored: tuple[tuple[str, ObjectRef], ...],
     ) -> AuditReport:
+        nodes, others = self.node_lines()
+        subjects = tuple(s for s in self.subjects if namespace in (None, s.resource.namespace))
+        spaces = self.namespace_lines(nodes, subjects, namespace=namespace)
+        findings = report_findings(nodes, others, spaces, subjects)
+        return AuditReport(
+            now, state_origin, manifest_origins, namespace, nodes, others, spaces, subjects, findings, ignored
+        )
+
+    def node_lines(self) -> tuple[tuple[NodeLine, ...], tuple[OtherNode, ...]]:
+        """Every GPU node by name: guarded ones with their tenants, then the ones the guard skips."""
         view = self.view
         by_key = {f"{s.resource.namespace}/{s.resource.name}": s for s in self.subjects}
         ordered = sorted(view.nodes.values(), key=lambda n: n.name)
@@ -615,20 +442,19 @@ class _Run:
             if n.guarded
         )
         others = tuple(OtherNode(n.name, n.product, n.gpu_resource, n.slots, n.mig) for n in ordered if not n.guarded)
-        subjects = tuple(s for s in self.subjects if namespace in (None, s.resource.namespace))
+        return nodes, others
+
+    def namespace_lines(
+        self, nodes: Sequence[NodeLine], subjects: Sequence[Subject], *, namespace: str | None
+    ) -> tuple[NamespaceLine, ...]:
+        """Namespaces with a subject, a tenant or annotations of their own (limited to `namespace`)."""
+        view = self.view
         names = {s.resource.namespace for s in subjects} | {t.namespace for line in nodes for t in line.tenants}
         names |= {ns for ns, annotations in view.namespaces.items() if annotations}
-        spaces = tuple(
+        return tuple(
             NamespaceLine(view.namespace_policy(self.cluster, ns), view.namespace_usage.get(ns, 0))
             for ns in sorted(names)
             if namespace in (None, ns)
-        )
-        findings = [f for line in nodes for f in node_findings(line)]
-        findings += [other_node_finding(o) for o in others]
-        findings += [f for line in spaces for f in namespace_findings(line)]
-        findings += [f for s in subjects for f in subject_findings(s)]
-        return AuditReport(
-            now, state_origin, manifest_origins, namespace, nodes, others, spaces, subjects, tuple(findings), ignored
         )
 
     def tenant_line(self, tenant: Tenant, node: GpuNode, subjects: Mapping[str, Subject]) -> TenantLine:
@@ -646,6 +472,7 @@ class _Run:
 
 
 def _error_subject(ref: ObjectRef, origin: str, message: str) -> Subject:
+    """An object the core could not evaluate: the webhook would answer with an internal error."""
     return Subject(
         resource=ref,
         origin=origin,
@@ -667,222 +494,26 @@ def _error_subject(ref: ObjectRef, origin: str, message: str) -> Subject:
     )
 
 
-# --- findings ------------------------------------------------------------------------------------
-UNDECLARED_MODELS = (
-    "Ollama pod declares no models (no ollama-guard.io/models annotation, no `ollama pull|run` in its "
-    "commands): it is counted as one replica's even share ({share}), which may be far from what it loads. "
-    "Declare the models it serves in ollama-guard.io/models"
-)
-UNDECLARED_VRAM = (
-    "GPU tenant declares no VRAM: it is counted as one replica's even share of the GPU ({share}). "
-    "Declare what it really uses in ollama-guard.io/vram (e.g. 8Gi)"
-)
-UNKNOWN_MODEL = (
-    "model(s) {models} not in the guard's catalog: its demand rests on the declared ollama-guard.io/vram "
-    "({declared}); ask an admin to add the model(s) to the catalog overlay"
-)
-PENDING = "{count} pod(s) would be admitted but stay Pending: {why}"
-
-
-def _advice(rule: str, message: str) -> Violation:
-    return Violation(rule, message, 200, "warn")
-
-
-def _finding(
-    rule: str,
-    result: Result,
-    message: str,
-    resource: ObjectRef,
+def _denied_declaration(
+    subject: Subject,
+    error: DeclarationError,
     *,
-    namespace: str = "",
-    severity: Severity | None = None,
-    properties: Mapping[str, str] | None = None,
-) -> Finding:
-    level: Severity = severity or ("info" if result in ("pass", "skip") else SEVERITY.get(rule, "medium"))
-    return Finding(
-        rule=rule,
-        result=result,
-        severity=level,
-        category=CATEGORY.get(rule, "Admission"),
-        message=message,
-        resource=resource,
-        namespace=namespace,
-        properties=tuple(sorted((properties or {}).items())),
+    replicas: int,
+    patch: tuple[Mapping[str, Any], ...],
+    inject: tuple[str, ...],
+    nodes: tuple[str, ...],
+) -> Subject:
+    """`subject` denied for its malformed declaration: validate answers 400 in every mode."""
+    return replace(
+        subject,
+        replicas=replicas,
+        verdict="deny",
+        admission="denied",
+        violations=(Violation("declaration", str(error), 400),),
+        patch=patch,
+        inject=inject,
+        nodes=nodes,
     )
-
-
-def _percent(part: int, whole: int) -> str:
-    return f"{round(100 * part / whole)}%" if whole else "n/a"
-
-
-def node_findings(line: NodeLine) -> list[Finding]:
-    node = line.node
-    ref = ObjectRef("v1", "Node", node.name)
-    rule = "node-vram-budget"
-    props = {
-        "capacityMiB": str(node.capacity_mib),
-        "reservedMiB": str(node.reserved_mib),
-        "committedMiB": str(line.committed_mib),
-        "plannedMiB": str(line.planned_mib),
-    }
-    if node.problems:
-        text = f"node {node.name}: {'; '.join(node.problems)}. The guard admits no GPU tenant on it until this is fixed"
-        return [_finding(rule, "error", text, ref, severity="high", properties=props)]
-    budget = format_mib(node.budget_mib)
-    running = ", ".join(f"{t.key} {format_mib(t.demand_mib)}" for t in line.tenants if not t.planned)
-    tenants = ", ".join(f"{t.key} {format_mib(t.demand_mib)}" for t in line.tenants)
-    if line.existing_mib > node.budget_mib:
-        text = (
-            f"node {node.name} is over-committed now: {format_mib(line.existing_mib)} committed of {budget} "
-            f"({_percent(line.existing_mib, node.budget_mib)}); the last tenants to load a model will fail with "
-            f"CUDA out-of-memory. Tenants: {running}. Move or shrink tenants, or lower their settings"
-        )
-        return [_finding(rule, "fail", text, ref, properties=props)]
-    if line.committed_mib > node.budget_mib:
-        text = (
-            f"node {node.name} would be over-committed after the manifests: {format_mib(line.committed_mib)} of "
-            f"{budget} ({_percent(line.committed_mib, node.budget_mib)}). Tenants: {tenants}"
-        )
-        return [_finding(rule, "fail", text, ref, properties=props)]
-    planned = f", incl. {format_mib(line.planned_mib)} planned from manifests" if line.planned_mib else ""
-    text = (
-        f"{format_mib(line.committed_mib)} of {budget} committed ({_percent(line.committed_mib, node.budget_mib)})"
-        f"{planned}; {format_mib(line.free_mib)} free; {len(line.tenants)} tenant(s)"
-    )
-    return [_finding(rule, "pass", text, ref, properties=props)]
-
-
-def other_node_finding(node: OtherNode) -> Finding:
-    text = f"GPU node {node.name} is not guarded ({node.reason}); its tenants are not counted"
-    return _finding("gpu-node-guarded", "skip", text, ObjectRef("v1", "Node", node.name))
-
-
-def namespace_findings(line: NamespaceLine) -> list[Finding]:
-    policy = line.policy
-    ref = ObjectRef("v1", "Namespace", policy.namespace)
-    out = [
-        _finding(
-            "namespace-policy",
-            "fail",
-            f"{problem}. Every GPU pod in namespace {policy.namespace} is denied until it is fixed",
-            ref,
-            namespace=policy.namespace,
-        )
-        for problem in policy.problems
-    ]
-    quota = policy.vram_quota_mib
-    if quota is not None and not policy.exempt:
-        used = format_mib(line.used_mib)
-        if line.used_mib > quota:
-            text = (
-                f"namespace {policy.namespace} holds {used} of GPU VRAM, over its quota of {format_mib(quota)} "
-                f"(ollama-guard.io/vram-quota) by {format_mib(line.used_mib - quota)}"
-            )
-            out.append(_finding("vram-quota", "fail", text, ref, namespace=policy.namespace))
-        else:
-            text = f"namespace {policy.namespace} holds {used} of its {format_mib(quota)} VRAM quota"
-            text += f" ({_percent(line.used_mib, quota)})"
-            out.append(_finding("vram-quota", "pass", text, ref, namespace=policy.namespace))
-    return out
-
-
-def subject_findings(subject: Subject) -> list[Finding]:
-    ref, ns = subject.resource, subject.resource.namespace
-    props = {"origin": subject.origin, "verdict": subject.verdict, "admission": subject.admission}
-    if subject.demand_mib is not None:
-        props["demandMiB"] = str(subject.demand_mib)
-    if subject.nodes:
-        props["nodes"] = ",".join(dict.fromkeys(subject.nodes))
-    if subject.skipped:
-        return [_finding("admission", "skip", subject.skipped, ref, namespace=ns, properties=props)]
-    if subject.verdict == "error":
-        return [_finding("evaluation", "error", subject.decision, ref, namespace=ns, severity="high", properties=props)]
-    out = [
-        _finding(v.rule, "fail" if v.severity == "fail" else "warn", v.message, ref, namespace=ns, properties=props)
-        for v in (*subject.violations, *subject.advisories)
-    ]
-    if not out:
-        out.append(_finding("admission", "pass", admitted_text(subject), ref, namespace=ns, properties=props))
-    return out
-
-
-def admitted_text(subject: Subject) -> str:
-    where = ""
-    if subject.nodes:
-        verb = "bound to" if subject.origin == "cluster" else "placed on"
-        where = f"; {verb} {', '.join(dict.fromkeys(subject.nodes))}"
-    copies = f" × {subject.replicas}" if subject.replicas != 1 else ""
-    demand = subject.demand_text or "no GPU"
-    return f"would be admitted: {demand}{copies}{where}"
-
-
-def admission_of(response: AdmissionResponse) -> str:
-    if not response.allowed:
-        return "denied"
-    if response.audit_annotations:
-        return "audited"
-    return "warned" if response.warnings else "allowed"
-
-
-# --- what the mutating webhook would inject -------------------------------------------------------
-def describe_patch(pod: Mapping[str, Any], ops: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
-    """JSON Patch ops as people read them: 'container ollama: env A=1, B=2; limits nvidia.com/gpu=1'."""
-    containers: dict[str, dict[str, list[str]]] = {}
-    annotations: list[str] = []
-    other: list[str] = []
-    spec = pod.get("spec") if isinstance(pod.get("spec"), Mapping) else {}
-    for op in ops:
-        path = [p.replace("~1", "/").replace("~0", "~") for p in str(op.get("path", "")).split("/")[1:]]
-        value = op.get("value")
-        if path[:1] == ["metadata"]:
-            annotations += _annotation_changes(str(op.get("op")), path, value)
-        elif len(path) >= 4 and path[0] == "spec" and path[1] in ("containers", "initContainers"):
-            items = (spec or {}).get(path[1])
-            index = int(path[2]) if path[2].isdigit() else -1
-            found = items[index] if isinstance(items, list) and 0 <= index < len(items) else {}
-            name = str(found.get("name") if isinstance(found, Mapping) else "") or f"#{path[2]}"
-            for group, change in _container_changes(path[3:], value):
-                containers.setdefault(name, {}).setdefault(group, []).append(change)
-        else:
-            other.append(f"{op.get('op')} {op.get('path')}")
-    lines = [
-        f"container {name}: " + "; ".join(f"{group} {', '.join(changes)}" for group, changes in groups.items())
-        for name, groups in containers.items()
-    ]
-    if annotations:
-        lines.append(f"annotations {', '.join(annotations)}")
-    return (*lines, *other)
-
-
-def _container_changes(path: list[str], value: Any) -> list[tuple[str, str]]:
-    if path[0] == "env":
-        entries = value if isinstance(value, list) else [value]
-        return [("env", f"{e.get('name')}={e.get('value')}") for e in entries if isinstance(e, Mapping)]
-    if path[0] == "resources":
-        sections: Mapping[str, Any] = value if len(path) == 1 and isinstance(value, Mapping) else {}
-        if len(path) == 2:
-            sections = {path[1]: value}
-        if len(path) == 3:
-            sections = {path[1]: {path[2]: value}}
-        return [
-            (str(section), f"{resource}={amount}")
-            for section, amounts in sections.items()
-            if isinstance(amounts, Mapping)
-            for resource, amount in amounts.items()
-        ]
-    return [("set", "/".join(path))]
-
-
-def _annotation_changes(op: str, path: list[str], value: Any) -> list[str]:
-    if op == "remove":
-        return [f"remove {path[-1]}"]
-    if len(path) == 3:
-        values = {path[2]: value}
-    elif len(path) == 2 and isinstance(value, Mapping):
-        values = dict(value)
-    else:
-        values = dict(value.get("annotations") or {}) if isinstance(value, Mapping) else {}
-    return [f"{k} (VRAM breakdown)" if k == ANN_ESTIMATE else f"{k}={v}" for k, v in values.items()]
 
 
 # --- small helpers -------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from html import escape
 
-from webhook.audit import RESULTS, AuditReport, Finding, NodeLine, OtherNode, Subject, TenantLine
+from webhook.audit_model import RESULTS, AuditReport, Finding, NodeLine, OtherNode, Subject, TenantLine
 from webhook.quantity import format_mib
 from webhook.report_text import admission_text, gpu_text, header_lines, iso, placement_text, verdict_text
 

@@ -50,7 +50,7 @@ from typing import Any
 
 import yaml
 
-from webhook.audit import AuditReport, Finding, NodeLine, ObjectRef, Subject, count_results
+from webhook.audit_model import AuditReport, Finding, NodeLine, ObjectRef, Subject, count_results
 from webhook.evaluation import Violation
 
 SCHEMA_VERSION = 1

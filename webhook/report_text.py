@@ -14,7 +14,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from webhook.audit import RESULTS, AuditReport, Finding, NodeLine, Subject
+from webhook.audit_model import RESULTS, AuditReport, Finding, NodeLine, Subject
 from webhook.quantity import format_mib
 
 STYLES = {"fail": "bold red", "error": "bold magenta", "warn": "yellow", "pass": "green", "skip": "dim"}
