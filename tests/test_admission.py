@@ -650,3 +650,15 @@ def test_stamped_tenant_keeps_its_models() -> None:
     guard, _ = make_guard(extra=[stamped])
     tenant = guard.ledger.view.tenants["team-a/stamped"]
     assert (tenant.models, tenant.demand_mib, tenant.source) == (("llama3.1:8b",), 7949, "annotation")
+
+
+@requires_fixtures
+def test_binding_after_mutate_only_still_reserves() -> None:
+    """`kubectl run` names the pod: the mutating call alone lets the binding find it."""
+    guard, _ = make_guard()
+    review = copy.deepcopy(recorded("mutate-pod-create-1"))
+    review["request"]["object"]["metadata"]["annotations"] = {"ollama-guard.io/models": "qwen2.5:7b"}
+    assert mutate(request(review), guard).allowed
+    before = guard.ledger.committed("gpu-h100-a")
+    assert validate(request(recorded("validate-binding-binding-create-1")), guard).allowed
+    assert guard.ledger.committed("gpu-h100-a") > before

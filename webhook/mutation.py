@@ -21,7 +21,7 @@ from webhook.patches import ContainerEdit, edit_container, set_annotations
 from webhook.policy import ClusterPolicy, NamespacePolicy
 from webhook.review import AdmissionRequest, AdmissionResponse
 from webhook.tenants import ANN_DEMAND, ANN_ESTIMATE, DeclarationError, PodFacts, read_pod
-from webhook.view import ESTIMATE_VERSION
+from webhook.view import ESTIMATE_VERSION, tenant_from_pod
 
 
 def is_pod(req: AdmissionRequest) -> bool:
@@ -48,6 +48,11 @@ def mutate(req: AdmissionRequest, guard: Guard) -> AdmissionResponse:
     except DeclarationError:
         demand = None
     ops += _annotation_ops(mutated, after, demand)
+    named = isinstance(raw.get("metadata"), dict) and bool(raw["metadata"].get("name"))
+    if demand is not None and after.is_gpu_tenant and named and not req.dry_run:
+        # a binding may follow without a /validate the guard saw (e.g. only the mutating webhook is
+        # registered for pods); the validated record, with the pod's UID, replaces this one
+        guard.ledger.remember_admitted(tenant_from_pod(after, demand))
     return rv.patched(ops)
 
 
