@@ -262,3 +262,54 @@ def test_discovery_never_crashes_on_any_command(command: list[str]) -> None:
     facts = read_pod(pod(containers=[{"name": "o", "image": "ollama/ollama", "command": command}]), gpu_resources=GPU)
     found = discover_models(facts.containers)
     assert all(" " not in m for m in found)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        pytest.param(pod(), False, id="cpu-pod"),
+        pytest.param(pod(containers=[{"name": "o", "image": "docker.io/ollama/ollama:0.6.8"}]), True, id="ollama"),
+        pytest.param(pod(labels={"app.kubernetes.io/name": "ollama"}), True, id="label"),
+        pytest.param(pod(annotations={"ollama-guard.io/models": "x"}), True, id="annotation"),
+        pytest.param(
+            pod(containers=[{"name": "c", "image": "x", "resources": {"requests": {"nvidia.com/gpu": 1}}}]),
+            True,
+            id="gpu-request",
+        ),
+        pytest.param(
+            pod(init=[{"name": "i", "image": "x", "resources": {"limits": {"nvidia.com/mig-1g.10gb": 1}}}]),
+            True,
+            id="mig-init",
+        ),
+        pytest.param({"metadata": {}, "spec": {"containers": ["junk"]}}, True, id="malformed-goes-to-full-reader"),
+    ],
+)
+def test_prefilter_only_drops_pods_that_are_not_subjects(raw: dict[str, Any], expected: bool) -> None:
+    from webhook.tenants import could_be_subject
+
+    assert could_be_subject(raw, gpu_resources=GPU) is expected
+    if not expected:
+        facts = read_pod(raw, gpu_resources=GPU)
+        assert not facts.is_ollama and not facts.is_gpu_tenant and not facts.uses_mig
+
+
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {"name": st.just("c"), "image": st.sampled_from(["a", "ollama/ollama"])},
+            optional={
+                "resources": st.fixed_dictionaries(
+                    {}, optional={"limits": st.dictionaries(st.sampled_from(["cpu", "nvidia.com/gpu"]), st.just("1"))}
+                )
+            },
+        ),
+        max_size=3,
+    )
+)
+def test_prefilter_never_drops_a_subject(containers: list[dict[str, Any]]) -> None:
+    from webhook.tenants import could_be_subject
+
+    raw = pod(containers=containers or [{"name": "c", "image": "busybox"}])
+    facts = read_pod(raw, gpu_resources=GPU)
+    if facts.is_ollama or facts.is_gpu_tenant:
+        assert could_be_subject(raw, gpu_resources=GPU)

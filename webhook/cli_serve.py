@@ -11,7 +11,7 @@ import typer
 from webhook.catalog import Catalog
 from webhook.cli import EMBEDDED_SNAPSHOT, SAMPLE_REVIEW, _settings_and_catalog, app, err, fail
 from webhook.config import Settings
-from webhook.snapshot import SnapshotError, load_objects
+from webhook.snapshot import SnapshotError, iter_objects
 from webhook.state import SnapshotSource, StateSource
 
 
@@ -27,12 +27,12 @@ def choose_source(
         if live is not None:
             return live, "live cluster (list + watch)"
     path = snapshot or EMBEDDED_SNAPSHOT
+    origin = str(path) if snapshot else "embedded default (examples/cluster.yaml)"
     try:
-        objects = load_objects([path])
+        source = SnapshotSource(iter_objects([path]), cluster=cluster, catalog=catalog, origin=origin)
     except SnapshotError as exc:
         raise fail(str(exc)) from None
-    origin = str(path) if snapshot else "embedded default (examples/cluster.yaml)"
-    return SnapshotSource(objects, cluster=cluster, catalog=catalog, origin=origin), f"snapshot: {origin}"
+    return source, f"snapshot: {origin}"
 
 
 @app.command()

@@ -8,7 +8,7 @@ cluster. The live source (list + watch) lives in `live.py`. Both own a `Ledger`.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -34,16 +34,10 @@ class SnapshotSource:
     """Cluster state from a file; bindings admitted by the guard are applied to it."""
 
     def __init__(
-        self, objects: Sequence[Mapping[str, Any]], *, cluster: ClusterPolicy, catalog: Catalog, origin: str
+        self, objects: Iterable[Mapping[str, Any]], *, cluster: ClusterPolicy, catalog: Catalog, origin: str
     ) -> None:
         self._builder = ViewBuilder(cluster=cluster, catalog=catalog)
-        for kind, setter in (("Node", self._builder.set_node), ("Namespace", self._builder.set_namespace)):
-            for obj in objects:
-                if obj.get("kind") == kind:
-                    setter(obj)
-        for obj in objects:
-            if obj.get("kind") == "Pod":
-                self._builder.set_pod(obj)
+        self._builder.add_all(objects)  # streamed: raw objects are dropped as soon as they are read
         self._lock = threading.Lock()
         self.origin = origin
         self.ledger = Ledger(self._builder.build(), ttl_seconds=cluster.reservation_ttl_seconds)

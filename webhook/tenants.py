@@ -89,6 +89,31 @@ def is_ollama_image(image: str) -> bool:
     return repo == "ollama/ollama" or repo.endswith("/ollama/ollama")
 
 
+def could_be_subject(pod: Mapping[str, Any], *, gpu_resources: Sequence[str]) -> bool:
+    """A cheap pre-filter: False only for pods that are neither Ollama pods nor GPU/MIG requesters.
+
+    Most pods of a cluster are CPU pods; skipping the full `read_pod` for them keeps building a
+    100,000-pod view fast. Anything malformed returns True (the full reader reports it).
+    """
+    meta = _mapping(pod.get("metadata"))
+    if _mapping(meta.get("labels")).get(OLLAMA_LABEL[0]) == OLLAMA_LABEL[1] or ANN_MODELS in _mapping(
+        meta.get("annotations")
+    ):
+        return True
+    spec = _mapping(pod.get("spec"))
+    for field in ("containers", "initContainers"):
+        for container in _list(spec.get(field)):
+            if not isinstance(container, Mapping):
+                return True
+            resources = _mapping(container.get("resources"))
+            for section in (_mapping(resources.get("limits")), _mapping(resources.get("requests"))):
+                if any(r in section for r in gpu_resources) or any(str(k).startswith(MIG_PREFIX) for k in section):
+                    return True
+            if is_ollama_image(str(container.get("image") or "")):
+                return True
+    return False
+
+
 def read_pod(pod: Mapping[str, Any], *, gpu_resources: Sequence[str], namespace: str = "") -> PodFacts:
     """Read the facts the guard needs from a raw Pod (as the API server sends it)."""
     meta = _mapping(pod.get("metadata"))

@@ -20,7 +20,7 @@ from webhook.declarations import read_declaration
 from webhook.demand import PodDemand, compute_demand
 from webhook.inventory import GpuNode, read_node
 from webhook.policy import ClusterPolicy, NamespacePolicy, resolve_namespace_policy
-from webhook.tenants import ANN_DEMAND, ANN_ESTIMATE, DeclarationError, PodFacts, read_pod
+from webhook.tenants import ANN_DEMAND, ANN_ESTIMATE, DeclarationError, PodFacts, could_be_subject, read_pod
 
 ESTIMATE_VERSION = 1
 
@@ -102,6 +102,9 @@ class ViewBuilder:
         self._nodes: dict[str, GpuNode] = {}
         self._namespaces: dict[str, Mapping[str, str]] = {}
         self._tenants: dict[str, Tenant] = {}
+        #: namespace -> key -> raw pod: unstamped Ollama pods whose namespace policy is not known yet
+        #: (`kubectl get nodes,pods,namespaces` lists pods first); recomputed when it arrives
+        self._waiting: dict[str, dict[str, Mapping[str, Any]]] = {}
 
     def set_node(self, raw: Mapping[str, Any]) -> None:
         node = read_node(raw, gpu_resources=self._cluster.gpu_resources)
@@ -117,27 +120,36 @@ class ViewBuilder:
     def set_namespace(self, raw: Mapping[str, Any]) -> None:
         meta = _meta(raw)
         ann = meta.get("annotations") or {}
-        self._namespaces[str(meta.get("name") or "")] = {
-            str(k): str(v) for k, v in ann.items() if str(k).startswith("ollama-guard.io/")
-        }
+        name = str(meta.get("name") or "")
+        self._namespaces[name] = {str(k): str(v) for k, v in ann.items() if str(k).startswith("ollama-guard.io/")}
+        for pod in self._waiting.pop(name, {}).values():
+            self.set_pod(pod)
 
     def delete_namespace(self, name: str) -> None:
         self._namespaces.pop(name, None)
 
     def set_pod(self, raw: Mapping[str, Any]) -> Tenant | None:
         """Record a pod; returns its Tenant when it is an active GPU tenant."""
-        key = f"{_meta(raw).get('namespace', '')}/{_meta(raw).get('name', '')}"
+        namespace = str(_meta(raw).get("namespace", ""))
+        key = f"{namespace}/{_meta(raw).get('name', '')}"
+        self._waiting.get(namespace, {}).pop(key, None)
         tenant = self.tenant_of(raw)
         if tenant is None:
             self._tenants.pop(key, None)
         else:
             self._tenants[key] = tenant
+            if tenant.source in ("estimate", "max(declared, estimate)") and namespace not in self._namespaces:
+                self._waiting.setdefault(namespace, {})[key] = raw
         return tenant
 
     def delete_pod(self, key: str) -> None:
         self._tenants.pop(key, None)
+        self._waiting.get(key.split("/", 1)[0], {}).pop(key, None)
 
     def tenant_of(self, raw: Mapping[str, Any]) -> Tenant | None:
+        """The pod as a tenant: its guard stamp when current, else its recomputed demand."""
+        if not could_be_subject(raw, gpu_resources=self._cluster.gpu_resources):
+            return None
         try:
             pod = read_pod(raw, gpu_resources=self._cluster.gpu_resources)
         except DeclarationError as exc:
@@ -153,6 +165,13 @@ class ViewBuilder:
             return tenant_from_pod(pod, compute_demand(pod, ns=ns, cluster=self._cluster, catalog=self._catalog))
         except DeclarationError as exc:
             return tenant_from_pod(pod, None, problem=str(exc))
+
+    def add_all(self, objects: Iterable[Mapping[str, Any]]) -> None:
+        setters = {"Node": self.set_node, "Namespace": self.set_namespace, "Pod": self.set_pod}
+        for obj in objects:
+            setter = setters.get(str(obj.get("kind")))
+            if setter is not None:
+                setter(obj)
 
     def put_tenant(self, tenant: Tenant, *, base: ClusterView) -> ClusterView:
         """Record one tenant and return `base` updated for it without a full rebuild."""
@@ -207,16 +226,9 @@ def assemble_view(
 
 
 def build_view(objects: Iterable[Mapping[str, Any]], *, cluster: ClusterPolicy, catalog: Catalog) -> ClusterView:
-    """A view from a flat list of Node, Namespace and Pod objects (any order)."""
+    """A view from Node, Namespace and Pod objects in any order (one pass; nothing else is kept)."""
     builder = ViewBuilder(cluster=cluster, catalog=catalog)
-    items = list(objects)
-    for kind, setter in (("Node", builder.set_node), ("Namespace", builder.set_namespace)):
-        for obj in items:
-            if obj.get("kind") == kind:
-                setter(obj)
-    for obj in items:
-        if obj.get("kind") == "Pod":
-            builder.set_pod(obj)
+    builder.add_all(objects)
     return builder.build()
 
 
