@@ -9,9 +9,8 @@ empty patch.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
-
-import jsonpatch
 
 from webhook import review as rv
 from webhook.demand import ENV_CONTEXT, ENV_MAX_LOADED, ENV_PARALLEL, PodDemand, compute_demand
@@ -39,15 +38,16 @@ def mutate(req: AdmissionRequest, guard: Guard) -> AdmissionResponse:
     ns = guard.ledger.view.namespace_policy(guard.cluster, pod.namespace)
     if skip_reason(pod, ns):
         return rv.allowed()
-    ops = container_ops(raw, pod, ns, guard.cluster)
-    mutated = jsonpatch.apply_patch(raw, ops) if ops else raw
-    after = read_pod(mutated, gpu_resources=guard.cluster.gpu_resources, namespace=req.namespace)
+    edits = plan_edits(pod, ns, guard.cluster)
+    spec = raw.get("spec") if isinstance(raw.get("spec"), dict) else {}
+    ops = [op for edit in edits for op in edit_container(spec or {}, edit)]
+    after = after_edits(pod, edits)
     demand: PodDemand | None
     try:
         demand = compute_demand(after, ns=ns, cluster=guard.cluster, catalog=guard.catalog)
     except DeclarationError:
         demand = None
-    ops += _annotation_ops(mutated, after, demand)
+    ops += _annotation_ops(raw, after, demand)
     named = isinstance(raw.get("metadata"), dict) and bool(raw["metadata"].get("name"))
     if demand is not None and after.is_gpu_tenant and named and not req.dry_run:
         # a binding may follow without a /validate the guard saw (e.g. only the mutating webhook is
@@ -56,10 +56,9 @@ def mutate(req: AdmissionRequest, guard: Guard) -> AdmissionResponse:
     return rv.patched(ops)
 
 
-def container_ops(
-    raw: dict[str, Any], pod: PodFacts, ns: NamespacePolicy, cluster: ClusterPolicy
-) -> list[dict[str, Any]]:
-    spec = raw.get("spec") if isinstance(raw.get("spec"), dict) else {}
+def plan_edits(pod: PodFacts, ns: NamespacePolicy, cluster: ClusterPolicy) -> list[ContainerEdit]:
+    """What each Ollama container lacks: the three settings (namespace defaults; the pod's
+    `ollama-guard.io/context-length` for the context) and, when no container asks for one, a GPU."""
     context = pod.annotations.get("ollama-guard.io/context-length", "").strip()
     defaults = (
         (ENV_MAX_LOADED, str(ns.max_loaded_models)),
@@ -68,20 +67,44 @@ def container_ops(
     )
     ollama = pod.ollama_containers
     needs_gpu = pod.gpus == 0 and cluster.ollama_requires_gpu and bool(ollama)
-    ops: list[dict[str, Any]] = []
+    edits: list[ContainerEdit] = []
     for i, container in enumerate(ollama):
         env = tuple((k, v) for k, v in defaults if k not in container.env)
         if not cluster.ollama_requires_gpu and container.gpus == 0 and "NVIDIA_VISIBLE_DEVICES" not in container.env:
             env += (("NVIDIA_VISIBLE_DEVICES", "void"),)
-        edit = ContainerEdit(
-            field="containers",
-            index=container.index,
-            env=env,
-            gpu_resource=cluster.gpu_resources[0] if needs_gpu and i == 0 else "",
-            gpu_count=1 if needs_gpu and i == 0 else 0,
+        gpu = needs_gpu and i == 0
+        edits.append(
+            ContainerEdit(
+                field="containers",
+                index=container.index,
+                env=env,
+                gpu_resource=cluster.gpu_resources[0] if gpu else "",
+                gpu_count=int(gpu),
+            )
         )
-        ops += edit_container(spec or {}, edit)
-    return ops
+    return edits
+
+
+def container_ops(
+    raw: dict[str, Any], pod: PodFacts, ns: NamespacePolicy, cluster: ClusterPolicy
+) -> list[dict[str, Any]]:
+    """The JSON Patch operations that inject the settings and GPU request into `raw`."""
+    spec = raw.get("spec") if isinstance(raw.get("spec"), dict) else {}
+    return [op for edit in plan_edits(pod, ns, cluster) for op in edit_container(spec or {}, edit)]
+
+
+def after_edits(pod: PodFacts, edits: list[ContainerEdit]) -> PodFacts:
+    """The facts of the pod as the edits leave it (no copy of the raw object needed)."""
+    by_index = {e.index: e for e in edits}
+    containers = tuple(
+        replace(c, env={**c.env, **dict(by_index[c.index].env)}, gpus=c.gpus + by_index[c.index].gpu_count)
+        if not c.init and c.index in by_index
+        else c
+        for c in pod.containers
+    )
+    app = sum(c.gpus for c in containers if not c.init)
+    init = max((c.gpus for c in containers if c.init), default=0)
+    return replace(pod, containers=containers, gpus=max(app, init))
 
 
 def _annotation_ops(obj: dict[str, Any], pod: PodFacts, demand: PodDemand | None) -> list[dict[str, Any]]:
