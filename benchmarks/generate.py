@@ -154,8 +154,8 @@ def _budgets(total: int, nodes: int) -> list[int]:
 def _with_quotas(policies: dict[str, dict[str, str]], usage: dict[str, int], rng: random.Random) -> dict[str, Any]:
     """Namespace annotations, with a VRAM quota on some namespaces, set above what they already hold."""
     out: dict[str, Any] = {ns: {} for ns in SYSTEM_NAMESPACES}
-    for ns, ann in policies.items():
-        ann = dict(ann)
+    for ns, policy in policies.items():
+        ann = dict(policy)
         if ann.get("ollama-guard.io/enforcement") != "off" and rng.random() < QUOTA_SHARE:
             quota_gib = math.ceil(usage.get(ns, 0) * 1.5 / 1024) + 128
             ann["ollama-guard.io/vram-quota"] = f"{quota_gib}Gi"

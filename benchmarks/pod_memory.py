@@ -1,27 +1,33 @@
-"""Memory per cached pod: what the cluster mirror costs at 100,000 pods (tracemalloc).
+"""Memory per cached pod: what the live guard costs at 100,000 pods (tracemalloc).
 
 Each pod goes through what the live path does: a realistic full Pod as the API server sends it
-(managedFields, probes, status, ...) is serialised, parsed with `json.loads` on its own (as a
-watch event is, so no string is shared across pods), projected to what the guard keeps, and only
-the projection is retained. Representations compared:
+(managedFields, probes, status, the guard's own stamps...) is serialised, parsed with
+`json.loads` on its own (as a watch event is, so no string is shared across pods), projected,
+and only what the guard keeps is retained.
 
-- `projected`: the projection as plain dicts and lists (what `ClusterMirror` keeps today);
-- `projected+interned`: the same with every string `sys.intern`-ed (shared keys and values);
-- `projected+shared`: interned, and identical sub-structures (tolerations, affinity,
-  nodeSelector, containers, ownerReferences) shared across pods, as replicas have them;
-- `record`: a frozen slotted dataclass with the fields the ledger and policy need, strings
-  interned, small mappings as tuples;
-- `raw`: the full parsed Pod, for comparison.
+The main figure (`live cache`) is the guard's real code: `webhook.live.project` into a
+`key -> projection` store (what `ClusterMirror` keeps), `ViewBuilder.set_pod` (the `Tenant`), and
+one `ViewBuilder.build()` (the published view's maps), for `--pods` (100,000) pods the guard has
+stamped; then, on `--sample` pods: pods without stamps (recomputed, so their Ollama settings and
+commands are kept), and the worst case for sharing, where no two pods have the same containers
+(stamped, and unstamped).
 
-The main figure builds `--pods` (100,000) projections; the alternatives are measured on smaller
-samples (bytes per pod is linear in the count) and scaled. tracemalloc slows allocation about
-tenfold: the default run takes about two minutes.
-Usage: `python benchmarks/pod_memory.py [--pods 100000] [--sample 10000] [--raw-sample 2000]`.
+Design alternatives, measured on samples for comparison (scaled to `--pods`):
+- `projected`: a wider field list (owner, nodeSelector, tolerations, affinity) as plain dicts;
+- `projected+interned`: the same with every string `sys.intern`-ed;
+- `projected+shared`: interned, and identical sub-structures shared across pods;
+- `record`: a frozen slotted dataclass with the fields the ledger and policy need;
+- `raw`: the full parsed Pod.
+
+tracemalloc slows allocation about tenfold: the default run takes about three minutes
+(`--live-only` about two). Results: benchmarks/MEMORY.md.
+Usage: `python benchmarks/pod_memory.py [--pods 100000] [--sample 10000] [--raw-sample 2000] [--live-only]`.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import tracemalloc
@@ -29,14 +35,46 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from webhook.catalog import load_catalog
+from webhook.cluster import object_key
+from webhook.config import load_settings
+from webhook.demand import compute_demand
+from webhook.live import project
+from webhook.mutation import estimate_annotation
+from webhook.policy import resolve_namespace_policy
+from webhook.tenants import ANN_DEMAND, ANN_ESTIMATE, read_pod
+from webhook.view import ViewBuilder
+
 GUARD_PREFIX = "ollama-guard.io/"
 _POOL = 1_000
 MODELS = ["llama3.1:8b-instruct-q4_K_M", "qwen2.5:14b", "mistral:7b", "gemma2:27b",
           "nomic-embed-text", "llama3.1:70b-instruct-q4_K_M", "phi3:mini", "deepseek-r1:32b"]
 
 
-def full_pod(i: int) -> dict[str, Any]:
-    """A Deployment-owned Ollama pod as `kubectl get pod -o json` shows it (about 7 KB)."""
+@functools.cache
+def guard_stamps(model: str, parallel: int) -> tuple[tuple[str, str], ...]:
+    """The two annotations the mutating webhook writes on such a pod (the real estimator)."""
+    cluster = load_settings().cluster_policy()
+    pod = read_pod({
+        "metadata": {"namespace": "team-000", "name": "p",
+                     "annotations": {"ollama-guard.io/models": f"{model},nomic-embed-text"}},
+        "spec": {"containers": [{"name": "ollama", "image": "ollama/ollama:0.5.7",
+                                 "resources": {"limits": {"nvidia.com/gpu": "1"}},
+                                 "env": [{"name": "OLLAMA_NUM_PARALLEL", "value": str(parallel)},
+                                         {"name": "OLLAMA_CONTEXT_LENGTH", "value": "8192"},
+                                         {"name": "OLLAMA_MAX_LOADED_MODELS", "value": "2"}]}]},
+    }, gpu_resources=cluster.gpu_resources)
+    demand = compute_demand(pod, ns=resolve_namespace_policy(cluster, "team-000", None),
+                            cluster=cluster, catalog=load_catalog())
+    return ((ANN_DEMAND, str(demand.demand_mib)), (ANN_ESTIMATE, estimate_annotation(demand)))
+
+
+def full_pod(i: int, *, stamped: bool = True) -> dict[str, Any]:
+    """A Deployment-owned Ollama pod as `kubectl get pod -o json` shows it (about 8 KB).
+
+    `stamped`: carries the demand annotations the guard's mutating webhook writes (the real
+    estimator's output); without them the pod predates the guard and its demand is recomputed.
+    """
     ns, app = f"team-{i % 200:03d}", f"ollama-{i % 50}"
     rs_hash, suffix = f"{(i * 7919) % 16**10:010x}", f"{(i * 104729) % 36**5:05x}"
     name, node = f"{app}-{rs_hash}-{suffix}", f"gpu-node-{i % 1000:04d}"
@@ -45,8 +83,7 @@ def full_pod(i: int) -> dict[str, Any]:
               "app.kubernetes.io/part-of": "llm-platform", "pod-template-hash": rs_hash}
     annotations = {
         "ollama-guard.io/models": f"{model},nomic-embed-text",
-        "ollama-guard.io/vram-demand": str(6_000_000_000 + i % 9 * 1_000_000_000),
-        "ollama-guard.io/estimate-version": "1",
+        **(dict(guard_stamps(model, 1 + i % 4)) if stamped else {}),
         "kubectl.kubernetes.io/restartedAt": "2024-11-20T10:00:00Z",
         "prometheus.io/scrape": "true", "prometheus.io/port": "11434",
     }
@@ -246,6 +283,36 @@ def to_record(p: dict[str, Any]) -> PodRecord:
         gpu_request=gpus, images=tuple(sys.intern(c["image"]) for c in containers))
 
 
+class LiveCache:
+    """What the live guard keeps per pod: the mirror's `key -> project(...)` store, the
+    `ViewBuilder`'s Tenant, and the tenants map of one published ClusterView."""
+
+    def __init__(self) -> None:
+        self.cluster = load_settings().cluster_policy()
+        self.store: dict[str, dict[str, Any]] = {}
+        self.builder = ViewBuilder(cluster=self.cluster, catalog=load_catalog())
+
+    def add(self, raw: dict[str, Any]) -> None:
+        projected = project("Pod", raw, gpu_resources=self.cluster.gpu_resources)
+        assert projected is not None
+        self.store[object_key(raw)] = projected
+        assert self.builder.set_pod(projected) is not None
+
+
+def measure_live(n: int, parse: Callable[[int], dict[str, Any]]) -> float:
+    """Bytes per pod retained by a LiveCache of `n` pods plus one published view."""
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    cache = LiveCache()
+    for i in range(n):
+        cache.add(parse(i))
+    view = cache.builder.build()
+    current = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert len(view.tenants) == len(cache.store) == n
+    return (current - base) / n
+
+
 def measure(n: int, build: Callable[[int], object]) -> float:
     """Bytes per pod still allocated after building and keeping `n` pods."""
     tracemalloc.start()
@@ -262,26 +329,59 @@ def main() -> None:
     parser.add_argument("--pods", type=int, default=100_000, help="pods for the main figure")
     parser.add_argument("--sample", type=int, default=10_000, help="pods for the alternatives")
     parser.add_argument("--raw-sample", type=int, default=2_000)
+    parser.add_argument("--live-only", action="store_true", help="only the live cache figures")
     args = parser.parse_args()
     # Each json.loads makes fresh objects, so parsing a pool of texts costs what unique pods do.
     texts = [json.dumps(full_pod(i)).encode() for i in range(_POOL)]
+    unstamped = [json.dumps(full_pod(i, stamped=False)).encode() for i in range(_POOL)]
 
     def parsed(i: int) -> dict[str, Any]:
         raw: dict[str, Any] = json.loads(texts[i % _POOL])
         return raw
 
+    def parsed_unstamped(i: int) -> dict[str, Any]:
+        raw: dict[str, Any] = json.loads(unstamped[i % _POOL])
+        return raw
+
+    def unique(parse: Callable[[int], dict[str, Any]]) -> Callable[[int], dict[str, Any]]:
+        """Pods of the pool repeat; a cache keys by name, so each copy gets its own name and uid."""
+        def parse_unique(i: int) -> dict[str, Any]:
+            raw = parse(i)
+            meta = raw["metadata"]
+            meta["name"], meta["uid"] = f"{meta['name']}{i // _POOL:x}", f"{meta['uid'][:-6]}{i:06x}"
+            return raw
+        return parse_unique
+
+    def distinct(parse: Callable[[int], dict[str, Any]]) -> Callable[[int], dict[str, Any]]:
+        """Worst case for sharing: no two pods have the same containers (a unique Ollama env value)."""
+        def parse_distinct(i: int) -> dict[str, Any]:
+            raw = parse(i)
+            for env in raw["spec"]["containers"][0]["env"]:
+                if env["name"] == "OLLAMA_KEEP_ALIVE":
+                    env["value"] = f"{i}s"
+            return raw
+        return parse_distinct
+
     print(f"full pod JSON: {len(texts[1]):,} bytes; "
           f"projected JSON: {len(json.dumps(project_pod(parsed(1)))):,} bytes")
     share = Sharer()  # its cache is built, and counted, inside the measurement
-    rows = [("projected", args.pods, lambda i: project_pod(parsed(i))),
+    rows = [("projected", args.sample, lambda i: project_pod(parsed(i))),
             ("projected+interned", args.sample, lambda i: intern_all(project_pod(parsed(i)))),
             ("projected+shared", args.sample, lambda i: share(project_pod(parsed(i)))),
             ("record", args.sample, lambda i: to_record(project_pod(parsed(i)))),
             ("raw", args.raw_sample, parsed)]
     print(f"{'representation':<20} {'pods measured':>13} {'bytes/pod':>10} "
           f"{f'MiB at {args.pods:,}':>14}")
-    for label, n, build in rows:
+    for label, n, build in [] if args.live_only else rows:
         per_pod = measure(n, build)
+        print(f"{label:<20} {n:>13,} {per_pod:>10,.0f} {per_pod * args.pods / 2**20:>14,.1f}")
+    print("\nlive cache (webhook.live.project + ViewBuilder.set_pod + one built view):")
+    live = [("guard-stamped", args.pods, unique(parsed)),
+            ("unstamped", args.sample, unique(parsed_unstamped)),
+            ("no two alike", args.sample, distinct(unique(parsed))),
+            ("unstamped, unalike", args.sample, distinct(unique(parsed_unstamped)))]
+    for label, n, parse in live:
+        per_pod = measure_live(n, parse)
         print(f"{label:<20} {n:>13,} {per_pod:>10,.0f} {per_pod * args.pods / 2**20:>14,.1f}")
 
 

@@ -1,19 +1,20 @@
 """Rendering a benchmark run: `RESULTS.md` (tables, targets), the raw `.json`, and `latency.svg`.
 
-Pure formatting of the dict `benchmarks.run` builds; the SVG is written by hand (no plotting
-library): latency percentiles at the fixed offered rate by cluster size, guard against floor.
+Pure formatting of the dict `benchmarks.run` builds (the plot is `benchmarks/plot.py`).
+`python -m benchmarks.report RUN.json [--baseline BEFORE.json]` re-renders a saved run.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.plot import PCTS, get, svg
+
 KINDS = ("pod-mutate", "pod-validate", "binding", "binding:allowed", "binding:denied", "deployment", "all")
-PCTS = ("p50", "p95", "p99")
 
 
 def write(run: Mapping[str, Any], *, out: Path, baseline: Mapping[str, Any] | None = None) -> None:
@@ -21,15 +22,6 @@ def write(run: Mapping[str, Any], *, out: Path, baseline: Mapping[str, Any] | No
     out.with_suffix(".json").write_text(json.dumps(run, indent=1), encoding="utf-8")
     out.write_text(markdown(run, baseline=baseline), encoding="utf-8")
     out.with_name("latency.svg").write_text(svg(run), encoding="utf-8")
-
-
-def _get(entry: Mapping[str, Any], *path: str) -> Any:
-    value: Any = entry
-    for key in path:
-        if not isinstance(value, Mapping) or key not in value:
-            return None
-        value = value[key]
-    return value
 
 
 def _num(value: Any, digits: int = 2) -> str:
@@ -41,12 +33,12 @@ def _num(value: Any, digits: int = 2) -> str:
 
 
 def _pcts(entry: Mapping[str, Any], server: str, kind: str = "all") -> str:
-    lat = _get(entry, server, "rate", "latency_ms", kind) or {}
+    lat = get(entry, server, "rate", "latency_ms", kind) or {}
     return " / ".join(_num(lat.get(p)) for p in PCTS)
 
 
 def ratio(entry: Mapping[str, Any]) -> float | None:
-    guard, floor = _get(entry, "guard", "saturate", "throughput"), _get(entry, "floor", "saturate", "throughput")
+    guard, floor = get(entry, "guard", "saturate", "throughput"), get(entry, "floor", "saturate", "throughput")
     return round(guard / floor, 3) if guard and floor else None
 
 
@@ -57,14 +49,50 @@ def summary_table(run: Mapping[str, Any]) -> list[str]:
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for e in run["sizes"]:
-        mark = "" if _get(e, "guard", "launcher") in (None, "ollama-guard serve") else " †"
+        mark = "" if get(e, "guard", "launcher") in (None, "ollama-guard serve") else " †"
+        guard, floor = get(e, "guard", "saturate", "throughput"), get(e, "floor", "saturate", "throughput")
         lines.append(
-            f"| {e['size']}{mark} | {e['nodes']:,} | {e['pods']:,} | {_num(_get(e, 'guard', 'saturate', 'throughput'))} "
-            f"| {_num(_get(e, 'floor', 'saturate', 'throughput'))} | {_num(ratio(e))} | {_pcts(e, 'guard')} "
-            f"| {_pcts(e, 'floor')} | {_num(_get(e, 'guard', 'memory_after', 'VmRSS'), 1)} "
-            f"| {_num(_get(e, 'guard', 'startup_s'))} |"
+            f"| {e['size']}{mark} | {e['nodes']:,} | {e['pods']:,} | {_num(guard)} | {_num(floor)} | {_num(ratio(e))} "
+            f"| {_pcts(e, 'guard')} "
+            f"| {_pcts(e, 'floor')} | {_num(get(e, 'guard', 'memory_after', 'VmRSS'), 1)} "
+            f"| {_num(get(e, 'guard', 'startup_s'))} |"
         )
     return lines
+
+
+def contention(run: Mapping[str, Any], *, threshold: float = 0.3) -> list[str]:
+    """A warning when other processes took CPU during a phase (the host may be shared)."""
+    worst = []
+    for e in run["sizes"]:
+        for server in ("floor", "guard"):
+            for mode in ("saturate", "rate"):
+                p = get(e, server, mode)
+                if p and "machine_cpu_cores" in p:
+                    other = p["machine_cpu_cores"] - p["server_cpu_cores"] - p["generator_cpu_cores"]
+                    worst.append((round(other, 2), f"{e['size']} {server} {mode}"))
+    if not worst or max(worst)[0] < threshold:
+        return []
+    other, where = max(worst)
+    busy = sum(1 for o, _ in worst if o >= threshold)
+    return [f"> **Shared host:** other processes used CPU during {busy} of {len(worst)} phases (up to {other} "
+            f"cores, in {where}; see the CPU table). Numbers from those phases are pessimistic; compare guard "
+            "and floor phases run under similar load.", ""]
+
+
+def direct_note(run: Mapping[str, Any]) -> str:
+    if all(get(e, "guard", "launcher") in (None, "ollama-guard serve") for e in run["sizes"]):
+        return ""
+    return (" † served by `benchmarks/serve_direct.py` (the guard's server with the snapshot parsed by "
+            "`json.loads`), because `ollama-guard serve` could not load this snapshot within `--max-load-seconds` "
+            "(see the loader probe under View build).")
+
+
+def failures(run: Mapping[str, Any]) -> list[str]:
+    failed = [(e["size"], server, e[server]["error"]) for e in run["sizes"] for server in ("guard", "floor")
+              if isinstance(e.get(server), Mapping) and "error" in e[server]]
+    if not failed:
+        return []
+    return ["", "Failed:", *(f"- {size} {server}: `{' '.join(err.split())[:300]}`" for size, server, err in failed)]
 
 
 def targets(run: Mapping[str, Any]) -> list[tuple[str, str, str]]:
@@ -75,32 +103,30 @@ def targets(run: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     def row(name: str, measured: str, ok: bool | None) -> None:
         rows.append((name, measured, "–" if ok is None else "met" if ok else "**missed**"))
 
-    p99s = [(e["size"], _get(e, "guard", "rate", "latency_ms", "pod-validate", "p99")) for e in sizes]
+    p99s = [(e["size"], get(e, "guard", "rate", "latency_ms", "pod-validate", "p99")) for e in sizes]
     p99s = [(s, v) for s, v in p99s if v is not None]
     row("pod validate p99 ≤ 5 ms at the offered rate", ", ".join(f"{s}: {v} ms" for s, v in p99s),
         all(v <= 5 for _, v in p99s) if p99s else None)
-    ratios = [(e["size"], ratio(e)) for e in sizes]
-    ratios = [(s, r) for s, r in ratios if r is not None]
+    ratios = [(e["size"], r) for e in sizes if (r := ratio(e)) is not None]
     row("saturated throughput ≥ 60% of the floor", ", ".join(f"{s}: {r:.0%}" for s, r in ratios),
         all(r >= 0.6 for _, r in ratios) if ratios else None)
     first, last = (sizes[0], sizes[-1]) if len(sizes) > 1 else (None, None)
     if first is not None and last is not None:
         for kind in ("all", "pod-validate"):
-            a = _get(first, "guard", "rate", "latency_ms", kind, "p50")
-            b = _get(last, "guard", "rate", "latency_ms", kind, "p50")
+            a = get(first, "guard", "rate", "latency_ms", kind, "p50")
+            b = get(last, "guard", "rate", "latency_ms", kind, "p50")
             if a and b:
                 row(f"p50 ({kind}) at {last['pods']:,} pods ≤ 1.2 × p50 at {first['pods']:,} pods",
                     f"{b} ms vs {a} ms: × {b / a:.2f}", b <= 1.2 * a)
     big = max(sizes, key=lambda e: e["pods"]) if sizes else None
-    rss = _get(big, "guard", "memory_after", "VmRSS") if big else None
+    rss = get(big, "guard", "memory_after", "VmRSS") if big else None
     if big is not None and rss is not None:
-        peak = _get(big, "guard", "memory_after", "VmHWM")
+        peak = get(big, "guard", "memory_after", "VmHWM")
         row(f"RSS ≤ 250 MiB with the {big['pods']:,}-pod view", f"{rss} MiB (peak {peak} MiB)", rss <= 250)
     view = run.get("view_build")
     if view:
-        total = view.get("total_s")
-        how = "measured" if "loader_s" in view else "projected (loader not run, see below)"
-        seconds = total if "loader_s" in view else view.get("loader_projected_s", 0) + view.get("source_s", 0)
+        seconds, measured = view_total(view)
+        how = "measured" if measured else "projected (the loader was not run, see View build)"
         row(f"view build ≤ 10 s for {view['pods']:,} pods", f"{seconds:.1f} s, {how}", seconds <= 10)
     est = run.get("estimator") or {}
     if est:
@@ -109,12 +135,21 @@ def targets(run: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     return rows
 
 
+def view_total(view: Mapping[str, Any]) -> tuple[float, bool]:
+    """Seconds `ollama-guard serve` needs to build its state, and whether that was measured."""
+    if "serve_s" in view:
+        return float(view["serve_s"]), True
+    if "loader_s" in view:  # runs before 2026-11-24 06:00 timed load_objects + SnapshotSource on the list
+        return float(view["loader_s"]) + float(view["source_s"]), True
+    return float(view.get("loader_projected_s", 0)) + float(view.get("source_s", 0)), False
+
+
 def kinds_table(run: Mapping[str, Any], server: str) -> list[str]:
     lines = ["| size | review | count | p50 | p95 | p99 | max | decisions |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
     for e in run["sizes"]:
-        latencies = _get(e, server, "rate", "latency_ms") or {}
-        decisions = _get(e, server, "rate", "decisions") or {}
+        latencies = get(e, server, "rate", "latency_ms") or {}
+        decisions = get(e, server, "rate", "decisions") or {}
         for kind in KINDS:
             lat = latencies.get(kind)
             if not lat or not lat.get("count"):
@@ -131,10 +166,10 @@ def machine_table(run: Mapping[str, Any]) -> list[str]:
     for e in run["sizes"]:
         for server in ("floor", "guard"):
             for mode in ("saturate", "rate"):
-                p = _get(e, server, mode)
+                p = get(e, server, mode)
                 if not p:
                     continue
-                lag = _get(p, "send_lag_ms", "p99")
+                lag = get(p, "send_lag_ms", "p99")
                 lines.append(f"| {e['size']} | {server} | {mode} | {_num(p['throughput'])} | {p['server_cpu_cores']} "
                              f"| {p['generator_cpu_cores']} | {p['machine_cpu_cores']} | {_num(lag)} "
                              f"| {p['errors']} |")
@@ -148,8 +183,8 @@ def markdown(run: Mapping[str, Any], *, baseline: Mapping[str, Any] | None = Non
         "",
         f"- Machine: {m['nproc']} × {m['cpu']} (nproc {m['nproc']}), Linux {m['kernel']}, Python {m['python']}, "
         f"uvicorn {m['uvicorn']}; load average at start {', '.join(str(x) for x in m['loadavg_at_start'])}",
-        f"- Run: {run['started']} to {run['finished']}",
-        f"- Command: `{run['command']}`",
+        f"- Run: {run['started']} to {run['finished']}; code: {run.get('revision', 'not recorded')}",
+        f"- Command: `{run['command'].strip()}`",
         f"- Load: {s['connections']} keep-alive TLS connections from one generator process "
         f"(`benchmarks/load.py`); each phase {s['duration_s']} s after a {s['warmup_s']} s warm-up; latency "
         f"at {s['rate']:.0f} reviews/s offered (open loop, measured from each review's scheduled time). "
@@ -157,14 +192,15 @@ def markdown(run: Mapping[str, Any], *, baseline: Mapping[str, Any] | None = Non
         "derived from requests recorded from kube-apiserver 1.24 (`benchmarks/reviews.py`).",
         "- Floor: `benchmarks/floor.py`, a bare ASGI app on the same uvicorn settings and certificate "
         "(decodes the review, answers allowed with its UID).",
+        "- Causes of missed targets (profiles) and proposed fixes: `benchmarks/FINDINGS.md`.",
         "",
+        *contention(run),
         "## Summary",
         "",
         *summary_table(run),
         "",
-        "Latencies: all reviews at the offered rate. † served by `benchmarks/serve_direct.py` (the guard's "
-        "server with the snapshot parsed by `json.loads`), because `ollama-guard serve` could not load this "
-        "snapshot in `--max-load-seconds` (see the loader row under View build).",
+        "Latencies: all reviews at the offered rate." + direct_note(run),
+        *failures(run),
         "",
         "## Targets (issue 8)",
         "",
@@ -202,18 +238,19 @@ def view_section(run: Mapping[str, Any]) -> list[str]:
     lines = ["## View build (in process)", ""]
     if not view:
         return [*lines, "Not measured.", ""]
-    lines += ["| snapshot | MB | objects | GPU nodes | tenants | `load_objects` (s) | `json.loads` (s) "
-              "| `SnapshotSource` (s) | total (s) |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    loader = f"{view['loader_s']}" if "loader_s" in view else f"~{view.get('loader_projected_s')} (projected)"
-    total = view["total_s"] if "loader_s" in view else view.get("loader_projected_s", 0) + view["source_s"]
-    lines.append(f"| {view['size']} | {view['file_mb']} | {view['objects']:,} | {view['nodes']:,} "
-                 f"| {view['tenants']:,} | {loader} | {view['json_s']} | {view['source_s']} | {_num(float(total))} |")
+    seconds, measured = view_total(view)
+    serve = _num(seconds) if measured else f"~{_num(seconds)} (projected)"
+    lines += ["| snapshot | MB | objects | GPU nodes | tenants | `ollama-guard serve`: load + build (s) "
+              "| `json.loads` (s) | `SnapshotSource` on that list (s) |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+              f"| {view['size']} | {view['file_mb']} | {view['objects']:,} | {view['nodes']:,} | {view['tenants']:,} "
+              f"| {serve} | {view['json_s']} | {view['source_s']} |", ""]
+    lines.append("The serve column times `webhook.cli_serve.choose_source` (what `ollama-guard serve --snapshot` does "
+                 "before it listens); the last two parse the whole file with `json.loads` and build from that list.")
     probes = [(e["size"], e["loader_probe"]) for e in run["sizes"] if e.get("loader_probe")]
-    lines += ["", "Total = `ollama-guard serve`'s loader + `SnapshotSource`. With `json.loads` instead of the "
-              f"loader it would be {view['total_json_s']} s."]
     if probes:
-        lines += ["Loader probe (`webhook.snapshot.parse_documents` on a ~1 MB slice of the snapshot): " + "; ".join(
-            f"{s}: {p['s_per_mb']} s/MB, {p['file_mb']} MB → ~{p['projected_s']:.0f} s" for s, p in probes) + "."]
+        lines.append("Loader probe (`webhook.snapshot.load_objects` on a ~1 MB slice of the snapshot): " + "; ".join(
+            f"{s}: {p['s_per_mb']} s/MB, {p['file_mb']} MB → ~{p['projected_s']:.0f} s" for s, p in probes) + ".")
     return [*lines, ""]
 
 
@@ -234,85 +271,39 @@ def baseline_section(run: Mapping[str, Any], baseline: Mapping[str, Any]) -> lis
     lines = [f"## Before and after (before: run of {baseline.get('started')})", "",
              "| size | metric | before | after |", "| --- | --- | ---: | ---: |"]
     metrics: tuple[tuple[str, Callable[[Mapping[str, Any]], Any]], ...] = (
-        ("guard reviews/s", lambda e: _get(e, "guard", "saturate", "throughput")),
+        ("guard reviews/s", lambda e: get(e, "guard", "saturate", "throughput")),
         ("guard/floor", ratio),
-        ("guard p50 (ms)", lambda e: _get(e, "guard", "rate", "latency_ms", "all", "p50")),
-        ("guard p99 (ms)", lambda e: _get(e, "guard", "rate", "latency_ms", "all", "p99")),
-        ("pod validate p99 (ms)", lambda e: _get(e, "guard", "rate", "latency_ms", "pod-validate", "p99")),
-        ("guard RSS after load (MiB)", lambda e: _get(e, "guard", "memory_after", "VmRSS")),
-        ("guard startup (s)", lambda e: _get(e, "guard", "startup_s")),
+        ("guard p50 (ms)", lambda e: get(e, "guard", "rate", "latency_ms", "all", "p50")),
+        ("guard p99 (ms)", lambda e: get(e, "guard", "rate", "latency_ms", "all", "p99")),
+        ("pod validate p99 (ms)", lambda e: get(e, "guard", "rate", "latency_ms", "pod-validate", "p99")),
+        ("guard RSS after load (MiB)", lambda e: get(e, "guard", "memory_after", "VmRSS")),
+        ("guard startup (s)", lambda e: get(e, "guard", "startup_s")),
     )
     for e in run["sizes"]:
         old = before.get(e["size"])
         if old is None:
             continue
-        for label, get in metrics:
-            lines.append(f"| {e['size']} | {label} | {_num(get(old))} | {_num(get(e))} |")
-    for label, key in (("view build total (s)", "total_s"), ("view build, json.loads path (s)", "total_json_s")):
-        lines.append(f"| {run.get('view_build', {}).get('size', '–')} | {label} "
-                     f"| {_num(_get(baseline, 'view_build', key))} | {_num(_get(run, 'view_build', key))} |")
+        for label, metric in metrics:
+            lines.append(f"| {e['size']} | {label} | {_num(metric(old))} | {_num(metric(e))} |")
+    views = [v if isinstance(v, Mapping) else None for v in (baseline.get("view_build"), run.get("view_build"))]
+    if views[0] and views[1]:
+        (old_s, old_measured), (new_s, new_measured) = view_total(views[0]), view_total(views[1])
+        shown = [f"{_num(s)}{'' if m else ' (projected)'}" for s, m in ((old_s, old_measured), (new_s, new_measured))]
+        lines.append(f"| {views[1]['size']} | view build: serve load + build (s) | {shown[0]} | {shown[1]} |")
     return [*lines, ""]
 
 
-def svg(run: Mapping[str, Any], *, width: int = 720, height: int = 420) -> str:
-    """Latency percentiles (log scale) at the offered rate by cluster size: guard solid, floor dashed."""
-    sizes = [e for e in run["sizes"] if _get(e, "guard", "rate") or _get(e, "floor", "rate")]
-    left, right, top, bottom = 70, 170, 40, 60
-    plot_w, plot_h = width - left - right, height - top - bottom
-    values = [v for e in sizes for srv in ("guard", "floor") for p in PCTS
-              if (v := _get(e, srv, "rate", "latency_ms", "all", p))]
-    lo = 10 ** math.floor(math.log10(min(values))) if values else 0.1
-    hi = 10 ** math.ceil(math.log10(max(values))) if values else 100.0
-    hi = hi * 10 if hi <= lo else hi
-
-    def x(i: int) -> float:
-        return left + (plot_w * (i + 0.5) / max(len(sizes), 1))
-
-    def y(v: float) -> float:
-        return top + plot_h * (1 - (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo)))
-
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'font-family="sans-serif" font-size="12">', '<rect width="100%" height="100%" fill="white"/>',
-             f'<text x="{left}" y="22" font-size="14">Latency at {run["settings"]["rate"]:.0f} reviews/s by cluster '
-             'size (all reviews; log scale)</text>']
-    tick = lo
-    while tick <= hi * 1.0001:
-        for mult in (1, 2, 5):
-            v = tick * mult
-            if lo <= v <= hi:
-                parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#ddd"/>')
-                parts.append(f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:g} ms</text>')
-        tick *= 10
-    for i, e in enumerate(sizes):
-        parts.append(f'<text x="{x(i):.1f}" y="{top + plot_h + 20}" text-anchor="middle">{e["size"]}</text>')
-        parts.append(f'<text x="{x(i):.1f}" y="{top + plot_h + 36}" text-anchor="middle">'
-                     f'{e["nodes"]:,} nodes / {e["pods"]:,} pods</text>')
-    colors = {"p50": "#1f77b4", "p95": "#ff7f0e", "p99": "#d62728"}
-    legend_y = top + 10
-    for srv, dash in (("guard", ""), ("floor", ' stroke-dasharray="6,4"')):
-        for p in PCTS:
-            points = [(x(i), y(v)) for i, e in enumerate(sizes) if (v := _get(e, srv, "rate", "latency_ms", "all", p))]
-            if not points:
-                continue
-            path = " ".join(f"{px:.1f},{py:.1f}" for px, py in points)
-            parts.append(f'<polyline points="{path}" fill="none" stroke="{colors[p]}" stroke-width="2"{dash}/>')
-            parts += [f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3" fill="{colors[p]}"/>' for px, py in points]
-            parts.append(f'<line x1="{width - right + 15}" x2="{width - right + 45}" y1="{legend_y}" '
-                         f'y2="{legend_y}" stroke="{colors[p]}" stroke-width="2"{dash}/>')
-            parts.append(f'<text x="{width - right + 52}" y="{legend_y + 4}">{srv} {p}</text>')
-            legend_y += 18
-    parts.append(f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#888"/>')
-    parts.append("</svg>")
-    return "\n".join(parts) + "\n"
+def main(argv: Sequence[str] | None = None) -> None:
+    """Re-render RESULTS.md and latency.svg from a run's saved .json (no measuring)."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.report", description=main.__doc__)
+    parser.add_argument("run", type=Path, help="a run's .json (written next to its RESULTS.md)")
+    parser.add_argument("--out", type=Path, help="default: RESULTS.md next to the .json")
+    parser.add_argument("--baseline", type=Path, help="an earlier run's .json to show as 'before'")
+    args = parser.parse_args(argv)
+    run = json.loads(args.run.read_text(encoding="utf-8"))
+    baseline = json.loads(args.baseline.read_text(encoding="utf-8")) if args.baseline else None
+    write(run, out=args.out or args.run.with_suffix(".md"), baseline=baseline)
 
 
-def parse_summary(text: str) -> list[dict[str, str]]:
-    """The Summary table of a RESULTS.md as rows of column -> cell (for tests and comparisons)."""
-    lines = text.split("## Summary", 1)[1].split("\n## ", 1)[0].strip().splitlines()
-    rows = [line for line in lines if line.startswith("|")]
-    header = [c.strip() for c in rows[0].strip("|").split("|")]
-    return [dict(zip(header, (c.strip() for c in r.strip("|").split("|")), strict=True)) for r in rows[2:]]
-
-
-def sizes_of(rows: Sequence[Mapping[str, str]]) -> list[str]:
-    return [r["size"] for r in rows]
+if __name__ == "__main__":
+    main()

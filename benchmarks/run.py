@@ -33,6 +33,7 @@ import json
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -64,7 +65,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=generate.DEFAULT_SEED)
     args = parser.parse_args(argv)
     if args.quick:
-        args.sizes, args.duration, args.warmup = "tiny", min(args.duration, 0.8), min(args.warmup, 0.3)
+        args.sizes, args.duration, args.warmup = "tiny", min(args.duration, 0.5), min(args.warmup, 0.2)
     return args
 
 
@@ -75,8 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     paths, _ = ensure_dev_certs(args.workdir / "certs")
     run: dict[str, Any] = {
         "machine": machine(),
-        "command": ".venv/bin/python -m benchmarks.run " + shlex.join(sys.argv[1:] if argv is None else argv),
+        "command": f".venv/bin/python -m benchmarks.run {shlex.join(sys.argv[1:] if argv is None else argv)}".strip(),
         "started": now(),
+        "revision": revision(),
         "settings": {"duration_s": args.duration, "warmup_s": args.warmup, "rate": args.rate,
                      "connections": args.connections, "seed": args.seed},
         "sizes": [],
@@ -104,12 +106,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         probe = entry["loader_probe"]
         use_loader = probe is None or probe["projected_s"] <= args.max_load_seconds
         log(f"view build from the {entry['size']} snapshot (loader: {'yes' if use_loader else 'projected only'})")
-        run["view_build"] = {"size": entry["size"], "pods": entry["pods"], **view_build(snapshot, use_loader=use_loader)}
+        built = view_build(snapshot, use_loader=use_loader)
+        run["view_build"] = {"size": entry["size"], "pods": entry["pods"], **built}
         if not use_loader and probe:
-            run["view_build"]["loader_projected_s"] = probe["projected_s"]
+            run["view_build"]["loader_projected_s"] = probe["projected_s"]  # + SnapshotSource: see report
     log("estimator cost")
     run["estimator"] = estimator_cost(repeat=3 if args.quick else 5, number=300 if args.quick else 3000)
     run["finished"] = now()
+    if (end := revision()) != run["revision"]:
+        run["revision"] += f", then {end} (the code changed during the run)"
     baseline = json.loads(args.baseline.read_text(encoding="utf-8")) if args.baseline else None
     report.write(run, out=args.out, baseline=baseline)
     log(f"wrote {args.out}, {args.out.with_suffix('.json')} and {args.out.with_name('latency.svg')}")
@@ -119,7 +124,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 def measure(
     name: str, argv: list[str], args: argparse.Namespace, paths: dict[str, Path], reviews: Path, *, startup: float
 ) -> dict[str, Any]:
-    """Start one server, take its memory, drive it (saturated, then at the fixed rate), stop it."""
+    """Start one server, take its memory, drive it (saturated, then at the fixed rate), stop it.
+
+    A server that fails to start or a load run that fails is recorded as `error` and the run goes on.
+    """
+    try:
+        return _measure(name, argv, args, paths, reviews, startup=startup)
+    except (procs.ServerFailed, RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+        log(f"  {name}: FAILED: {exc}")
+        return {"error": str(exc)[-2000:]}
+
+
+def _measure(
+    name: str, argv: list[str], args: argparse.Namespace, paths: dict[str, Path], reviews: Path, *, startup: float
+) -> dict[str, Any]:
     port = procs.free_port()
     argv = [a.replace("{port}", str(port)) for a in argv]
     started = time.monotonic()
@@ -188,6 +206,18 @@ def machine() -> dict[str, Any]:
     return {"nproc": len(os.sched_getaffinity(0)), "cpu": cpu, "python": platform.python_version(),
             "kernel": platform.release(), "uvicorn": uvicorn.__version__,
             "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]}
+
+
+def revision() -> str:
+    """The commit measured, and whether webhook/ had uncommitted changes (read-only git)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=procs.REPO, capture_output=True,
+                              text=True, timeout=10, check=False).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "webhook"], cwd=procs.REPO,
+                               capture_output=True, text=True, timeout=10, check=False).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (head or "unknown") + (" with uncommitted changes in webhook/" if dirty else "")
 
 
 def now() -> str:

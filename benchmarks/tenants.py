@@ -70,8 +70,8 @@ def guard_for(policies: Mapping[str, Mapping[str, str]]) -> tuple[ViewBuilder, G
     cluster = settings.cluster_policy()
     catalog = load_catalog(settings.catalog_overlay)
     builder = ViewBuilder(cluster=cluster, catalog=catalog)
-    for ns, annotations in policies.items():
-        builder.set_namespace(ob.namespace(ns, uid="", annotations=annotations))
+    for ns, policy in policies.items():
+        builder.set_namespace(ob.namespace(ns, uid="", annotations=policy))
     return builder, Guard(cluster=cluster, catalog=catalog, ledger=Ledger(builder.build()))
 
 

@@ -236,7 +236,13 @@ POD_CONDITIONS = ["ollama-or-gpu-pod", "not-a-mirror-pod"]
 EXPECTED_WEBHOOKS = {
     "pods.mutate.ollama-guard.io": (MUTATING, "/mutate", "Ignore", POD_CREATE, POD_CONDITIONS),
     "pods.validate.ollama-guard.io": (VALIDATING, "/validate", "Fail", POD_CREATE, POD_CONDITIONS),
-    "bindings.validate.ollama-guard.io": (VALIDATING, "/validate", "Fail", [rule("", ["pods/binding", "bindings"], C)], []),
+    "bindings.validate.ollama-guard.io": (
+        VALIDATING,
+        "/validate",
+        "Fail",
+        [rule("", ["pods/binding", "bindings"], C)],
+        [],
+    ),
     "workloads.validate.ollama-guard.io": (VALIDATING, "/validate", "Fail", WORKLOADS, ["ollama-or-gpu-template"]),
     "cronjobs.validate.ollama-guard.io": (
         VALIDATING,

@@ -21,9 +21,13 @@ def choose_source(
     """--snapshot FILE, else in-cluster config, else kubeconfig, else the embedded default."""
     cluster = settings.cluster_policy()
     if snapshot is None:
+        from webhook.cluster import ClusterConfigError
         from webhook.live import live_source  # the kubernetes client is imported only when needed
 
-        live = live_source(kubeconfig=kubeconfig, context=context, cluster=cluster, catalog=catalog)
+        try:
+            live = live_source(kubeconfig=kubeconfig, context=context, cluster=cluster, catalog=catalog)
+        except ClusterConfigError as exc:
+            raise fail(f"cannot use the cluster configuration: {exc}") from None
         if live is not None:
             return live, "live cluster (list + watch)"
     path = snapshot or EMBEDDED_SNAPSHOT

@@ -196,6 +196,11 @@ class ClusterMirror:
         with self._lock:
             return MappingProxyType(dict(self._states[kind].objects))
 
+    def get(self, kind: Kind, key: str) -> Mapping[str, Any] | None:
+        """One projected object by key (must not be mutated), or None."""
+        with self._lock:
+            return self._states[kind].objects.get(key)
+
     def ready(self) -> bool:
         return self._all_ready.is_set()
 

@@ -93,6 +93,7 @@ class Ledger:
 
     def committed(self, node: str) -> int:
         with self._lock:
+            self._expire_locked()  # an expired reservation holds nothing, even if no binding came since
             return self._committed_locked(node)
 
     def reservations(self) -> tuple[Reservation, ...]:

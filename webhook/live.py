@@ -2,18 +2,28 @@
 
 Watch events update a mutable builder in the watcher threads; a publisher thread swaps a new
 frozen view into the ledger at most every `publish_interval` seconds (the request path only ever
-reads a published view). Pods are projected to what the budget, the policy and the binding
-lookup need; pods that are neither Ollama pods nor GPU tenants are not kept at all. A deleted
-or finished pod releases its reservation; a node whose committed VRAM passes its budget is
-logged (once per episode) and shows in `/metrics`.
+reads a published view). The source is ready once a view holding every kind's first list has
+been published.
+
+Pods are projected (`project`) to what `ViewBuilder.tenant_of` needs; pods that are neither
+Ollama pods nor GPU tenants are not kept at all. The projection shares what replicas have in
+common (containers, labels, guard annotations, status) and interns repeated strings, so a cached
+pod costs little more than its name and uid; projections are therefore read-only. A pod that is
+deleted, finishes, starts terminating or stops being a GPU tenant releases its reservation. A
+namespace change recomputes the pods of that namespace whose demand was computed rather than
+stamped (their defaults come from the namespace). A node whose committed VRAM passes its budget
+is logged once per episode, naming the node and the overshoot, and shows in `/metrics`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import sys
 import threading
-import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,87 +31,185 @@ from webhook.catalog import Catalog
 from webhook.cluster import ClusterMirror, Kind, WatchEvent, load_api_client
 from webhook.ledger import Ledger
 from webhook.policy import PREFIX, ClusterPolicy
-from webhook.view import ClusterView, ViewBuilder
+from webhook.tenants import ANN_DEMAND, ANN_ESTIMATE, ANN_MIRROR, MIG_PREFIX, OLLAMA_LABEL, is_ollama_image
+from webhook.view import ESTIMATE_VERSION, ClusterView, Tenant, ViewBuilder
 
 log = logging.getLogger("ollama_guard")
 OLLAMA_ENV_PREFIXES = ("OLLAMA_", "NVIDIA_VISIBLE_DEVICES")
+DEFAULT_GPU_RESOURCES = ("nvidia.com/gpu", "nvidia.com/gpu.shared")
+#: what a current stamp's breakdown is reduced to: `stamped_demand` only reads its version
+ESTIMATE_STUB = sys.intern(json.dumps({"v": ESTIMATE_VERSION}, separators=(",", ":")))
+_SHARED_LIMIT = 50_000
+_shared: dict[object, Any] = {}
 
 
 def project(
-    kind: Kind, raw: dict[str, Any], *, gpu_resources: tuple[str, ...] = ("nvidia.com/gpu", "nvidia.com/gpu.shared")
+    kind: Kind, raw: Mapping[str, Any], *, gpu_resources: tuple[str, ...] = DEFAULT_GPU_RESOURCES
 ) -> dict[str, Any] | None:
-    """The trimmed copy the guard keeps of one object (None: not kept)."""
-    meta = raw.get("metadata") or {}
+    """The trimmed, read-only copy the guard keeps of one object (None: not kept)."""
+    meta = _mapping(raw.get("metadata"))
     if kind == "Namespace":
         return {"kind": "Namespace", "metadata": {"name": meta.get("name"), "annotations": _guard_ann(meta)}}
     if kind == "Node":
-        status = raw.get("status") or {}
+        status = _mapping(raw.get("status"))
         return {
             "kind": "Node",
             "metadata": {"name": meta.get("name"), "labels": meta.get("labels") or {}, "annotations": _guard_ann(meta)},
-            "spec": {k: v for k, v in (raw.get("spec") or {}).items() if k in ("taints", "unschedulable")},
+            "spec": {k: v for k, v in _mapping(raw.get("spec")).items() if k in ("taints", "unschedulable")},
             "status": {
-                "allocatable": {k: v for k, v in (status.get("allocatable") or {}).items() if "nvidia.com/" in k}
+                "allocatable": {k: v for k, v in _mapping(status.get("allocatable")).items() if "nvidia.com/" in k}
             },
         }
-    spec = raw.get("spec") or {}
-    containers = [_container(c) for c in spec.get("containers") or []]
-    inits = [_container(c) for c in spec.get("initContainers") or []]
-    labels = meta.get("labels") or {}
-    annotations = meta.get("annotations") or {}
-    wanted = any(_is_candidate(c, gpu_resources) for c in (*containers, *inits)) or (
-        labels.get("app.kubernetes.io/name") == "ollama" or f"{PREFIX}models" in annotations
+    return _project_pod(meta, raw, gpu_resources)
+
+
+def _project_pod(meta: Mapping[str, Any], raw: Mapping[str, Any], gpu: tuple[str, ...]) -> dict[str, Any] | None:
+    spec = _mapping(raw.get("spec"))
+    labels, annotations = _mapping(meta.get("labels")), _mapping(meta.get("annotations"))
+    stamped = _current_stamp(annotations)
+    # a current stamp is the demand: the Ollama settings are not needed, nor the commands once the
+    # models are declared by annotation (they only name the models a denial message lists)
+    keep = _Keep(settings=not stamped, commands=not stamped or f"{PREFIX}models" not in annotations)
+    containers = [_container(c, gpu, keep) for c in _list(spec.get("containers"))]
+    inits = [_container(c, gpu, keep) for c in _list(spec.get("initContainers"))]
+    wanted = any(_is_candidate(c, gpu) for c in (*containers, *inits)) or (
+        labels.get(OLLAMA_LABEL[0]) == OLLAMA_LABEL[1] or f"{PREFIX}models" in annotations
     )
     if not wanted:
         return None
+    node = spec.get("nodeName")
+    pod_spec: dict[str, Any] = {"nodeName": _intern(node), "containers": _share(containers)}
+    if inits:
+        pod_spec["initContainers"] = _share(inits)
+    metadata = {
+        "namespace": _intern(meta.get("namespace")),
+        "name": meta.get("name"),
+        "uid": meta.get("uid"),
+        "labels": _share({k: v for k, v in labels.items() if k == OLLAMA_LABEL[0]}),
+        "annotations": _share(_pod_annotations(annotations, stamped=stamped)),
+    }
+    if meta.get("deletionTimestamp"):
+        metadata["deletionTimestamp"] = meta["deletionTimestamp"]
+    phase = _mapping(raw.get("status")).get("phase")
     return {
         "kind": "Pod",
-        "metadata": {
-            "namespace": meta.get("namespace"),
-            "name": meta.get("name"),
-            "uid": meta.get("uid"),
-            "labels": {k: v for k, v in labels.items() if k == "app.kubernetes.io/name"},
-            "annotations": {
-                k: v for k, v in annotations.items() if k.startswith(PREFIX) or k == "kubernetes.io/config.mirror"
-            },
-            **({"deletionTimestamp": meta["deletionTimestamp"]} if meta.get("deletionTimestamp") else {}),
-        },
-        "spec": {"nodeName": spec.get("nodeName"), "containers": containers, "initContainers": inits},
-        "status": {"phase": (raw.get("status") or {}).get("phase")},
+        "metadata": metadata,
+        "spec": _share(pod_spec, key=(node, id(pod_spec["containers"]), id(pod_spec.get("initContainers")))),
+        "status": _share({"phase": phase}),
     }
 
 
-def _container(raw: Mapping[str, Any]) -> dict[str, Any]:
-    env = [e for e in raw.get("env") or [] if str(e.get("name", "")).startswith(OLLAMA_ENV_PREFIXES)]
-    kept: dict[str, Any] = {"name": raw.get("name"), "image": raw.get("image"), "env": env}
-    if raw.get("resources"):
-        kept["resources"] = raw["resources"]
-    for field in ("command", "args"):
-        if raw.get(field):
-            kept[field] = raw[field]
-    post = ((raw.get("lifecycle") or {}).get("postStart") or {}).get("exec")
-    if post:
-        kept["lifecycle"] = {"postStart": {"exec": post}}
+def _pod_annotations(annotations: Mapping[str, Any], *, stamped: bool) -> dict[str, Any]:
+    """The guard's annotations (and the mirror-pod marker); a current stamp's breakdown is reduced."""
+    kept = {k: v for k, v in annotations.items() if str(k).startswith(PREFIX) or k == ANN_MIRROR}
+    if stamped:
+        kept[ANN_ESTIMATE] = ESTIMATE_STUB
     return kept
 
 
-def _is_candidate(container: Mapping[str, Any], gpu_resources: tuple[str, ...]) -> bool:
-    from webhook.tenants import is_ollama_image
+def _current_stamp(annotations: Mapping[str, Any]) -> bool:
+    demand, estimate = annotations.get(ANN_DEMAND), annotations.get(ANN_ESTIMATE)
+    if not (isinstance(demand, str) and demand.isascii() and demand.isdigit() and isinstance(estimate, str)):
+        return False
+    try:
+        body = json.loads(estimate)
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("v") == ESTIMATE_VERSION
 
-    resources = container.get("resources") or {}
-    names = {*(resources.get("limits") or {}), *(resources.get("requests") or {})}
+
+@dataclass(frozen=True, slots=True)
+class _Keep:
+    settings: bool  # the Ollama env the demand is computed from
+    commands: bool  # command/args/postStart, and the env they expand: where models are discovered
+
+
+def _container(raw: object, gpu_resources: tuple[str, ...], keep: _Keep) -> dict[str, Any]:
+    """Name, image, GPU requests and, as `keep` says, the Ollama env and the model-naming commands."""
+    container = _mapping(raw)
+    kept: dict[str, Any] = {"name": container.get("name"), "image": container.get("image")}
+    resources = {
+        section: picked
+        for section, values in _mapping(container.get("resources")).items()
+        if (picked := {k: v for k, v in _mapping(values).items() if k in gpu_resources or k.startswith(MIG_PREFIX)})
+    }
+    if resources:
+        kept["resources"] = resources
+    script: list[str] = []
+    post = _mapping(_mapping(_mapping(container.get("lifecycle")).get("postStart")).get("exec"))
+    if keep.commands:
+        for field in ("command", "args"):
+            if container.get(field):
+                kept[field] = container[field]
+                script += [str(part) for part in _list(container[field])]
+        if post:
+            kept["lifecycle"] = {"postStart": {"exec": post}}
+            script += [str(part) for part in _list(post.get("command"))]
+    text = " ".join(script)
+    env = [e for e in _list(container.get("env")) if _env_needed(str(_mapping(e).get("name", "")), text, keep)]
+    if env:
+        kept["env"] = env
+    return kept
+
+
+def _env_needed(name: str, script: str, keep: _Keep) -> bool:
+    """The Ollama settings, and any variable a kept command expands (`ollama pull $MODEL`)."""
+    if keep.settings and name.startswith(OLLAMA_ENV_PREFIXES):
+        return True
+    return bool(name) and ("$" + name in script or "${" + name in script)
+
+
+def _is_candidate(container: Mapping[str, Any], gpu_resources: tuple[str, ...]) -> bool:
+    resources = _mapping(container.get("resources"))
+    names = {*_mapping(resources.get("limits")), *_mapping(resources.get("requests"))}
     return bool(names & set(gpu_resources)) or is_ollama_image(str(container.get("image") or ""))
 
 
+def _share(value: Any, *, key: object = None) -> Any:
+    """One object per distinct value (replicas share it); the table is dropped when it grows large.
+
+    Values are keyed by a 128-bit digest of their `repr` (a collision is out of reach), so a table
+    of pods that share nothing costs little more than its entries.
+    """
+    cache_key = _digest(value) if key is None else key
+    found = _shared.get(cache_key)
+    if found is not None:
+        return found
+    if len(_shared) >= _SHARED_LIMIT:
+        _shared.clear()
+    return _shared.setdefault(cache_key, value)
+
+
+def _digest(value: object) -> bytes:
+    return hashlib.blake2b(repr(value).encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def _intern(value: object) -> Any:
+    return sys.intern(value) if isinstance(value, str) else value
+
+
 def _guard_ann(meta: Mapping[str, Any]) -> dict[str, str]:
-    return {k: v for k, v in (meta.get("annotations") or {}).items() if k.startswith(PREFIX)}
+    return {k: v for k, v in _mapping(meta.get("annotations")).items() if str(k).startswith(PREFIX)}
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 class LiveSource:
     """Cluster state from list + watch; owns the ledger the webhook decides with."""
 
     def __init__(
-        self, mirror_factory: Any, *, cluster: ClusterPolicy, catalog: Catalog, publish_interval: float = 0.2
+        self,
+        mirror_factory: Callable[..., ClusterMirror],
+        *,
+        cluster: ClusterPolicy,
+        catalog: Catalog,
+        publish_interval: float = 0.2,
     ) -> None:
         self._builder = ViewBuilder(cluster=cluster, catalog=catalog)
         self._lock = threading.Lock()
@@ -109,11 +217,15 @@ class LiveSource:
         self._stop = threading.Event()
         self._interval = publish_interval
         self._over: set[str] = set()
+        self._synced: set[Kind] = set()
+        self._complete = False  # a view holding every kind's first list has been published
+        self._computed: dict[str, set[str]] = {}  # namespace -> pods whose demand was computed, not stamped
         self.ledger = Ledger(ClusterView(), ttl_seconds=cluster.reservation_ttl_seconds)
         gpu = cluster.gpu_resources
-        self.mirror: ClusterMirror = mirror_factory(
+        self.mirror = mirror_factory(
             project=lambda kind, raw: project(kind, raw, gpu_resources=gpu), on_event=self._on_event
         )
+        self._kinds = frozenset(self.mirror.status())
         self._publisher = threading.Thread(target=self._publish_loop, name="view-publisher", daemon=True)
 
     def start(self) -> None:
@@ -124,67 +236,107 @@ class LiveSource:
         self._stop.set()
         self._dirty.set()
         self.mirror.stop()
+        if self._publisher.is_alive():
+            self._publisher.join(5.0)
 
     def readiness(self) -> tuple[bool, Mapping[str, Any]]:
-        status = self.mirror.status()
         kinds = {
             kind: {"ready": s.ready, "lastEventAgeSeconds": s.last_event_age_seconds, "relists": s.relists}
-            for kind, s in status.items()
+            for kind, s in self.mirror.status().items()
         }
         view = self.ledger.view
-        ready = self.mirror.ready() and self._published_once
-        return ready, {"mode": "live", "kinds": kinds, "nodes": len(view.nodes), "tenants": len(view.tenants)}
+        detail = {"mode": "live", "kinds": kinds, "nodes": len(view.nodes), "tenants": len(view.tenants)}
+        return self._complete, detail
 
-    def on_bound(self, tenant: Any, node: str) -> None:
+    def on_bound(self, tenant: Tenant, node: str) -> None:
         return None  # the watch confirms the binding when the pod shows spec.nodeName
 
-    _published_once = False
-
+    # --- watch events (watcher threads) ------------------------------------------------------------
     def _on_event(self, event: WatchEvent) -> None:
         with self._lock:
             if event.type == "SYNC":
-                pass
+                self._synced.add(event.kind)
             elif event.kind == "Node":
                 self._apply(event, self._builder.set_node, self._builder.delete_node)
             elif event.kind == "Namespace":
                 self._apply(event, self._builder.set_namespace, self._builder.delete_namespace)
+                self._recompute_namespace(event.key)
             else:
-                if event.type == "DELETED" and event.obj is not None:
-                    self.ledger.release(str((event.obj.get("metadata") or {}).get("uid") or ""))
-                self._apply(event, self._builder.set_pod, self._builder.delete_pod)
+                self._apply_pod(event.key, None if event.type == "DELETED" else event.obj, event.obj)
         self._dirty.set()
 
     @staticmethod
-    def _apply(event: WatchEvent, setter: Any, deleter: Any) -> None:
+    def _apply(event: WatchEvent, setter: Callable[[Any], Any], deleter: Callable[[str], None]) -> None:
         if event.type == "DELETED" or event.obj is None:
             deleter(event.key)
         else:
             setter(event.obj)
 
+    def _apply_pod(self, key: str, obj: Mapping[str, Any] | None, last: Mapping[str, Any] | None) -> None:
+        namespace = key.split("/", 1)[0]
+        tenant = None if obj is None else self._builder.set_pod(obj)
+        if obj is None:
+            self._builder.delete_pod(key)
+        if tenant is None:  # gone, finished, terminating or not a GPU tenant: nothing held any more
+            uid = _mapping(_mapping(last).get("metadata")).get("uid")
+            if uid:
+                self.ledger.release(str(uid))
+        computed = self._computed.setdefault(namespace, set())
+        if tenant is not None and tenant.source != "annotation":
+            computed.add(key)
+        else:
+            computed.discard(key)
+
+    def _recompute_namespace(self, namespace: str) -> None:
+        for key in list(self._computed.get(namespace, ())):
+            obj = self.mirror.get("Pod", key)
+            if obj is not None:
+                self._apply_pod(key, obj, obj)
+
+    # --- publishing (publisher thread) -------------------------------------------------------------
     def _publish_loop(self) -> None:
         while not self._stop.is_set():
             self._dirty.wait()
-            self._dirty.clear()
             if self._stop.is_set():
                 return
-            ready_before = self.mirror.ready()  # checked first: the view below then holds every first list
-            with self._lock:
-                view = self._builder.build()
-            self.ledger.publish(view)
-            self._published_once = self._published_once or ready_before
-            self._report_overcommit(view)
-            time.sleep(self._interval)
+            self._dirty.clear()
+            try:
+                self._publish()
+            except Exception:  # never let one bad build freeze the view for good
+                log.exception("building the cluster view failed")
+            if self._stop.wait(self._interval):
+                return
+
+    def _publish(self) -> None:
+        with self._lock:
+            view = self._builder.build()
+            complete = self._synced >= self._kinds  # this view holds every kind's first list
+        self.ledger.publish(view)
+        self._complete = self._complete or complete
+        self._report_overcommit(view)
 
     def _report_overcommit(self, view: ClusterView) -> None:
         for node in view.nodes.values():
             if not node.guarded:
                 continue
-            over = self.ledger.committed(node.name) - node.budget_mib
+            used = self.ledger.committed(node.name)
+            over = used - node.budget_mib
             if over > 0 and node.name not in self._over:
                 self._over.add(node.name)
                 log.warning(
-                    "node over-committed",
-                    extra={"fields": {"node": node.name, "overshootMiB": over, "budgetMiB": node.budget_mib}},
+                    "node %s is over-committed by %d MiB (%d MiB committed, budget %d MiB)",
+                    node.name,
+                    over,
+                    used,
+                    node.budget_mib,
+                    extra={
+                        "fields": {
+                            "node": node.name,
+                            "overshootMiB": over,
+                            "committedMiB": used,
+                            "budgetMiB": node.budget_mib,
+                        }
+                    },
                 )
             elif over <= 0:
                 self._over.discard(node.name)

@@ -7,7 +7,8 @@ per guarded node capacity / committed / free VRAM and the number of over-committ
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -17,6 +18,28 @@ from webhook.ledger import Ledger
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class _WatchCollector(Collector):
+    """Staleness of the live view: seconds since the last watch event, per kind (live mode only)."""
+
+    def __init__(self, readiness: Callable[[], tuple[bool, Mapping[str, Any]]]) -> None:
+        self._readiness = readiness
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        ready, detail = self._readiness()
+        age = GaugeMetricFamily(
+            "ollama_guard_watch_last_event_age_seconds",
+            "Seconds since the last watch event or bookmark",
+            labels=["kind"],
+        )
+        for kind, status in (detail.get("kinds") or {}).items():
+            seconds = status.get("lastEventAgeSeconds") if isinstance(status, Mapping) else None
+            if isinstance(seconds, int | float):
+                age.add_metric([str(kind)], float(seconds))
+        up = GaugeMetricFamily("ollama_guard_ready", "1 when the view is complete and decisions are served")
+        up.add_metric([], 1.0 if ready else 0.0)
+        yield from (age, up)
 
 
 class _NodeCollector(Collector):
@@ -59,7 +82,9 @@ class _NodeCollector(Collector):
 class Metrics:
     """One registry per app (tests build many apps in one process)."""
 
-    def __init__(self, ledger: Callable[[], Ledger]) -> None:
+    def __init__(
+        self, ledger: Callable[[], Ledger], readiness: Callable[[], tuple[bool, Mapping[str, Any]]] | None = None
+    ) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "ollama_guard_admission_requests",
@@ -87,6 +112,8 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_NodeCollector(ledger))
+        if readiness is not None:
+            self.registry.register(_WatchCollector(readiness))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

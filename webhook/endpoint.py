@@ -1,0 +1,219 @@
+"""One admission webhook's HTTP edge as a bare ASGI app: the hot path, kept free of framework layers.
+
+Per request: the content type (415), the body limit (413, checked on Content-Length and while
+reading), JSON + AdmissionReview decoding (400 with a JSON error body), the decision within the
+request's `?timeout=` (see `Deadline`), serialisation, metrics and one structured log line.
+Anything our own code raises becomes an AdmissionReview with `status.code: 500`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import signal
+import threading
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qs
+
+import anyio
+
+from webhook import review as rv
+from webhook.guard import Guard
+from webhook.metrics import Metrics
+from webhook.review import AdmissionRequest, AdmissionResponse
+
+log = logging.getLogger("ollama_guard")
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Handler = Callable[[AdmissionRequest, Guard], AdmissionResponse]
+
+DEFAULT_TIMEOUT = 10.0
+#: answer this much before kube-apiserver gives up, so it gets our reason rather than a timeout
+TIMEOUT_HEADROOM = 0.2
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)$")
+_JSON = [(b"content-type", b"application/json")]
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class DeadlineExceeded(Exception):
+    pass
+
+
+def parse_timeout(raw: str | None) -> float:
+    """kube-apiserver's `?timeout=5s` (a Go duration); unknown forms fall back to the default."""
+    match = _DURATION.match(raw or "")
+    if not match:
+        return DEFAULT_TIMEOUT
+    value = float(match.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0}[match.group(2)]
+    return min(max(value, 0.05), 30.0)
+
+
+class Deadline:
+    """Runs a decision so that it ends by its budget.
+
+    On the main thread (how `ollama-guard serve` runs uvicorn) the decision runs inline, bounded by
+    a SIGALRM interval timer: no thread hand-off on the hot path. Elsewhere (a server embedded in
+    another program's thread) it runs in a worker thread bounded by `asyncio.wait_for`.
+    """
+
+    _armed = False
+    _installed = False
+
+    @classmethod
+    def _on_alarm(cls, signum: int, frame: object) -> None:
+        if cls._armed:
+            cls._armed = False
+            raise DeadlineExceeded
+
+    @classmethod
+    def _inline_ok(cls) -> bool:
+        if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+            return False
+        if not cls._installed:
+            signal.signal(signal.SIGALRM, cls._on_alarm)
+            cls._installed = True
+        return True
+
+    @classmethod
+    def run_inline(cls, call: Callable[[], AdmissionResponse], budget: float) -> AdmissionResponse:
+        cls._armed = True
+        signal.setitimer(signal.ITIMER_REAL, budget)
+        try:
+            return call()
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            cls._armed = False
+
+    @classmethod
+    async def run(cls, call: Callable[[], AdmissionResponse], budget: float) -> AdmissionResponse:
+        budget = max(budget, 0.01)
+        if cls._inline_ok():
+            return cls.run_inline(call, budget)
+        try:
+            return await asyncio.wait_for(anyio.to_thread.run_sync(call), timeout=budget)
+        except TimeoutError:
+            raise DeadlineExceeded from None
+
+
+class AdmissionEndpoint:
+    """`POST /mutate` or `POST /validate` as an ASGI app."""
+
+    def __init__(
+        self, *, webhook: str, handler: Handler, guard: Callable[[], Guard], metrics: Metrics, max_body_bytes: int
+    ) -> None:
+        self.webhook = webhook
+        self.handler = handler
+        self.guard = guard
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        status, body = await self.answer(scope, receive)
+        if status == 200:  # a decided review (rejected requests are counted in bad_requests)
+            self.metrics.latency.labels(self.webhook).observe(time.perf_counter() - started)
+        headers = [*_JSON, (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def answer(self, scope: Scope, receive: Receive) -> tuple[int, bytes]:
+        headers = dict(scope.get("headers") or [])
+        ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower().decode("latin-1")
+        if ctype != "application/json":
+            return self.reject(415, f"content type must be application/json, got {ctype or 'none'!r}")
+        try:
+            raw = await self.read_body(headers, receive)
+        except BodyTooLarge:
+            return self.reject(413, f"request body exceeds the {self.max_body_bytes} byte limit")
+        try:
+            req = rv.parse_review(json.loads(raw))
+        except (ValueError, RecursionError) as exc:
+            message = str(exc) if isinstance(exc, rv.ReviewError) else f"body is not valid JSON: {str(exc)[:200]}"
+            return self.reject(400, message)
+        query = parse_qs((scope.get("query_string") or b"").decode("latin-1"))
+        started = time.perf_counter()
+        response = await self.decide(req, parse_timeout((query.get("timeout") or [None])[0]) - TIMEOUT_HEADROOM)
+        review = rv.build_review(req.uid, response, mutating=self.webhook == "mutate")
+        self.record(req, response, time.perf_counter() - started)
+        return 200, json.dumps(review, separators=(",", ":")).encode()
+
+    async def read_body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
+        declared = headers.get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise BodyTooLarge
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise BodyTooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+    async def decide(self, req: AdmissionRequest, budget: float) -> AdmissionResponse:
+        def call() -> AdmissionResponse:
+            return self.handler(req, self.guard())
+
+        try:
+            return await Deadline.run(call, budget)
+        except DeadlineExceeded:
+            log.error("decision timed out", extra={"fields": {"uid": req.uid, "budget_s": round(budget, 3)}})
+            return rv.errored(f"ollama-guard could not decide within the request timeout ({budget:.2f}s)")
+        except Exception:  # our own bug: report it inside the review, never as a dropped connection
+            log.exception("internal error", extra={"fields": {"uid": req.uid}})
+            return rv.errored("ollama-guard internal error while evaluating this request; see the guard's logs")
+
+    def reject(self, status: int, message: str) -> tuple[int, bytes]:
+        self.metrics.bad_requests.labels(self.webhook, str(status)).inc()
+        return status, json.dumps({"error": message, "status": status}).encode()
+
+    def record(self, req: AdmissionRequest, response: AdmissionResponse, elapsed: float) -> None:
+        decision = decision_of(response)
+        self.metrics.requests.labels(self.webhook, req.kind.kind, req.operation, decision).inc()
+        # plain admissions at DEBUG (they are most of the traffic); anything with a reason at INFO+
+        level = logging.DEBUG if decision in ("allowed", "patched") else logging.INFO
+        if decision == "error":
+            level = logging.ERROR
+        if not log.isEnabledFor(level):
+            return
+        fields = {
+            "uid": req.uid,
+            "webhook": self.webhook,
+            "kind": req.kind.kind,
+            "subresource": req.sub_resource,
+            "operation": req.operation,
+            "namespace": req.namespace,
+            "name": req.name,
+            "dryRun": req.dry_run,
+            "decision": decision,
+            "code": response.code,
+            "latency_ms": round(elapsed * 1000, 3),
+        }
+        if not response.allowed:
+            fields["reason"] = response.message
+        if response.warnings:
+            fields["warnings"] = list(response.warnings)
+        log.log(level, "admission", extra={"fields": fields})
+
+
+def decision_of(response: AdmissionResponse) -> str:
+    if not response.allowed:
+        return "error" if response.code == 500 else "denied"
+    if response.patch:
+        return "patched"
+    return "warned" if response.warnings else "allowed"
