@@ -82,9 +82,14 @@ def evaluate_pod(
     replicas: int = 1,
     one_per_node: bool = False,
     require_settings: bool = True,
+    facts: PodFacts | None = None,
 ) -> PodEvaluation:
-    """Every check of design §7 for a Pod CREATE (or `replicas` copies of a pod template)."""
-    pod = read_pod(raw, gpu_resources=cluster.gpu_resources, namespace=namespace)
+    """Every check of design §7 for a Pod CREATE (or `replicas` copies of a pod template).
+
+    `facts` replaces what `raw` says about its containers (a template evaluated as mutated);
+    `raw` still gives the scheduling constraints.
+    """
+    pod = facts or read_pod(raw, gpu_resources=cluster.gpu_resources, namespace=namespace)
     ns = view.namespace_policy(cluster, pod.namespace)
     skipped = skip_reason(pod, ns)
     if skipped:

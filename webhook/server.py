@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from webhook.admission import validate
 from webhook.catalog import Catalog
-from webhook.endpoint import AdmissionEndpoint
+from webhook.endpoint import AdmissionEndpoint, Receive, Scope, Send
 from webhook.guard import Guard
 from webhook.metrics import CONTENT_TYPE, Metrics
 from webhook.mutation import mutate
@@ -72,11 +72,13 @@ def create_app(
     app = FastAPI(title="ollama-guard", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.metrics = metrics
     app.state.source = source
+    app.state.admission = {}
     for webhook, handler in (("mutate", mutate), ("validate", validate)):
         endpoint = AdmissionEndpoint(
             webhook=webhook, handler=handler, guard=guard, metrics=metrics, max_body_bytes=max_body_bytes
         )
         app.router.routes.append(Route(f"/{webhook}", endpoint=endpoint, methods=["POST"]))
+        app.state.admission[f"/{webhook}"] = endpoint
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -118,10 +120,28 @@ def configure_logging(level: str = "INFO") -> None:
     root.propagate = False
 
 
+class AdmissionFront:
+    """ASGI front door: `POST /mutate` and `POST /validate` go straight to their endpoints (no
+    framework middleware on the hot path); everything else, lifespan included, to the FastAPI app."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        self.endpoints: dict[str, AdmissionEndpoint] = dict(app.state.admission)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("method") == "POST":
+            endpoint = self.endpoints.get(scope.get("path", ""))
+            if endpoint is not None:
+                await endpoint(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def build_server(app: FastAPI, *, host: str, port: int, tls: ReloadingTLS) -> uvicorn.Server:
     """A uvicorn server on the reloading TLS context (keep-alive long enough for kube-apiserver)."""
+    admission = getattr(getattr(app, "state", None), "admission", None)
     config = uvicorn.Config(
-        app,
+        AdmissionFront(app) if admission else app,
         host=host,
         port=port,
         ssl_context_factory=tls.ssl_context_factory,

@@ -13,19 +13,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import jsonpatch
-
 from webhook import review as rv
 from webhook.evaluation import PodEvaluation, evaluate_pod
 from webhook.guard import Guard, enforce
-from webhook.mutation import container_ops
+from webhook.mutation import after_edits, plan_edits
 from webhook.review import AdmissionRequest, AdmissionResponse
 from webhook.templates import MAX_REPLICAS, SCALABLE, Workload, read_workload
-from webhook.tenants import DeclarationError, read_pod
+from webhook.tenants import DeclarationError, PodFacts, read_pod
 
 
-def template_pod(workload: Workload, guard: Guard) -> dict[str, Any]:
-    """The pod the workload's controller will create, after the guard's mutation."""
+def template_pod(workload: Workload, guard: Guard) -> tuple[dict[str, Any], PodFacts]:
+    """The pod the workload's controller will create (raw, unmutated) and its facts after the
+    guard's mutation (derived from the edits; the template is never copied deeply)."""
     raw_meta, raw_spec = workload.template.get("metadata"), workload.template.get("spec")
     meta = dict(raw_meta) if isinstance(raw_meta, Mapping) else {}
     meta.update(namespace=workload.namespace, name=f"{workload.name} ({workload.kind})")
@@ -36,15 +35,15 @@ def template_pod(workload: Workload, guard: Guard) -> dict[str, Any]:
     }
     facts = read_pod(pod, gpu_resources=guard.cluster.gpu_resources)
     ns = guard.ledger.view.namespace_policy(guard.cluster, workload.namespace)
-    ops = container_ops(pod, facts, ns, guard.cluster) if ns.active else []
-    return jsonpatch.apply_patch(pod, ops) if ops else pod
+    return pod, after_edits(facts, plan_edits(facts, ns, guard.cluster)) if ns.active else facts
 
 
 def evaluate_workload(workload: Workload, guard: Guard, *, replicas: int | None = None) -> PodEvaluation:
     """The template's pods as the controller will create them (DaemonSet: one on every candidate node)."""
     ledger = guard.ledger
+    pod, facts = template_pod(workload, guard)
     return evaluate_pod(
-        template_pod(workload, guard),
+        pod,
         namespace=workload.namespace,
         cluster=guard.cluster,
         catalog=guard.catalog,
@@ -52,6 +51,7 @@ def evaluate_workload(workload: Workload, guard: Guard, *, replicas: int | None 
         committed=ledger.committed,
         replicas=workload.replicas if replicas is None else replicas,
         one_per_node=workload.kind == "DaemonSet",
+        facts=facts,
     )
 
 
