@@ -662,3 +662,50 @@ def test_binding_after_mutate_only_still_reserves() -> None:
     before = guard.ledger.committed("gpu-h100-a")
     assert validate(request(recorded("validate-binding-binding-create-1")), guard).allowed
     assert guard.ledger.committed("gpu-h100-a") > before
+
+
+def helm_deployment_review(replicas: int) -> dict[str, Any]:
+    """`kubectl apply` of the Helm-rendered Ollama Deployment (postStart pull script, no annotation)."""
+    objects = load_objects([ROOT / "examples/manifests/01-ollama-helm.yaml"])
+    deployment = copy.deepcopy(next(o for o in objects if o["kind"] == "Deployment"))
+    deployment["spec"]["replicas"] = replicas
+    review = copy.deepcopy(recorded("validate-deployment-create-1"))
+    review["request"]["uid"] = str(uuid.uuid4())
+    review["request"]["object"] = deployment
+    return review
+
+
+@requires_fixtures
+@pytest.mark.parametrize(
+    ("mode", "allowed", "warned", "audited"),
+    [
+        pytest.param("enforce", False, False, False, id="enforce"),
+        pytest.param("warn", True, True, False, id="warn"),
+        pytest.param("audit", True, False, True, id="audit"),
+        pytest.param("off", True, False, False, id="off"),
+    ],
+)
+def test_helm_rendered_deployment_in_each_mode(mode: str, allowed: bool, warned: bool, audited: bool) -> None:
+    guard, records = make_guard(namespaces={"team-a": {"ollama-guard.io/enforcement": mode}})
+    response = validate(request(helm_deployment_review(12)), guard)
+    assert response.allowed is allowed
+    assert bool(response.warnings) is warned
+    assert len(response.warnings) <= 4 and all(len(w) <= 120 for w in response.warnings)
+    assert bool(records) is audited
+    if not allowed:
+        assert "deployment team-a/ollama denied" in response.message
+        assert "llama3.1:8b" in response.message  # discovered from the postStart script
+    if warned:
+        assert response.warnings[0].startswith("would deny: needs")
+    assert validate(request(helm_deployment_review(1)), guard).allowed  # one replica fits in every mode
+
+
+@requires_fixtures
+def test_bound_pods_count_against_the_quota_in_snapshot_mode() -> None:
+    guard, _ = make_guard(namespaces={"team-a": {"ollama-guard.io/vram-quota": "20Gi"}})
+    for _ in range(2):
+        pod = ollama_pod_review()
+        assert validate(request(pod), guard).allowed
+        assert validate(request(binding_review(pod)), guard).allowed
+    third = validate(request(ollama_pod_review()), guard)
+    assert not third.allowed and "quota" in third.message and "15.5 GiB in use" in third.message

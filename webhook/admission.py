@@ -56,6 +56,7 @@ def validate_pod(req: AdmissionRequest, guard: Guard) -> AdmissionResponse:
             catalog=guard.catalog,
             view=ledger.view,
             committed=ledger.committed,
+            pending_usage=ledger.pending_usage,
         )
     except DeclarationError as exc:
         return rv.bad_declaration(f"pod {req.namespace}/{req.name}: {exc}")

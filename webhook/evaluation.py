@@ -83,6 +83,7 @@ def evaluate_pod(
     one_per_node: bool = False,
     require_settings: bool = True,
     facts: PodFacts | None = None,
+    pending_usage: Callable[[str], int] | None = None,
 ) -> PodEvaluation:
     """Every check of design §7 for a Pod CREATE (or `replicas` copies of a pod template).
 
@@ -108,7 +109,8 @@ def evaluate_pod(
         result = _capacity_checks(raw, pod, demand, view=view, committed=committed, replicas=replicas)
     violations += result[0]
     if pod.is_gpu_tenant:
-        violations += _quota_checks(pod, ns, demand, view, replicas, result[1])
+        pending = pending_usage(pod.namespace) if pending_usage is not None else 0
+        violations += _quota_checks(pod, ns, demand, view, replicas, result[1], pending)
     notes = demand.notes
     return PodEvaluation(pod, ns, demand, tuple(violations), notes, tuple(result[1]))
 
@@ -285,7 +287,13 @@ def _copies(fit: Fit) -> int:
 
 
 def _quota_checks(
-    pod: PodFacts, ns: NamespacePolicy, demand: PodDemand, view: ClusterView, replicas: int, results: list[Fit]
+    pod: PodFacts,
+    ns: NamespacePolicy,
+    demand: PodDemand,
+    view: ClusterView,
+    replicas: int,
+    results: list[Fit],
+    pending: int,
 ) -> list[Violation]:
     if ns.vram_quota_mib is None:
         return []
@@ -296,7 +304,7 @@ def _quota_checks(
             (f.demand_mib for f in results), default=max((n.even_share_mib for n in view.nodes.values()), default=0)
         )
     )
-    used = view.namespace_usage.get(ns.namespace, 0)
+    used = view.namespace_usage.get(ns.namespace, 0) + pending
     own = view.tenants.get(pod.key)
     if own is not None and own.uid == pod.uid and pod.uid:
         used -= own.demand_mib or 0

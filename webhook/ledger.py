@@ -118,6 +118,18 @@ class Ledger:
                 )
             return fit
 
+    def pending_usage(self, namespace: str) -> int:
+        """VRAM reserved by bindings of this namespace's pods that the view does not hold at all
+        (snapshot mode, or a pod the watch has not delivered yet): counted against its quota."""
+        prefix = f"{namespace}/"
+        with self._lock:
+            self._expire_locked()
+            return sum(
+                r.demand_mib
+                for r in self._reservations.values()
+                if r.key.startswith(prefix) and r.key not in self._view.tenants
+            )
+
     def release(self, uid: str) -> None:
         with self._lock:
             self._reservations.pop(uid, None)

@@ -1,15 +1,14 @@
 """Where the guard's view of the cluster comes from, and how it is kept current.
 
 `SnapshotSource` (the embedded default and `--snapshot FILE`): a fixed set of objects loaded once;
-an admitted binding binds the pod in the view, so a sequence of bindings fills nodes like a real
-cluster. The live source (list + watch) lives in `live.py`. Both own a `Ledger`.
+an admitted binding's reservation is permanent (no watch will confirm it), so a sequence of
+bindings fills nodes like a real cluster. The live source (list + watch) lives in `live.py`. Both own a `Ledger`.
 """
 
 from __future__ import annotations
 
-import threading
+import math
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
 from typing import Any, Protocol
 
 from webhook.catalog import Catalog
@@ -31,25 +30,24 @@ class StateSource(Protocol):
 
 
 class SnapshotSource:
-    """Cluster state from a file; bindings admitted by the guard are applied to it."""
+    """Cluster state from a file; bindings admitted by the guard stay reserved in its ledger."""
 
     def __init__(
         self, objects: Iterable[Mapping[str, Any]], *, cluster: ClusterPolicy, catalog: Catalog, origin: str
     ) -> None:
         self._builder = ViewBuilder(cluster=cluster, catalog=catalog)
         self._builder.add_all(objects)  # streamed: raw objects are dropped as soon as they are read
-        self._lock = threading.Lock()
         self.origin = origin
-        self.ledger = Ledger(self._builder.build(), ttl_seconds=cluster.reservation_ttl_seconds)
+        # No watch will ever confirm a binding here: the reservation *is* the binding, so it never
+        # expires, and an admitted pod stays findable for its binding.
+        self.ledger = Ledger(self._builder.build(), ttl_seconds=math.inf)
 
     def readiness(self) -> tuple[bool, Mapping[str, Any]]:
         view = self.ledger.view
         return True, {"mode": "snapshot", "source": self.origin, "nodes": len(view.nodes), "tenants": len(view.tenants)}
 
     def on_bound(self, tenant: Tenant, node: str) -> None:
-        with self._lock:
-            view = self._builder.put_tenant(replace(tenant, node=node), base=self.ledger.view)
-            self.ledger.publish(view)
+        return None  # the permanent reservation already counts the pod on its node (O(1) per binding)
 
     def start(self) -> None:
         return None

@@ -52,6 +52,7 @@ def evaluate_workload(workload: Workload, guard: Guard, *, replicas: int | None 
         replicas=workload.replicas if replicas is None else replicas,
         one_per_node=workload.kind == "DaemonSet",
         facts=facts,
+        pending_usage=ledger.pending_usage,
     )
 
 
