@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import anyio
+import orjson
 
 from webhook import review as rv
 from webhook.guard import Guard
@@ -135,7 +136,7 @@ class AdmissionEndpoint:
         except BodyTooLarge:
             return self.reject(413, f"request body exceeds the {self.max_body_bytes} byte limit")
         try:
-            req = rv.parse_review(json.loads(raw))
+            req = rv.parse_review(orjson.loads(raw))
         except (ValueError, RecursionError) as exc:
             message = str(exc) if isinstance(exc, rv.ReviewError) else f"body is not valid JSON: {str(exc)[:200]}"
             return self.reject(400, message)
@@ -144,7 +145,7 @@ class AdmissionEndpoint:
         response = await self.decide(req, parse_timeout((query.get("timeout") or [None])[0]) - TIMEOUT_HEADROOM)
         review = rv.build_review(req.uid, response, mutating=self.webhook == "mutate")
         self.record(req, response, time.perf_counter() - started)
-        return 200, json.dumps(review, separators=(",", ":")).encode()
+        return 200, orjson.dumps(review)
 
     async def read_body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
         declared = headers.get(b"content-length", b"")
