@@ -313,3 +313,23 @@ def test_prefilter_never_drops_a_subject(containers: list[dict[str, Any]]) -> No
     facts = read_pod(raw, gpu_resources=GPU)
     if facts.is_ollama or facts.is_gpu_tenant:
         assert could_be_subject(raw, gpu_resources=GPU)
+
+
+@pytest.mark.parametrize(
+    ("value", "gpus"),
+    [
+        pytest.param("1", 1, id="one"),
+        pytest.param("64", 64, id="max"),
+        pytest.param("0640", None, id="padded-640"),
+        pytest.param("65", None, id="over-max"),
+        pytest.param(2, 2, id="int"),
+        pytest.param("2000m", 2, id="milli"),
+    ],
+)
+def test_gpu_counts(value: object, gpus: int | None) -> None:
+    raw = pod(containers=[{"name": "g", "image": "x", "resources": {"limits": {"nvidia.com/gpu": value}}}])
+    if gpus is None:
+        with pytest.raises(DeclarationError):
+            read_pod(raw, gpu_resources=GPU)
+    else:
+        assert read_pod(raw, gpu_resources=GPU).gpus == gpus

@@ -197,6 +197,14 @@ def _read_container(
 
 
 def _gpu_count(value: object, *, container: str, resource: str) -> int:
+    if (
+        type(value) is str
+        and len(value) <= 2
+        and value.isascii()
+        and value.isdigit()
+        and int(value) <= MAX_GPUS_PER_POD
+    ):
+        return int(value)  # "1", "4": what nearly every pod says
     try:
         amount = parse_quantity(value if isinstance(value, (str, int)) and not isinstance(value, bool) else str(value))
     except QuantityError as exc:
@@ -210,11 +218,13 @@ def _gpu_count(value: object, *, container: str, resource: str) -> int:
 
 
 def _mapping(value: object) -> Mapping[str, Any]:
+    if type(value) is dict:  # the common case, without the slower ABC check
+        return value
     return value if isinstance(value, Mapping) else {}
 
 
 def _list(value: object) -> list[Any]:
-    return value if isinstance(value, list) else []
+    return value if type(value) is list else []
 
 
 def _str_map(value: object) -> dict[str, str]:
