@@ -137,8 +137,10 @@ def _parse_size(text: str) -> int:
     try:
         return parse_bytes(text)
     except QuantityError as exc:
-        raise ValueError(f"size {text!r}: {exc.reason}; write a size like 4.9GB or 398MB, "
-                         "integer bytes or a Kubernetes quantity such as 4600Mi") from None
+        raise ValueError(
+            f"size {text!r}: {exc.reason}; write a size like 4.9GB or 398MB, "
+            "integer bytes or a Kubernetes quantity such as 4600Mi"
+        ) from None
 
 
 def normalize_ref(ref: str) -> tuple[str, str]:
@@ -146,12 +148,12 @@ def normalize_ref(ref: str) -> tuple[str, str]:
     text = ref.strip().lower().partition("@")[0]
     for prefix in _REGISTRY_PREFIXES:
         if text.startswith(prefix):
-            text = text[len(prefix):]
+            text = text[len(prefix) :]
             break
     text = text.removeprefix("library/")
     colon = text.rfind(":")
     if colon > text.rfind("/"):  # a colon before the last slash belongs to a registry host:port
-        return text[:colon], text[colon + 1:] or "latest"
+        return text[:colon], text[colon + 1 :] or "latest"
     return text, "latest"
 
 
@@ -197,8 +199,7 @@ class Catalog:
             if key in models:
                 raise CatalogError(f'{source}: alias "{key}": already a model entry')
             if target not in models:
-                raise CatalogError(f'{source}: alias "{key}": target "{target}" is not a model '
-                                   "entry of the catalog")
+                raise CatalogError(f'{source}: alias "{key}": target "{target}" is not a model entry of the catalog')
         return Catalog(MappingProxyType(models), MappingProxyType(aliases))
 
     def _lookup(self, tag: str) -> ModelSpec | None:
@@ -209,8 +210,7 @@ def _requantize(base: ModelSpec, quant: str) -> ModelSpec:
     """The base entry at another quantisation: weights scaled by bits per weight, rounded up."""
     canonical, bits = _QUANTS[quant]
     size = math.ceil(base.size_bytes * bits / _BITS[base.quantization])
-    return replace(base, tag=f"{base.tag}-{quant}", size_bytes=size, quantization=canonical,
-                   derived=True)
+    return replace(base, tag=f"{base.tag}-{quant}", size_bytes=size, quantization=canonical, derived=True)
 
 
 def _split_document(document: object, source: str) -> tuple[Mapping[Any, Any], Mapping[Any, Any]]:
@@ -218,8 +218,7 @@ def _split_document(document: object, source: str) -> tuple[Mapping[Any, Any], M
         raise CatalogError(f"{source}: expected a mapping with `models:` and/or `aliases:`")
     unknown = sorted(str(key) for key in document if key not in ("models", "aliases"))
     if unknown:
-        raise CatalogError(f"{source}: unknown top-level key {unknown[0]!r}; "
-                           "expected `models:` and/or `aliases:`")
+        raise CatalogError(f"{source}: unknown top-level key {unknown[0]!r}; expected `models:` and/or `aliases:`")
     sections: list[Mapping[Any, Any]] = []
     for key in ("models", "aliases"):
         value = document.get(key)
@@ -283,8 +282,7 @@ def load_catalog(overlay_path: Path | None = None) -> Catalog:
     try:
         document = yaml.safe_load(overlay_path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise CatalogError(f"{overlay_path}: cannot read the catalog overlay: "
-                           f"{exc.strerror or exc}") from None
+        raise CatalogError(f"{overlay_path}: cannot read the catalog overlay: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
         raise CatalogError(f"{overlay_path}: the catalog overlay is not YAML: {exc}") from None
     return _packaged().with_overlay(document or {}, source=str(overlay_path))

@@ -177,9 +177,7 @@ def read_cert_info(cert_pem: bytes) -> CertInfo:
         not_after=cert.not_valid_after_utc,
         is_ca=is_ca,
         serial_number=cert.serial_number,
-        sha256_fingerprint=hashlib.sha256(
-            cert.public_bytes(serialization.Encoding.DER)
-        ).hexdigest(),
+        sha256_fingerprint=hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest(),
     )
 
 

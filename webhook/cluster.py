@@ -61,9 +61,13 @@ class ClusterConfigError(RuntimeError):
     """A kubeconfig or in-cluster configuration exists but cannot be used."""
 
 
-def load_api_client(*, kubeconfig: Path | None = None, context: str | None = None,
-                    environ: Mapping[str, str] | None = None,
-                    service_account_dir: Path = _SERVICE_ACCOUNT) -> ApiClient | None:
+def load_api_client(
+    *,
+    kubeconfig: Path | None = None,
+    context: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    service_account_dir: Path = _SERVICE_ACCOUNT,
+) -> ApiClient | None:
     """In-cluster config (unless a kubeconfig or context is given), else kubeconfig, else None.
 
     The kubeconfig is `kubeconfig`, else `$KUBECONFIG` (a path list), else `~/.kube/config`.
@@ -74,8 +78,11 @@ def load_api_client(*, kubeconfig: Path | None = None, context: str | None = Non
     try:
         if kubeconfig is None and context is None and _in_cluster(env, service_account_dir):
             loader: Any = InClusterConfigLoader  # untyped in the client
-            loader(token_filename=str(service_account_dir / "token"), environ=env,
-                   cert_filename=str(service_account_dir / "ca.crt")).load_and_set(config)
+            loader(
+                token_filename=str(service_account_dir / "token"),
+                environ=env,
+                cert_filename=str(service_account_dir / "ca.crt"),
+            ).load_and_set(config)
         elif not _load_kubeconfig(config, kubeconfig, context, env):
             return None
     except ConfigException as exc:
@@ -83,8 +90,9 @@ def load_api_client(*, kubeconfig: Path | None = None, context: str | None = Non
     return ApiClient(config)
 
 
-def _load_kubeconfig(config: Configuration, kubeconfig: Path | None, context: str | None,
-                     env: Mapping[str, str]) -> bool:
+def _load_kubeconfig(
+    config: Configuration, kubeconfig: Path | None, context: str | None, env: Mapping[str, str]
+) -> bool:
     if kubeconfig is not None and not kubeconfig.is_file():
         raise ClusterConfigError(f"kubeconfig {kubeconfig} does not exist")
     paths = str(kubeconfig) if kubeconfig else env.get("KUBECONFIG") or "~/.kube/config"
@@ -96,8 +104,11 @@ def _load_kubeconfig(config: Configuration, kubeconfig: Path | None, context: st
 
 
 def _in_cluster(env: Mapping[str, str], service_account_dir: Path) -> bool:
-    return bool(env.get("KUBERNETES_SERVICE_HOST") and env.get("KUBERNETES_SERVICE_PORT")
-                and (service_account_dir / "token").is_file())
+    return bool(
+        env.get("KUBERNETES_SERVICE_HOST")
+        and env.get("KUBERNETES_SERVICE_PORT")
+        and (service_account_dir / "token").is_file()
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,13 +167,21 @@ def object_key(raw: Mapping[str, Any]) -> str:
 class ClusterMirror:
     """Keeps an in-memory, projected copy of Nodes, Pods and Namespaces by list + watch."""
 
-    def __init__(self, api_client: ApiClient, *, project: Project,
-                 on_event: Callable[[WatchEvent], None] | None = None,
-                 kinds: Sequence[Kind] = ("Node", "Pod", "Namespace"),
-                 backoff_base: float = 0.5, backoff_cap: float = 30.0,
-                 watch_timeout_seconds: int = 300, list_page_size: int = 500,
-                 request_timeout: float = 60.0, rng: random.Random | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        api_client: ApiClient,
+        *,
+        project: Project,
+        on_event: Callable[[WatchEvent], None] | None = None,
+        kinds: Sequence[Kind] = ("Node", "Pod", "Namespace"),
+        backoff_base: float = 0.5,
+        backoff_cap: float = 30.0,
+        watch_timeout_seconds: int = 300,
+        list_page_size: int = 500,
+        request_timeout: float = 60.0,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._api, self._project, self._on_event = api_client, project, on_event
         self._backoff = (backoff_base, backoff_cap)
         self._watch_timeout, self._page_size = watch_timeout_seconds, list_page_size
@@ -172,8 +191,10 @@ class ClusterMirror:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._all_ready = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(kind,), daemon=True,
-                                          name=f"cluster-mirror-{kind}") for kind in kinds]
+        self._threads = [
+            threading.Thread(target=self._run, args=(kind,), daemon=True, name=f"cluster-mirror-{kind}")
+            for kind in kinds
+        ]
 
     def start(self) -> None:
         for thread in self._threads:
@@ -210,11 +231,18 @@ class ClusterMirror:
     def status(self) -> dict[Kind, KindStatus]:
         now = self._clock()
         with self._lock:
-            return {kind: KindStatus(
-                ready=s.ready, resource_version=s.resource_version,
-                last_event_age_seconds=None if s.last_event_at is None else now - s.last_event_at,
-                relists=max(0, s.lists - 1), reconnects=s.reconnects, errors=s.errors,
-                last_error=s.last_error) for kind, s in self._states.items()}
+            return {
+                kind: KindStatus(
+                    ready=s.ready,
+                    resource_version=s.resource_version,
+                    last_event_age_seconds=None if s.last_event_at is None else now - s.last_event_at,
+                    relists=max(0, s.lists - 1),
+                    reconnects=s.reconnects,
+                    errors=s.errors,
+                    last_error=s.last_error,
+                )
+                for kind, s in self._states.items()
+            }
 
     # --- the per-kind loop ---------------------------------------------------------------------
     def _run(self, kind: Kind) -> None:
@@ -231,8 +259,7 @@ class ClusterMirror:
                     return
                 relist = relist or not isinstance(exc, _TRANSPORT_ERRORS)
                 self._record_failure(kind, exc)
-            delay = backoff_delay(state.failures - 1, base=self._backoff[0],
-                                  cap=self._backoff[1], rng=self._rng)
+            delay = backoff_delay(state.failures - 1, base=self._backoff[0], cap=self._backoff[1], rng=self._rng)
             if self._stopping.wait(delay):
                 return
             if not relist:
@@ -242,8 +269,13 @@ class ClusterMirror:
     def _record_failure(self, kind: Kind, exc: Exception) -> None:
         """Count a failure (an expiry is not an error, but still backs off: no hot relist loop)."""
         expired = isinstance(exc, _Expired)
-        _log.log(logging.INFO if expired else logging.WARNING, "%s list/watch: %s", kind, exc,
-                 exc_info=not isinstance(exc, (_Expired, *_TRANSPORT_ERRORS)))
+        _log.log(
+            logging.INFO if expired else logging.WARNING,
+            "%s list/watch: %s",
+            kind,
+            exc,
+            exc_info=not isinstance(exc, (_Expired, *_TRANSPORT_ERRORS)),
+        )
         with self._lock:
             state = self._states[kind]
             state.failures += 1
@@ -257,8 +289,7 @@ class ClusterMirror:
         request = getattr(getattr(kubernetes.client, api_class)(self._api), method)
         read_timeout = self._request_timeout + (self._watch_timeout if "watch" in params else 0)
         try:
-            response = request(_preload_content=False, **params,
-                               _request_timeout=(self._request_timeout, read_timeout))
+            response = request(_preload_content=False, **params, _request_timeout=(self._request_timeout, read_timeout))
         except ApiException as exc:
             if exc.status == 410:
                 raise _Expired(f"HTTP 410 {exc.reason}") from exc
@@ -318,8 +349,12 @@ class ClusterMirror:
     def _watch(self, kind: Kind) -> None:
         started, events = self._clock(), 0
         response = self._call(
-            kind, watch=True, allow_watch_bookmarks=True, timeout_seconds=self._watch_timeout,
-            resource_version=self._states[kind].resource_version)
+            kind,
+            watch=True,
+            allow_watch_bookmarks=True,
+            timeout_seconds=self._watch_timeout,
+            resource_version=self._states[kind].resource_version,
+        )
         try:
             for line in _lines(response):
                 events += 1
@@ -338,8 +373,7 @@ class ClusterMirror:
         if type_ == "ERROR":
             if raw.get("code") == 410:
                 raise _Expired(f"{raw.get('reason')}: {raw.get('message')}")
-            raise RuntimeError(f"watch ERROR {raw.get('code')} {raw.get('reason')}: "
-                               f"{raw.get('message')}")
+            raise RuntimeError(f"watch ERROR {raw.get('code')} {raw.get('reason')}: {raw.get('message')}")
         rv = (raw.get("metadata") or {}).get("resourceVersion")
         if type_ == "BOOKMARK":
             with self._lock:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from webhook.quantity import QuantityError, parse_mib, parse_quantity
+from webhook.rawdict import mapping
 
 LABEL_STRATEGY = "nvidia.com/gpu.sharing-strategy"
 LABEL_REPLICAS = "nvidia.com/gpu.replicas"
@@ -67,11 +68,11 @@ class GpuNode:
 
 def read_node(node: Mapping[str, Any], *, gpu_resources: Sequence[str]) -> GpuNode | None:
     """A GpuNode for a node that advertises a GPU resource or is guarded; None otherwise."""
-    meta = _mapping(node.get("metadata"))
-    labels = {str(k): str(v) for k, v in _mapping(meta.get("labels")).items()}
-    annotations = {str(k): str(v) for k, v in _mapping(meta.get("annotations")).items()}
-    status = _mapping(node.get("status"))
-    allocatable = _mapping(status.get("allocatable")) or _mapping(status.get("capacity"))
+    meta = mapping(node.get("metadata"))
+    labels = {str(k): str(v) for k, v in mapping(meta.get("labels")).items()}
+    annotations = {str(k): str(v) for k, v in mapping(meta.get("annotations")).items()}
+    status = mapping(node.get("status"))
+    allocatable = mapping(status.get("allocatable")) or mapping(status.get("capacity"))
     resource, slots = next(
         ((r, _count(allocatable[r])) for r in gpu_resources if r in allocatable), (gpu_resources[0], 0)
     )
@@ -94,7 +95,7 @@ def read_node(node: Mapping[str, Any], *, gpu_resources: Sequence[str]) -> GpuNo
             f"node {meta.get('name')} is time-sliced but its VRAM is unknown (no {LABEL_MEMORY} label); "
             f"an admin can set the annotation {ANN_CAPACITY}"
         )
-    spec = _mapping(node.get("spec"))
+    spec = mapping(node.get("spec"))
     return GpuNode(
         name=str(meta.get("name") or ""),
         labels=labels,
@@ -155,7 +156,3 @@ def _count(value: object) -> int:
     except QuantityError:
         return 0
     return int(amount) if amount >= 0 else 0
-
-
-def _mapping(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}

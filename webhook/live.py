@@ -31,6 +31,7 @@ from webhook.catalog import Catalog
 from webhook.cluster import ClusterMirror, Kind, WatchEvent, load_api_client
 from webhook.ledger import Ledger
 from webhook.policy import PREFIX, ClusterPolicy
+from webhook.rawdict import items, mapping
 from webhook.tenants import ANN_DEMAND, ANN_ESTIMATE, ANN_MIRROR, MIG_PREFIX, OLLAMA_LABEL, is_ollama_image
 from webhook.view import ESTIMATE_VERSION, ClusterView, Tenant, ViewBuilder
 
@@ -47,31 +48,31 @@ def project(
     kind: Kind, raw: Mapping[str, Any], *, gpu_resources: tuple[str, ...] = DEFAULT_GPU_RESOURCES
 ) -> dict[str, Any] | None:
     """The trimmed, read-only copy the guard keeps of one object (None: not kept)."""
-    meta = _mapping(raw.get("metadata"))
+    meta = mapping(raw.get("metadata"))
     if kind == "Namespace":
         return {"kind": "Namespace", "metadata": {"name": meta.get("name"), "annotations": _guard_ann(meta)}}
     if kind == "Node":
-        status = _mapping(raw.get("status"))
+        status = mapping(raw.get("status"))
         return {
             "kind": "Node",
             "metadata": {"name": meta.get("name"), "labels": meta.get("labels") or {}, "annotations": _guard_ann(meta)},
-            "spec": {k: v for k, v in _mapping(raw.get("spec")).items() if k in ("taints", "unschedulable")},
+            "spec": {k: v for k, v in mapping(raw.get("spec")).items() if k in ("taints", "unschedulable")},
             "status": {
-                "allocatable": {k: v for k, v in _mapping(status.get("allocatable")).items() if "nvidia.com/" in k}
+                "allocatable": {k: v for k, v in mapping(status.get("allocatable")).items() if "nvidia.com/" in k}
             },
         }
     return _project_pod(meta, raw, gpu_resources)
 
 
 def _project_pod(meta: Mapping[str, Any], raw: Mapping[str, Any], gpu: tuple[str, ...]) -> dict[str, Any] | None:
-    spec = _mapping(raw.get("spec"))
-    labels, annotations = _mapping(meta.get("labels")), _mapping(meta.get("annotations"))
+    spec = mapping(raw.get("spec"))
+    labels, annotations = mapping(meta.get("labels")), mapping(meta.get("annotations"))
     stamped = _current_stamp(annotations)
     # a current stamp is the demand: the Ollama settings are not needed, nor the commands once the
     # models are declared by annotation (they only name the models a denial message lists)
     keep = _Keep(settings=not stamped, commands=not stamped or f"{PREFIX}models" not in annotations)
-    containers = [_container(c, gpu, keep) for c in _list(spec.get("containers"))]
-    inits = [_container(c, gpu, keep) for c in _list(spec.get("initContainers"))]
+    containers = [_container(c, gpu, keep) for c in items(spec.get("containers"))]
+    inits = [_container(c, gpu, keep) for c in items(spec.get("initContainers"))]
     wanted = any(_is_candidate(c, gpu) for c in (*containers, *inits)) or (
         labels.get(OLLAMA_LABEL[0]) == OLLAMA_LABEL[1] or f"{PREFIX}models" in annotations
     )
@@ -90,7 +91,7 @@ def _project_pod(meta: Mapping[str, Any], raw: Mapping[str, Any], gpu: tuple[str
     }
     if meta.get("deletionTimestamp"):
         metadata["deletionTimestamp"] = meta["deletionTimestamp"]
-    phase = _mapping(raw.get("status")).get("phase")
+    phase = mapping(raw.get("status")).get("phase")
     return {
         "kind": "Pod",
         "metadata": metadata,
@@ -126,27 +127,27 @@ class _Keep:
 
 def _container(raw: object, gpu_resources: tuple[str, ...], keep: _Keep) -> dict[str, Any]:
     """Name, image, GPU requests and, as `keep` says, the Ollama env and the model-naming commands."""
-    container = _mapping(raw)
+    container = mapping(raw)
     kept: dict[str, Any] = {"name": container.get("name"), "image": container.get("image")}
     resources = {
         section: picked
-        for section, values in _mapping(container.get("resources")).items()
-        if (picked := {k: v for k, v in _mapping(values).items() if k in gpu_resources or k.startswith(MIG_PREFIX)})
+        for section, values in mapping(container.get("resources")).items()
+        if (picked := {k: v for k, v in mapping(values).items() if k in gpu_resources or k.startswith(MIG_PREFIX)})
     }
     if resources:
         kept["resources"] = resources
     script: list[str] = []
-    post = _mapping(_mapping(_mapping(container.get("lifecycle")).get("postStart")).get("exec"))
+    post = mapping(mapping(mapping(container.get("lifecycle")).get("postStart")).get("exec"))
     if keep.commands:
         for field in ("command", "args"):
             if container.get(field):
                 kept[field] = container[field]
-                script += [str(part) for part in _list(container[field])]
+                script += [str(part) for part in items(container[field])]
         if post:
             kept["lifecycle"] = {"postStart": {"exec": post}}
-            script += [str(part) for part in _list(post.get("command"))]
+            script += [str(part) for part in items(post.get("command"))]
     text = " ".join(script)
-    env = [e for e in _list(container.get("env")) if _env_needed(str(_mapping(e).get("name", "")), text, keep)]
+    env = [e for e in items(container.get("env")) if _env_needed(str(mapping(e).get("name", "")), text, keep)]
     if env:
         kept["env"] = env
     return kept
@@ -160,8 +161,8 @@ def _env_needed(name: str, script: str, keep: _Keep) -> bool:
 
 
 def _is_candidate(container: Mapping[str, Any], gpu_resources: tuple[str, ...]) -> bool:
-    resources = _mapping(container.get("resources"))
-    names = {*_mapping(resources.get("limits")), *_mapping(resources.get("requests"))}
+    resources = mapping(container.get("resources"))
+    names = {*mapping(resources.get("limits")), *mapping(resources.get("requests"))}
     return bool(names & set(gpu_resources)) or is_ollama_image(str(container.get("image") or ""))
 
 
@@ -189,15 +190,7 @@ def _intern(value: object) -> Any:
 
 
 def _guard_ann(meta: Mapping[str, Any]) -> dict[str, str]:
-    return {k: v for k, v in _mapping(meta.get("annotations")).items() if str(k).startswith(PREFIX)}
-
-
-def _mapping(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(value: object) -> list[Any]:
-    return value if isinstance(value, list) else []
+    return {k: v for k, v in mapping(meta.get("annotations")).items() if str(k).startswith(PREFIX)}
 
 
 class LiveSource:
@@ -278,7 +271,7 @@ class LiveSource:
         if obj is None:
             self._builder.delete_pod(key)
         if tenant is None:  # gone, finished, terminating or not a GPU tenant: nothing held any more
-            uid = _mapping(_mapping(last).get("metadata")).get("uid")
+            uid = mapping(mapping(last).get("metadata")).get("uid")
             if uid:
                 self.ledger.release(str(uid))
         computed = self._computed.setdefault(namespace, set())

@@ -21,13 +21,20 @@ _HINT: Final = "use a Kubernetes quantity such as 24Gi or 20000Mi"
 
 _BINARY: Final = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
 _DECIMAL: Final = {
-    "n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18,
+    "n": -9,
+    "u": -6,
+    "m": -3,
+    "": 0,
+    "k": 3,
+    "M": 6,
+    "G": 9,
+    "T": 12,
+    "P": 15,
+    "E": 18,
 }
 _SUFFIXES: Final = "Ki Mi Gi Ti Pi Ei (powers of 1024), n u m k M G T P E (powers of 1000)"
 
-_NUMBER = re.compile(
-    r"(?P<sign>[+-]?)(?P<number>[0-9]+\.?[0-9]*|\.[0-9]+)(?P<suffix>.*)", re.DOTALL
-)
+_NUMBER = re.compile(r"(?P<sign>[+-]?)(?P<number>[0-9]+\.?[0-9]*|\.[0-9]+)(?P<suffix>.*)", re.DOTALL)
 _EXPONENT = re.compile(r"[eE](?P<exp>[+-]?[0-9]+)")
 _NOT_FINITE = frozenset({"nan", "snan", "inf", "infinity"})
 # A value of at least 10**19 is over MAX_BYTES (~1.15e18) for sure.
@@ -105,8 +112,11 @@ def _parse_suffix(value: str, suffix: str) -> tuple[int, int]:
         return 1, _DECIMAL[suffix]
     match = _EXPONENT.fullmatch(suffix)
     if match is None:
-        raise QuantityError(value, f"unknown suffix {json.dumps(suffix)}{_suggest(suffix)}; "
-                                   f"accepted suffixes are {_SUFFIXES} or an exponent such as e3")
+        raise QuantityError(
+            value,
+            f"unknown suffix {json.dumps(suffix)}{_suggest(suffix)}; "
+            f"accepted suffixes are {_SUFFIXES} or an exponent such as e3",
+        )
     digits = match["exp"].lstrip("+-").lstrip("0")
     if len(digits) > 6:  # keep int() and Decimal away from absurd exponents
         return 1, (10**6 if match["exp"][0] != "-" else -(10**6))

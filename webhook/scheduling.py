@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from webhook.inventory import GpuNode, Taint
+from webhook.rawdict import items, mapping
 
 
 def candidate_nodes(pod_spec: Mapping[str, Any], nodes: Iterable[GpuNode]) -> list[GpuNode]:
@@ -21,9 +22,9 @@ def candidate_nodes(pod_spec: Mapping[str, Any], nodes: Iterable[GpuNode]) -> li
 def iter_candidates(pod_spec: Mapping[str, Any], nodes: Iterable[GpuNode]) -> Iterator[GpuNode]:
     """Lazily, the candidate nodes (callers that only need "is there one that…" stop early)."""
     pinned = str(pod_spec.get("nodeName") or "")
-    selector = _mapping(pod_spec.get("nodeSelector"))
+    selector = mapping(pod_spec.get("nodeSelector"))
     terms = _required_terms(pod_spec)
-    tolerations = [t for t in _list(pod_spec.get("tolerations")) if isinstance(t, Mapping)]
+    tolerations = [t for t in items(pod_spec.get("tolerations")) if isinstance(t, Mapping)]
     for node in nodes:
         if pinned and node.name != pinned:
             continue
@@ -41,15 +42,15 @@ def iter_candidates(pod_spec: Mapping[str, Any], nodes: Iterable[GpuNode]) -> It
 
 
 def _required_terms(pod_spec: Mapping[str, Any]) -> Sequence[Mapping[str, Any]] | None:
-    affinity = _mapping(_mapping(pod_spec.get("affinity")).get("nodeAffinity"))
-    required = _mapping(affinity.get("requiredDuringSchedulingIgnoredDuringExecution"))
+    affinity = mapping(mapping(pod_spec.get("affinity")).get("nodeAffinity"))
+    required = mapping(affinity.get("requiredDuringSchedulingIgnoredDuringExecution"))
     terms = required.get("nodeSelectorTerms")
     return [t for t in terms if isinstance(t, Mapping)] if isinstance(terms, list) else None
 
 
 def _term_matches(term: Mapping[str, Any], node: GpuNode) -> bool:
-    exprs = [e for e in _list(term.get("matchExpressions")) if isinstance(e, Mapping)]
-    fields = [f for f in _list(term.get("matchFields")) if isinstance(f, Mapping)]
+    exprs = [e for e in items(term.get("matchExpressions")) if isinstance(e, Mapping)]
+    fields = [f for f in items(term.get("matchFields")) if isinstance(f, Mapping)]
     if not exprs and not fields:
         return False  # an empty term matches no objects
     fields_ok = all(_expression(f, {"metadata.name": node.name}) for f in fields)
@@ -58,7 +59,7 @@ def _term_matches(term: Mapping[str, Any], node: GpuNode) -> bool:
 
 def _expression(expr: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
     key, op = str(expr.get("key", "")), str(expr.get("operator", ""))
-    values = [str(v) for v in _list(expr.get("values"))]
+    values = [str(v) for v in items(expr.get("values"))]
     present = key in labels
     value = labels.get(key, "")
     if op == "In":
@@ -92,11 +93,3 @@ def _tolerated(taint: Taint, tolerations: Sequence[Mapping[str, Any]]) -> bool:
         if operator == "Exists" or (tol.get("value") or "") == taint.value:
             return True
     return False
-
-
-def _mapping(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(value: object) -> list[Any]:
-    return value if isinstance(value, list) else []

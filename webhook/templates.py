@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from webhook.rawdict import mapping
+
 WORKLOAD_KINDS = {
     "Deployment",
     "StatefulSet",
@@ -56,9 +58,9 @@ def read_workload(obj: Mapping[str, Any], *, namespace: str = "") -> Workload | 
     kind = str(obj.get("kind") or "")
     if kind not in WORKLOAD_KINDS:
         return None
-    meta, spec = _mapping(obj.get("metadata")), _mapping(obj.get("spec"))
+    meta, spec = mapping(obj.get("metadata")), mapping(obj.get("spec"))
     if kind == "CronJob":
-        job = _mapping(_mapping(spec.get("jobTemplate")).get("spec"))
+        job = mapping(mapping(spec.get("jobTemplate")).get("spec"))
         template, count = job.get("template"), job.get("parallelism", 1)
     else:
         template = spec.get("template")
@@ -73,7 +75,3 @@ def read_workload(obj: Mapping[str, Any], *, namespace: str = "") -> Workload | 
         template,
         min(max(replicas, 0), MAX_REPLICAS),
     )
-
-
-def _mapping(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}

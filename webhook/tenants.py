@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from webhook.quantity import QuantityError, parse_quantity
+from webhook.rawdict import items, mapping, str_map
 
 ANN_MODELS = "ollama-guard.io/models"
 ANN_VRAM = "ollama-guard.io/vram"
@@ -95,18 +96,18 @@ def could_be_subject(pod: Mapping[str, Any], *, gpu_resources: Sequence[str]) ->
     Most pods of a cluster are CPU pods; skipping the full `read_pod` for them keeps building a
     100,000-pod view fast. Anything malformed returns True (the full reader reports it).
     """
-    meta = _mapping(pod.get("metadata"))
-    if _mapping(meta.get("labels")).get(OLLAMA_LABEL[0]) == OLLAMA_LABEL[1] or ANN_MODELS in _mapping(
+    meta = mapping(pod.get("metadata"))
+    if mapping(meta.get("labels")).get(OLLAMA_LABEL[0]) == OLLAMA_LABEL[1] or ANN_MODELS in mapping(
         meta.get("annotations")
     ):
         return True
-    spec = _mapping(pod.get("spec"))
+    spec = mapping(pod.get("spec"))
     for field in ("containers", "initContainers"):
-        for container in _list(spec.get(field)):
+        for container in items(spec.get(field)):
             if not isinstance(container, Mapping):
                 return True
-            resources = _mapping(container.get("resources"))
-            for section in (_mapping(resources.get("limits")), _mapping(resources.get("requests"))):
+            resources = mapping(container.get("resources"))
+            for section in (mapping(resources.get("limits")), mapping(resources.get("requests"))):
                 if any(r in section for r in gpu_resources) or any(str(k).startswith(MIG_PREFIX) for k in section):
                     return True
             if is_ollama_image(str(container.get("image") or "")):
@@ -116,16 +117,16 @@ def could_be_subject(pod: Mapping[str, Any], *, gpu_resources: Sequence[str]) ->
 
 def read_pod(pod: Mapping[str, Any], *, gpu_resources: Sequence[str], namespace: str = "") -> PodFacts:
     """Read the facts the guard needs from a raw Pod (as the API server sends it)."""
-    meta = _mapping(pod.get("metadata"))
-    spec = _mapping(pod.get("spec"))
-    labels = _str_map(meta.get("labels"))
-    annotations = _str_map(meta.get("annotations"))
+    meta = mapping(pod.get("metadata"))
+    spec = mapping(pod.get("spec"))
+    labels = str_map(meta.get("labels"))
+    annotations = str_map(meta.get("annotations"))
     containers: list[ContainerFacts] = []
     resources_seen: set[str] = set()
     for init, field in ((False, "containers"), (True, "initContainers")):
-        for raw in _list(spec.get(field)):
+        for raw in items(spec.get(field)):
             facts, names = _read_container(
-                _mapping(raw),
+                mapping(raw),
                 index=len([c for c in containers if c.init == init]),
                 init=init,
                 gpu_resources=gpu_resources,
@@ -140,7 +141,7 @@ def read_pod(pod: Mapping[str, Any], *, gpu_resources: Sequence[str], namespace:
         or labels.get(OLLAMA_LABEL[0]) == OLLAMA_LABEL[1]
         or ANN_MODELS in annotations
     )
-    status = _mapping(pod.get("status"))
+    status = mapping(pod.get("status"))
     return PodFacts(
         namespace=str(meta.get("namespace") or namespace),
         name=str(meta.get("name") or meta.get("generateName") or ""),
@@ -163,9 +164,9 @@ def _read_container(
     raw: Mapping[str, Any], *, index: int, init: bool, gpu_resources: Sequence[str]
 ) -> tuple[ContainerFacts, set[str]]:
     name = str(raw.get("name") or f"#{index}")
-    resources = _mapping(raw.get("resources"))
-    limits = _mapping(resources.get("limits"))
-    requests = _mapping(resources.get("requests"))
+    resources = mapping(raw.get("resources"))
+    limits = mapping(resources.get("limits"))
+    requests = mapping(resources.get("requests"))
     seen = {str(k) for k in (*limits, *requests)}
     gpus = 0
     for resource in gpu_resources:
@@ -173,14 +174,14 @@ def _read_container(
         if value is not None:
             gpus += _gpu_count(value, container=name, resource=resource)
     env: dict[str, str | None] = {}
-    for item in _list(raw.get("env")):
-        entry = _mapping(item)
+    for item in items(raw.get("env")):
+        entry = mapping(item)
         if isinstance(entry.get("name"), str):
             value = entry.get("value")
             env[entry["name"]] = None if "valueFrom" in entry else str(value if value is not None else "")
-    post_start = _mapping(_mapping(_mapping(raw.get("lifecycle")).get("postStart")).get("exec"))
-    argv = [str(part) for part in (*_list(raw.get("command")), *_list(raw.get("args")))]
-    hook = [str(part) for part in _list(post_start.get("command"))]
+    post_start = mapping(mapping(mapping(raw.get("lifecycle")).get("postStart")).get("exec"))
+    argv = [str(part) for part in (*items(raw.get("command")), *items(raw.get("args")))]
+    hook = [str(part) for part in items(post_start.get("command"))]
     commands = tuple(tuple(seq) for seq in (argv, hook) if seq)
     image = str(raw.get("image") or "")
     facts = ContainerFacts(
@@ -215,17 +216,3 @@ def _gpu_count(value: object, *, container: str, resource: str) -> int:
             f"{MAX_GPUS_PER_POD}, got {value!r}"
         )
     return int(amount)
-
-
-def _mapping(value: object) -> Mapping[str, Any]:
-    if type(value) is dict:  # the common case, without the slower ABC check
-        return value
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(value: object) -> list[Any]:
-    return value if type(value) is list else []
-
-
-def _str_map(value: object) -> dict[str, str]:
-    return {str(k): str(v) for k, v in _mapping(value).items()}

@@ -49,8 +49,7 @@ class ReloadingTLS:
             context = self._load()
         except (OSError, ssl.SSLError) as exc:
             raise TLSLoadError(
-                f"cannot load TLS certificate {self._cert_file} with key {self._key_file}: "
-                f"{_describe(exc)}"
+                f"cannot load TLS certificate {self._cert_file} with key {self._key_file}: {_describe(exc)}"
             ) from exc
         context.sni_callback = self._select_context
         self._context = context
@@ -102,15 +101,11 @@ class ReloadingTLS:
                 # A dead watcher would silently stop rotation until the certificate expires.
                 logger.exception("TLS certificate reload check failed; will retry")
 
-    def ssl_context_factory(
-        self, config: object, default_factory: Callable[[], ssl.SSLContext]
-    ) -> ssl.SSLContext:
+    def ssl_context_factory(self, config: object, default_factory: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
         """`uvicorn.Config(ssl_context_factory=...)` hook: always this object's `context`."""
         return self._context
 
-    def _select_context(
-        self, ssl_object: ssl.SSLObject, server_name: str | None, context: ssl.SSLContext
-    ) -> None:
+    def _select_context(self, ssl_object: ssl.SSLObject, server_name: str | None, context: ssl.SSLContext) -> None:
         active = self._active
         if active is not context:
             ssl_object.context = active
