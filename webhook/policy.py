@@ -33,8 +33,8 @@ ANN_ALLOWED = PREFIX + "allowed-models"
 LIMITS = {ANN_MAX_LOADED: 64, ANN_CONTEXT: 1 << 21, ANN_PARALLEL: 256}
 
 
-class ClusterPolicy(BaseModel):
-    """Cluster-wide defaults and guard settings (design §9)."""
+class PolicyDefaults(BaseModel):
+    """The settings that mean the same in the guard's configuration and in its effective policy."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -44,15 +44,20 @@ class ClusterPolicy(BaseModel):
     num_parallel: int = Field(default=1, ge=1, le=256)
     allowed_models: tuple[str, ...] = ("*",)
     gpu_resources: tuple[str, ...] = ("nvidia.com/gpu", "nvidia.com/gpu.shared")
-    exempt_namespaces: tuple[str, ...] = ("kube-system", "kube-node-lease", "ollama-guard-system")
     policy_admin_groups: tuple[str, ...] = ("system:masters",)
     policy_admin_users: tuple[str, ...] = ()
-    cuda_context_overhead_mib: int = Field(default=512, ge=0, le=1 << 20)
     safety_margin: float = Field(default=0.10, ge=0.0, le=10.0)
-    #: None means one replica's even share of the node: gpu.memory / gpu.replicas.
-    default_tenant_vram_mib: int | None = Field(default=None, ge=0)
     ollama_requires_gpu: bool = True
     reservation_ttl_seconds: float = Field(default=60.0, gt=0)
+
+
+class ClusterPolicy(PolicyDefaults):
+    """Cluster-wide defaults and guard settings (design §9), quantities resolved to MiB."""
+
+    exempt_namespaces: tuple[str, ...] = ("kube-system", "kube-node-lease", "ollama-guard-system")
+    cuda_context_overhead_mib: int = Field(default=512, ge=0, le=1 << 20)
+    #: None means one replica's even share of the node: gpu.memory / gpu.replicas.
+    default_tenant_vram_mib: int | None = Field(default=None, ge=0)
 
 
 @dataclass(frozen=True, slots=True)
