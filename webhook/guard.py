@@ -49,9 +49,9 @@ def enforce(ns: NamespacePolicy, violations: Sequence[Violation], guard: Guard, 
     if ns.enforcement == "enforce" or broken_policy:
         first = (broken_policy or failures)[0]
         rest = [v for v in failures if v is not first]
-        message = f"{subject} denied by ollama-guard: {first.message}"
+        message = f"{subject} denied by ollama-guard: {_sentence(first.message)}"
         if rest:
-            message += " Also: " + " ".join(v.message for v in rest[:3])
+            message += " Also: " + " ".join(_sentence(v.message) for v in rest[:3])
         denial = rv.denied(message, code=first.code, reason="BadRequest" if first.code == 400 else "Forbidden")
         return rv.with_warnings(denial, advisories)
     if ns.enforcement == "warn":
@@ -60,3 +60,8 @@ def enforce(ns: NamespacePolicy, violations: Sequence[Violation], guard: Guard, 
         guard.on_would_deny(ns.namespace, v.rule, v.message)
     record = "; ".join(f"{v.rule}: {v.message}" for v in failures)[:2000]
     return rv.with_audit(rv.allowed(), **{"ollama-guard.io/would-deny": record})
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return text if text.endswith((".", "!", "?")) else text + "."
