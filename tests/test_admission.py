@@ -709,3 +709,25 @@ def test_bound_pods_count_against_the_quota_in_snapshot_mode() -> None:
         assert validate(request(binding_review(pod)), guard).allowed
     third = validate(request(ollama_pod_review()), guard)
     assert not third.allowed and "quota" in third.message and "15.5 GiB in use" in third.message
+
+
+@requires_fixtures
+@pytest.mark.parametrize(
+    ("groups", "annotations", "allowed"),
+    [
+        pytest.param(["system:authenticated"], {"ollama-guard.io/enforcement": "off"}, False, id="tenant-sets-policy"),
+        pytest.param(["system:authenticated"], {"team": "a"}, True, id="tenant-plain-annotations"),
+        pytest.param(["system:masters"], {"ollama-guard.io/vram-quota": "40Gi"}, True, id="admin-sets-policy"),
+    ],
+)
+def test_namespace_create_with_policy_annotations(
+    groups: list[str], annotations: dict[str, str], allowed: bool
+) -> None:
+    guard, _ = make_guard()
+    review = copy.deepcopy(recorded("validate-namespace-create-1"))
+    review["request"]["userInfo"] = {"username": "someone", "groups": groups}
+    review["request"]["object"]["metadata"]["annotations"] = annotations
+    response = validate(request(review), guard)
+    assert response.allowed is allowed
+    if not allowed:
+        assert "may not add, change or remove" in response.message and "ollama-guard.io/enforcement" in response.message

@@ -183,6 +183,13 @@ def test_healthz_and_readyz(guard: GuardServer) -> None:
     assert ready.json() == {"ready": True, "mode": "snapshot", "source": "test", "nodes": 1, "tenants": 2}
 
 
+@pytest.mark.parametrize("path", ["/mutate", "/validate"])
+def test_admission_endpoints_only_take_post(guard: GuardServer, path: str) -> None:
+    reply = guard.client.get(path)
+    assert reply.status_code == 405
+    assert guard.client.get("/no-such-path").status_code == 404
+
+
 def test_metrics_count_requests_decisions_latency_and_node_vram(start_guard: Callable[..., GuardServer]) -> None:
     fresh = start_guard()
     fresh.review("/mutate", load_recorded(POD))
