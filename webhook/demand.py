@@ -113,6 +113,46 @@ def resolve_models(catalog: Catalog, refs: tuple[str, ...]) -> tuple[list[tuple[
     return known, unknown
 
 
+class _EstimateCache:
+    """Pods of one workload repeat the same models and settings: estimate each combination once.
+
+    Keyed by value (frozen inputs), bounded, and tied to one catalog (a different catalog resets it).
+    """
+
+    MAX = 4096
+
+    def __init__(self) -> None:
+        self._catalog: Catalog | None = None
+        self._items: dict[tuple[object, ...], tuple[tuple[str, ...], tuple[str, ...], PodEstimate | None]] = {}
+
+    def get(
+        self, catalog: Catalog, refs: tuple[str, ...], settings: OllamaSettings, gpus: int, cluster: ClusterPolicy
+    ) -> tuple[tuple[str, ...], tuple[str, ...], PodEstimate | None]:
+        if catalog is not self._catalog or len(self._items) >= self.MAX:
+            self._catalog, self._items = catalog, {}
+        key = (refs, settings, gpus, cluster.cuda_context_overhead_mib, cluster.safety_margin)
+        found = self._items.get(key)
+        if found is None:
+            known, unknown = resolve_models(catalog, refs)
+            estimate = (
+                estimate_pod(
+                    known,
+                    settings,
+                    gpus=gpus,
+                    cuda_context_overhead_mib=cluster.cuda_context_overhead_mib,
+                    safety_margin=cluster.safety_margin,
+                )
+                if known
+                else None
+            )
+            found = (tuple(spec.tag for _, spec in known), tuple(unknown), estimate)
+            self._items[key] = found
+        return found
+
+
+_estimate = _EstimateCache().get
+
+
 def compute_demand(pod: PodFacts, *, ns: NamespacePolicy, cluster: ClusterPolicy, catalog: Catalog) -> PodDemand:
     """The pod's demand; raises DeclarationError for what the author must fix (unknown models…)."""
     decl = read_declaration(pod)
@@ -121,7 +161,7 @@ def compute_demand(pod: PodFacts, *, ns: NamespacePolicy, cluster: ClusterPolicy
             return PodDemand(decl, "declared", decl.vram_mib)
         return PodDemand(decl, "default", cluster.default_tenant_vram_mib)
     settings, notes = read_settings(pod, ns, context_hint=decl.context_length)
-    known, unknown = resolve_models(catalog, decl.models)
+    _, unknown, estimate = _estimate(catalog, decl.models, settings, max(pod.gpus, 1), cluster)
     if unknown and decl.vram_mib is None:
         raise DeclarationError(
             f"unknown model{'s' if len(unknown) > 1 else ''} {', '.join(repr(u) for u in unknown)}: "
@@ -133,17 +173,6 @@ def compute_demand(pod: PodFacts, *, ns: NamespacePolicy, cluster: ClusterPolicy
             return PodDemand(decl, "declared", decl.vram_mib, settings, notes=notes)
         notes = (*notes, "no models declared: counted as one replica's even share of the node")
         return PodDemand(decl, "default", cluster.default_tenant_vram_mib, settings, notes=notes)
-    estimate = (
-        estimate_pod(
-            known,
-            settings,
-            gpus=max(pod.gpus, 1),
-            cuda_context_overhead_mib=cluster.cuda_context_overhead_mib,
-            safety_margin=cluster.safety_margin,
-        )
-        if known
-        else None
-    )
     if decl.vram_mib is None:
         assert estimate is not None  # every model is known here
         return PodDemand(decl, "estimate", estimate.demand_mib, settings, estimate, notes)

@@ -188,12 +188,18 @@ def _setting_checks(
 
 
 def _model_checks(demand: PodDemand, ns: NamespacePolicy, catalog: Catalog) -> list[Violation]:
+    if ns.allowed_models == ("*",):
+        return []
+    resolved = {m.requested: m.tag for m in demand.estimate.models} if demand.estimate else {}
     refused = []
     for ref in demand.declaration.models:
         name, tag = normalize_ref(ref)
         candidates = {f"{name}:{tag}", ref.strip().lower()}
-        with contextlib.suppress(LookupError):
-            candidates.add(catalog.resolve(ref).tag)
+        if ref in resolved:
+            candidates.add(resolved[ref])
+        else:
+            with contextlib.suppress(LookupError):
+                candidates.add(catalog.resolve(ref).tag)
         if not any(ns.model_allowed(c) for c in candidates):
             refused.append(ref)
     if not refused:

@@ -1,0 +1,113 @@
+"""Pod demand composition: settings as Ollama reads them, declared vs estimated, the estimate cache."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from webhook.catalog import load_catalog
+from webhook.demand import compute_demand
+from webhook.policy import ClusterPolicy, resolve_namespace_policy
+from webhook.tenants import DeclarationError, read_pod
+
+CLUSTER = ClusterPolicy()
+NS = resolve_namespace_policy(CLUSTER, "team-a", None)
+CATALOG = load_catalog()
+
+
+def ollama(env: dict[str, str] | None = None, annotations: dict[str, str] | None = None, gpus: str = "1") -> Any:
+    raw = {
+        "metadata": {
+            "name": "p",
+            "namespace": "team-a",
+            "annotations": {"ollama-guard.io/models": "llama3.1:8b", **(annotations or {})},
+        },
+        "spec": {
+            "containers": [
+                {
+                    "name": "o",
+                    "image": "ollama/ollama",
+                    "env": [{"name": k, "value": v} for k, v in (env or {}).items()],
+                    "resources": {"limits": {"nvidia.com/gpu": gpus}},
+                }
+            ]
+        },
+    }
+    return read_pod(raw, gpu_resources=CLUSTER.gpu_resources)
+
+
+def demand(pod: Any, catalog: Any = CATALOG) -> Any:
+    return compute_demand(pod, ns=NS, cluster=CLUSTER, catalog=catalog)
+
+
+@pytest.mark.parametrize(
+    ("env", "field", "value"),
+    [
+        pytest.param({}, "context_length", 8192, id="namespace-default-context"),
+        pytest.param({"OLLAMA_CONTEXT_LENGTH": "4096"}, "context_length", 4096, id="env-context"),
+        pytest.param({"OLLAMA_NUM_PARALLEL": "0"}, "num_parallel", 4, id="auto-parallel-worst-case"),
+        pytest.param({"OLLAMA_MAX_LOADED_MODELS": "0"}, "max_loaded_models", 3, id="auto-max-loaded"),
+        pytest.param({"OLLAMA_KV_CACHE_TYPE": "q8_0"}, "effective_kv_type", "f16", id="kv-type-needs-flash"),
+        pytest.param(
+            {"OLLAMA_KV_CACHE_TYPE": "q8_0", "OLLAMA_FLASH_ATTENTION": "1"},
+            "effective_kv_type",
+            "q8_0",
+            id="kv-type-with-flash",
+        ),
+        pytest.param(
+            {"OLLAMA_KV_CACHE_TYPE": "bogus", "OLLAMA_FLASH_ATTENTION": "true"},
+            "effective_kv_type",
+            "f16",
+            id="unknown-kv-type-is-f16",
+        ),
+        pytest.param({"OLLAMA_GPU_OVERHEAD": "1073741824"}, "gpu_overhead_bytes", 1 << 30, id="gpu-overhead"),
+    ],
+)
+def test_settings_are_read_like_ollama(env: dict[str, str], field: str, value: object) -> None:
+    assert getattr(demand(ollama(env)).settings, field) == value
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        pytest.param({"OLLAMA_CONTEXT_LENGTH": "8k"}, "OLLAMA_CONTEXT_LENGTH", id="context-suffix"),
+        pytest.param({"OLLAMA_GPU_OVERHEAD": "-5"}, "OLLAMA_GPU_OVERHEAD", id="negative-overhead"),
+    ],
+)
+def test_bad_env_values_are_declaration_errors(env: dict[str, str], needle: str) -> None:
+    with pytest.raises(DeclarationError, match=needle):
+        demand(ollama(env))
+
+
+def test_declared_vram_cannot_under_declare_a_known_model() -> None:
+    low = demand(ollama(annotations={"ollama-guard.io/vram": "1Gi"}))
+    high = demand(ollama(annotations={"ollama-guard.io/vram": "40Gi"}))
+    assert low.source == high.source == "max(declared, estimate)"
+    assert low.demand_mib == demand(ollama()).demand_mib and high.demand_mib == 40 * 1024
+
+
+def test_the_estimate_cache_is_keyed_by_everything_that_changes_it() -> None:
+    first, again = demand(ollama()), demand(ollama())
+    assert again.estimate is first.estimate  # the same combination is estimated once
+    assert demand(ollama({"OLLAMA_CONTEXT_LENGTH": "4096"})).demand_mib < first.demand_mib
+    assert demand(ollama(gpus="2")).estimate is not first.estimate
+    overlay = CATALOG.with_overlay(
+        {
+            "models": {
+                "llama3.1:8b": {
+                    "size": "9.8GB",
+                    "layers": 32,
+                    "kv_heads": 8,
+                    "head_dim": 128,
+                    "context_length": 131072,
+                    "embedding_length": 4096,
+                    "heads": 32,
+                    "vocab_size": 128256,
+                    "architecture": "llama",
+                    "quantization": "Q8_0",
+                }
+            }
+        }
+    )
+    assert demand(ollama(), overlay).demand_mib > first.demand_mib  # another catalog is not served from the cache
