@@ -133,3 +133,14 @@ def test_concurrent_reservations_never_overcommit(round_: int) -> None:
     assert 1_559 + admitted == ledger.committed("gpu-a") <= NODE.budget_mib
     smallest_denied = min((d for d, ok in outcomes if not ok), default=None)
     assert smallest_denied is not None and ledger.committed("gpu-a") + smallest_denied > NODE.budget_mib
+
+
+def test_remembered_pods_are_bounded_even_without_expiry(monkeypatch: pytest.MonkeyPatch) -> None:
+    import webhook.ledger as ledger_module
+
+    monkeypatch.setattr(ledger_module, "MAX_ADMITTED", 3)
+    ledger = Ledger(view(), ttl_seconds=float("inf"), clock=Clock())
+    for i in range(5):
+        ledger.remember_admitted(tenant(i))
+    assert ledger.find_tenant("ns/p0") is None and ledger.find_tenant("ns/p1") is None
+    assert [ledger.find_tenant(f"ns/p{i}") is not None for i in (2, 3, 4)] == [True, True, True]

@@ -28,7 +28,6 @@ app = typer.Typer(
     "that keeps time-sliced GPU nodes within their physical VRAM for Ollama.",
 )
 err = Console(stderr=True)
-REPO_ROOT = Path(__file__).resolve().parent.parent
 EMBEDDED_SNAPSHOT = Path(__file__).resolve().parent / "data" / "cluster.yaml"
 SAMPLE_REVIEW = Path(__file__).resolve().parent / "data" / "sample-review.json"
 

@@ -19,6 +19,9 @@ from dataclasses import dataclass
 from webhook.inventory import GpuNode
 from webhook.view import ClusterView, Tenant
 
+#: pods remembered between their CREATE and their binding (a scheduler backlog far beyond any cluster's)
+MAX_ADMITTED = 100_000
+
 
 @dataclass(frozen=True, slots=True)
 class Fit:
@@ -135,9 +138,15 @@ class Ledger:
             self._reservations.pop(uid, None)
 
     def remember_admitted(self, tenant: Tenant) -> None:
-        """Keep a pod admitted at CREATE findable by its binding until the watch has it."""
+        """Keep a pod admitted at CREATE findable by its binding until the watch has it.
+
+        Bounded: with no expiry (snapshot mode) the oldest entries give way after MAX_ADMITTED.
+        """
         with self._lock:
+            self._admitted.pop(tenant.key, None)
             self._admitted[tenant.key] = (tenant, self._clock() + self._ttl)
+            while len(self._admitted) > MAX_ADMITTED:
+                del self._admitted[next(iter(self._admitted))]
 
     def find_tenant(self, key: str) -> Tenant | None:
         """The tenant by namespace/name: the view first, then recently admitted pods."""

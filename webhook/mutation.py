@@ -85,14 +85,6 @@ def plan_edits(pod: PodFacts, ns: NamespacePolicy, cluster: ClusterPolicy) -> li
     return edits
 
 
-def container_ops(
-    raw: dict[str, Any], pod: PodFacts, ns: NamespacePolicy, cluster: ClusterPolicy
-) -> list[dict[str, Any]]:
-    """The JSON Patch operations that inject the settings and GPU request into `raw`."""
-    spec = raw.get("spec") if isinstance(raw.get("spec"), dict) else {}
-    return [op for edit in plan_edits(pod, ns, cluster) for op in edit_container(spec or {}, edit)]
-
-
 def after_edits(pod: PodFacts, edits: list[ContainerEdit]) -> PodFacts:
     """The facts of the pod as the edits leave it (no copy of the raw object needed)."""
     by_index = {e.index: e for e in edits}
