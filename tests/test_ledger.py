@@ -7,6 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from webhook.inventory import read_node
 from webhook.ledger import Ledger, fits
@@ -144,3 +146,65 @@ def test_remembered_pods_are_bounded_even_without_expiry(monkeypatch: pytest.Mon
         ledger.remember_admitted(tenant(i))
     assert ledger.find_tenant("ns/p0") is None and ledger.find_tenant("ns/p1") is None
     assert [ledger.find_tenant(f"ns/p{i}") is not None for i in (2, 3, 4)] == [True, True, True]
+
+
+def test_a_repeated_binding_renews_its_reservation() -> None:
+    clock = Clock()
+    ledger = Ledger(view(), ttl_seconds=60, clock=clock)
+    ledger.reserve(tenant(1, 10_000), NODE)
+    ledger.reserve(tenant(2, 20_000), NODE)
+    clock.now += 50
+    ledger.reserve(tenant(1, 10_000), NODE)  # the same pod again: its clock restarts
+    clock.now += 20  # p2 (taken 70 s ago) has expired, p1 (renewed 20 s ago) has not
+    assert ledger.committed("gpu-a") == 10_000
+    assert [r.uid for r in ledger.reservations()] == ["uid-1"]
+
+
+NODE_B = replace(NODE, name="gpu-b")
+_OPS = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("reserve"),
+            st.integers(0, 7),
+            st.sampled_from(["gpu-a", "gpu-b"]),
+            st.sampled_from(["ns", "other"]),
+            st.integers(1_000, 30_000),
+        ),
+        st.tuples(st.just("release"), st.integers(0, 7)),
+        st.tuples(st.just("tick"), st.integers(0, 40)),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_OPS)
+def test_indexed_ledger_matches_a_naive_model(ops: list[tuple[object, ...]]) -> None:
+    """Committed VRAM per node and pending usage per namespace equal a straightforward recount of
+    the live reservations, whatever the order of bindings, releases and expiries."""
+    clock = Clock()
+    ledger = Ledger(assemble_view({"gpu-a": NODE, "gpu-b": NODE_B}, {}, {}), ttl_seconds=60, clock=clock)
+    model: dict[str, tuple[str, str, int, float]] = {}  # uid -> node, namespace, demand, expires
+    for op in ops:
+        if op[0] == "reserve":
+            _, i, node_name, namespace, demand = op
+            pod = replace(tenant(int(i), int(demand)), namespace=str(namespace), uid=f"{namespace}-{i}")
+            node = NODE if node_name == "gpu-a" else NODE_B
+            live = {u: m for u, m in model.items() if m[3] >= clock.now}
+            held = sum(m[2] for u, m in live.items() if m[0] == node.name and u != pod.uid)
+            if ledger.reserve(pod, node).ok:
+                assert held + int(demand) <= node.budget_mib
+                model[pod.uid] = (node.name, str(namespace), int(demand), clock.now + 60)
+            else:
+                assert held + int(demand) > node.budget_mib
+        elif op[0] == "release":
+            for namespace in ("ns", "other"):
+                ledger.release(f"{namespace}-{op[1]}")
+                model.pop(f"{namespace}-{op[1]}", None)
+        else:
+            clock.now += float(op[1])
+        live = {u: m for u, m in model.items() if m[3] >= clock.now}
+        for name in ("gpu-a", "gpu-b"):
+            assert ledger.committed(name) == sum(m[2] for m in live.values() if m[0] == name)
+        for namespace in ("ns", "other"):
+            assert ledger.pending_usage(namespace) == sum(m[2] for m in live.values() if m[1] == namespace)

@@ -6,7 +6,11 @@ by admitted bindings that the view does not show yet; check-and-take happens und
 two concurrent bindings can never both take the last free VRAM. A reservation ends when a
 published view shows the pod bound (confirm), when the pod goes away (`release`), or after the
 TTL. It also remembers pods admitted at CREATE for a short while, so a binding that races the
-watch still finds its pod. The clock is injected; no I/O.
+watch still finds its pod. The clock is injected (monotonic); no I/O.
+
+Every call on the request path costs O(reservations on one node), never O(all reservations):
+reservations are indexed by node and by namespace, and kept in expiry order (one TTL, a
+monotonic clock), so expiring them only looks at the oldest.
 """
 
 from __future__ import annotations
@@ -78,7 +82,9 @@ class Ledger:
         self._view = view
         self._ttl = ttl_seconds
         self._clock = clock
-        self._reservations: dict[str, Reservation] = {}
+        self._reservations: dict[str, Reservation] = {}  # by pod UID, oldest (first to expire) first
+        self._on_node: dict[str, dict[str, Reservation]] = {}
+        self._of_namespace: dict[str, dict[str, Reservation]] = {}
         self._admitted: dict[str, tuple[Tenant, float]] = {}
 
     @property
@@ -92,7 +98,7 @@ class Ledger:
             for uid, res in list(self._reservations.items()):
                 tenant = view.tenants.get(res.key)
                 if tenant is not None and tenant.uid == uid and tenant.node == res.node:
-                    del self._reservations[uid]
+                    self._drop_locked(uid)
 
     def committed(self, node: str) -> int:
         with self._lock:
@@ -116,26 +122,20 @@ class Ledger:
             demand = tenant.demand_on(node)
             fit = fits(node, committed_mib=committed, demand_mib=demand, gpus=tenant.gpus)
             if (fit.ok or force) and not dry_run:
-                self._reservations[tenant.uid] = Reservation(
-                    tenant.uid, tenant.key, node.name, demand, self._clock() + self._ttl
-                )
+                self._add_locked(Reservation(tenant.uid, tenant.key, node.name, demand, self._clock() + self._ttl))
             return fit
 
     def pending_usage(self, namespace: str) -> int:
         """VRAM reserved by bindings of this namespace's pods that the view does not hold at all
         (snapshot mode, or a pod the watch has not delivered yet): counted against its quota."""
-        prefix = f"{namespace}/"
         with self._lock:
             self._expire_locked()
-            return sum(
-                r.demand_mib
-                for r in self._reservations.values()
-                if r.key.startswith(prefix) and r.key not in self._view.tenants
-            )
+            tenants = self._view.tenants
+            return sum(r.demand_mib for r in self._of_namespace.get(namespace, {}).values() if r.key not in tenants)
 
     def release(self, uid: str) -> None:
         with self._lock:
-            self._reservations.pop(uid, None)
+            self._drop_locked(uid)
 
     def remember_admitted(self, tenant: Tenant) -> None:
         """Keep a pod admitted at CREATE findable by its binding until the watch has it.
@@ -172,18 +172,43 @@ class Ledger:
     def _committed_locked(self, node: str) -> int:
         view = self._view
         total = view.committed.get(node, 0)
-        for res in self._reservations.values():
-            if res.node != node:
-                continue
+        for res in self._on_node.get(node, {}).values():
             tenant = view.tenants.get(res.key)
             if tenant is not None and tenant.uid == res.uid and tenant.node == node:
                 continue  # the view already counts it
             total += res.demand_mib
         return total
 
+    def _add_locked(self, res: Reservation) -> None:
+        self._drop_locked(res.uid)  # re-inserted at the end: the dict stays in expiry order
+        self._reservations[res.uid] = res
+        self._on_node.setdefault(res.node, {})[res.uid] = res
+        self._of_namespace.setdefault(_namespace_of(res.key), {})[res.uid] = res
+
+    def _drop_locked(self, uid: str) -> None:
+        res = self._reservations.pop(uid, None)
+        if res is None:
+            return
+        for index, group in ((self._on_node, res.node), (self._of_namespace, _namespace_of(res.key))):
+            members = index[group]
+            del members[uid]
+            if not members:
+                del index[group]
+
     def _expire_locked(self) -> None:
         now = self._clock()
-        for uid in [u for u, r in self._reservations.items() if r.expires_at < now]:
-            del self._reservations[uid]
-        for key in [k for k, (_, exp) in self._admitted.items() if exp < now]:
-            del self._admitted[key]
+        reservations, admitted = self._reservations, self._admitted
+        while reservations:
+            oldest = next(iter(reservations.values()))
+            if oldest.expires_at >= now:
+                break
+            self._drop_locked(oldest.uid)
+        while admitted:
+            key, (_, expires_at) = next(iter(admitted.items()))
+            if expires_at >= now:
+                break
+            del admitted[key]
+
+
+def _namespace_of(key: str) -> str:
+    return key.partition("/")[0]
