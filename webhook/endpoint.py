@@ -9,6 +9,7 @@ Anything our own code raises becomes an AdmissionReview with `status.code: 500`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import re
@@ -56,6 +57,13 @@ def parse_timeout(raw: str | None) -> float:
         return DEFAULT_TIMEOUT
     value = float(match.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0}[match.group(2)]
     return min(max(value, 0.05), 30.0)
+
+
+@functools.lru_cache(maxsize=64)
+def query_timeout(query: bytes | None) -> float:
+    """The decision budget for a request's query string: every request of one webhook has the same."""
+    values = parse_qs((query or b"").decode("latin-1")).get("timeout")
+    return parse_timeout(values[0] if values else None)
 
 
 class Deadline:
@@ -116,12 +124,14 @@ class AdmissionEndpoint:
         self.guard = guard
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self._latency = metrics.latency.labels(webhook)
+        self._counters: dict[tuple[str, str, str], Any] = {}  # labelled children, looked up once
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         status, body = await self.answer(scope, receive)
         if status == 200:  # a decided review (rejected requests are counted in bad_requests)
-            self.metrics.latency.labels(self.webhook).observe(time.perf_counter() - started)
+            self._latency.observe(time.perf_counter() - started)
         headers = [*_JSON, (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
@@ -140,9 +150,8 @@ class AdmissionEndpoint:
         except (ValueError, RecursionError) as exc:
             message = str(exc) if isinstance(exc, rv.ReviewError) else f"body is not valid JSON: {str(exc)[:200]}"
             return self.reject(400, message)
-        query = parse_qs((scope.get("query_string") or b"").decode("latin-1"))
         started = time.perf_counter()
-        response = await self.decide(req, parse_timeout((query.get("timeout") or [None])[0]) - TIMEOUT_HEADROOM)
+        response = await self.decide(req, query_timeout(scope.get("query_string")) - TIMEOUT_HEADROOM)
         review = rv.build_review(req.uid, response, mutating=self.webhook == "mutate")
         self.record(req, response, time.perf_counter() - started)
         return 200, orjson.dumps(review)
@@ -185,7 +194,11 @@ class AdmissionEndpoint:
 
     def record(self, req: AdmissionRequest, response: AdmissionResponse, elapsed: float) -> None:
         decision = decision_of(response)
-        self.metrics.requests.labels(self.webhook, req.kind.kind, req.operation, decision).inc()
+        labels = (req.kind.kind, req.operation, decision)
+        counter = self._counters.get(labels)
+        if counter is None:
+            counter = self._counters[labels] = self.metrics.requests.labels(self.webhook, *labels)
+        counter.inc()
         # plain admissions at DEBUG (they are most of the traffic); anything with a reason at INFO+
         level = logging.DEBUG if decision in ("allowed", "patched") else logging.INFO
         if decision == "error":

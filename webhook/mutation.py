@@ -8,9 +8,9 @@ empty patch.
 
 from __future__ import annotations
 
-import json
-from dataclasses import replace
 from typing import Any
+
+import orjson
 
 from webhook import review as rv
 from webhook.demand import ENV_CONTEXT, ENV_MAX_LOADED, ENV_PARALLEL, PodDemand, compute_demand
@@ -19,7 +19,7 @@ from webhook.guard import Guard
 from webhook.patches import ContainerEdit, edit_container, set_annotations
 from webhook.policy import ClusterPolicy, NamespacePolicy
 from webhook.review import AdmissionRequest, AdmissionResponse
-from webhook.tenants import ANN_DEMAND, ANN_ESTIMATE, DeclarationError, PodFacts, read_pod
+from webhook.tenants import ANN_DEMAND, ANN_ESTIMATE, ContainerFacts, DeclarationError, PodFacts, read_pod
 from webhook.view import ESTIMATE_VERSION, tenant_from_pod
 
 
@@ -86,17 +86,46 @@ def plan_edits(pod: PodFacts, ns: NamespacePolicy, cluster: ClusterPolicy) -> li
 
 
 def after_edits(pod: PodFacts, edits: list[ContainerEdit]) -> PodFacts:
-    """The facts of the pod as the edits leave it (no copy of the raw object needed)."""
+    """The facts of the pod as the edits leave it (no copy of the raw object needed).
+
+    Built with the constructors rather than `dataclasses.replace` (a third of the cost; this runs
+    on every mutated pod).
+    """
     by_index = {e.index: e for e in edits}
     containers = tuple(
-        replace(c, env={**c.env, **dict(by_index[c.index].env)}, gpus=c.gpus + by_index[c.index].gpu_count)
-        if not c.init and c.index in by_index
-        else c
-        for c in pod.containers
+        _edited(c, by_index[c.index]) if not c.init and c.index in by_index else c for c in pod.containers
     )
     app = sum(c.gpus for c in containers if not c.init)
     init = max((c.gpus for c in containers if c.init), default=0)
-    return replace(pod, containers=containers, gpus=max(app, init))
+    return PodFacts(
+        namespace=pod.namespace,
+        name=pod.name,
+        uid=pod.uid,
+        labels=pod.labels,
+        annotations=pod.annotations,
+        node_name=pod.node_name,
+        phase=pod.phase,
+        deleting=pod.deleting,
+        mirror=pod.mirror,
+        containers=containers,
+        gpu_resource=pod.gpu_resource,
+        gpus=max(app, init),
+        uses_mig=pod.uses_mig,
+        is_ollama=pod.is_ollama,
+    )
+
+
+def _edited(container: ContainerFacts, edit: ContainerEdit) -> ContainerFacts:
+    return ContainerFacts(
+        index=container.index,
+        name=container.name,
+        image=container.image,
+        init=container.init,
+        is_ollama=container.is_ollama,
+        gpus=container.gpus + edit.gpu_count,
+        env={**container.env, **dict(edit.env)},
+        commands=container.commands,
+    )
 
 
 def _annotation_ops(obj: dict[str, Any], pod: PodFacts, demand: PodDemand | None) -> list[dict[str, Any]]:
@@ -149,4 +178,4 @@ def estimate_annotation(demand: PodDemand) -> str:
             "cudaContextMiB": est.cuda_overhead_bytes // mib,
             "safetyMargin": est.safety_margin,
         }
-    return json.dumps(body, separators=(",", ":"), sort_keys=True)
+    return orjson.dumps(body, option=orjson.OPT_SORT_KEYS).decode()

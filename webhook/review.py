@@ -12,11 +12,11 @@ No I/O here.
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 API_VERSION = "admission.k8s.io/v1"
@@ -158,7 +158,7 @@ def build_review(uid: str, response: AdmissionResponse, *, mutating: bool) -> di
             status["reason"] = response.reason
         body["status"] = status
     if mutating and response.allowed and response.patch:
-        raw = json.dumps(list(response.patch), separators=(",", ":")).encode()
+        raw = orjson.dumps(list(response.patch))
         body["patch"] = base64.b64encode(raw).decode("ascii")
         body["patchType"] = "JSONPatch"
     if response.warnings:

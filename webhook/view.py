@@ -60,9 +60,20 @@ class ClusterView:
     bound: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     #: namespace -> MiB held by its GPU tenants across the cluster
     namespace_usage: Mapping[str, int] = field(default_factory=dict)
+    #: memo of `namespace_policy` (the view never changes, so neither does a namespace's policy)
+    _policies: dict[str, tuple[ClusterPolicy, NamespacePolicy]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def namespace_policy(self, cluster: ClusterPolicy, namespace: str) -> NamespacePolicy:
-        return resolve_namespace_policy(cluster, namespace, self.namespaces.get(namespace))
+        memo = self._policies.get(namespace)
+        if memo is not None and memo[0] is cluster:
+            return memo[1]
+        annotations = self.namespaces.get(namespace)
+        policy = resolve_namespace_policy(cluster, namespace, annotations)
+        if annotations is not None:  # bounded by the namespaces the view holds
+            self._policies[namespace] = (cluster, policy)
+        return policy
 
 
 def tenant_from_pod(pod: PodFacts, demand: PodDemand | None, problem: str = "") -> Tenant:
