@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from webhook.catalog import load_catalog
 from webhook.demand import compute_demand
@@ -111,3 +113,49 @@ def test_the_estimate_cache_is_keyed_by_everything_that_changes_it() -> None:
         }
     )
     assert demand(ollama(), overlay).demand_mib > first.demand_mib  # another catalog is not served from the cache
+
+
+_ENV_VALUES = {
+    "OLLAMA_CONTEXT_LENGTH": st.sampled_from(["0", "2048", "4096", "32768"]),
+    "OLLAMA_NUM_PARALLEL": st.sampled_from(["0", "1", "2", "8"]),
+    "OLLAMA_MAX_LOADED_MODELS": st.sampled_from(["0", "1", "2"]),
+    "OLLAMA_KV_CACHE_TYPE": st.sampled_from(["f16", "q8_0", "q4_0", "Q8_0 ", "bogus"]),
+}
+_WIDTH = {"f16": 2.0, "q8_0": 1.0, "q4_0": 0.5}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.fixed_dictionaries({}, optional=_ENV_VALUES), min_size=1, max_size=3))
+def test_several_ollama_containers_take_the_largest_setting(envs: list[dict[str, str]]) -> None:
+    """Every Ollama container may load the models: the largest value of each setting (and the
+    widest KV cache type) across them is what the estimate must assume."""
+    pod = read_pod(
+        {
+            "metadata": {"name": "p", "namespace": "team-a", "annotations": {"ollama-guard.io/models": "llama3.1:8b"}},
+            "spec": {
+                "containers": [
+                    {
+                        "name": f"o{i}",
+                        "image": "ollama/ollama",
+                        "env": [{"name": k, "value": v} for k, v in env.items()],
+                        "resources": {"limits": {"nvidia.com/gpu": "1"}},
+                    }
+                    for i, env in enumerate(envs)
+                ]
+            },
+        },
+        gpu_resources=CLUSTER.gpu_resources,
+    )
+    got = demand(pod).settings
+
+    def value(env: dict[str, str], name: str, default: int, auto: int) -> int:
+        text = env.get(name)
+        return default if text is None else auto if text == "0" else int(text)
+
+    assert got.context_length == max(
+        value(e, "OLLAMA_CONTEXT_LENGTH", NS.context_length, NS.context_length) for e in envs
+    )
+    assert got.num_parallel == max(value(e, "OLLAMA_NUM_PARALLEL", NS.num_parallel, 4) for e in envs)
+    assert got.max_loaded_models == max(value(e, "OLLAMA_MAX_LOADED_MODELS", NS.max_loaded_models, 3) for e in envs)
+    kinds = [e.get("OLLAMA_KV_CACHE_TYPE", "f16").strip().lower() for e in envs]
+    assert got.kv_cache_type == max((k if k in _WIDTH else "f16" for k in kinds), key=_WIDTH.__getitem__)

@@ -9,7 +9,7 @@ tenant counts one replica's even share of the node it lands on (`PodDemand.on_no
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal
 
 from webhook.catalog import Catalog, ModelSpec, UnknownModelError
@@ -51,45 +51,56 @@ class PodDemand:
 def read_settings(
     pod: PodFacts, ns: NamespacePolicy, *, context_hint: int | None = None
 ) -> tuple[OllamaSettings, tuple[str, ...]]:
-    """The Ollama settings of a pod's Ollama containers (the largest value across them)."""
+    """The Ollama settings of a pod's Ollama containers (the largest value across them).
+
+    Per setting: absent -> the namespace default (what the mutating webhook injects); `valueFrom`
+    -> that default, with a note; `0` -> Ollama's "auto" value; anything else must be a whole
+    number. The widest KV cache type wins (unknown types count as f16, as in Ollama). The pod's
+    `ollama-guard.io/context-length` (`context_hint`) is a floor for the context.
+    """
     notes: list[str] = []
-    envs = [c.env for c in pod.ollama_containers] or [{}]
-
-    def integer(name: str, default: int, auto: int) -> int:
-        values = []
-        for env in envs:
-            if name not in env:
-                values.append(default)
-            elif env[name] is None:
-                notes.append(f"{name} comes from valueFrom; assumed the namespace cap {default}")
-                values.append(default)
-            else:
-                text = (env[name] or "").strip()
-                if text == "0":
-                    values.append(auto)
-                else:
-                    values.append(parse_positive_int(text, what=f"env {name}", limit=1 << 21))
-        return max(values)
-
     context_default = context_hint or ns.context_length
-    settings = OllamaSettings(
-        context_length=integer(ENV_CONTEXT, context_default, context_default),
-        num_parallel=integer(ENV_PARALLEL, ns.num_parallel, AUTO_PARALLEL),
-        max_loaded_models=integer(ENV_MAX_LOADED, ns.max_loaded_models, AUTO_MAX_LOADED),
-        kv_cache_type=_kv_type(envs),
-        flash_attention=any((env.get(ENV_FLASH) or "").strip() in _TRUE for env in envs),
-        gpu_overhead_bytes=max(_overhead(env) for env in envs),
+    integers = (
+        (ENV_CONTEXT, context_default, context_default),
+        (ENV_PARALLEL, ns.num_parallel, AUTO_PARALLEL),
+        (ENV_MAX_LOADED, ns.max_loaded_models, AUTO_MAX_LOADED),
     )
-    if context_hint and context_hint > settings.context_length:
-        settings = replace(settings, context_length=context_hint)
+    best = [0, 0, 0]
+    kv: KvCacheType | None = None
+    flash = False
+    overhead = 0
+    for env in [c.env for c in pod.ollama_containers] or [{}]:
+        for i, (name, default, auto) in enumerate(integers):
+            best[i] = max(best[i], _integer_setting(env, name, default, auto, notes))
+        kind = _KV_TYPES.get((env.get(ENV_KV_TYPE) or "f16").strip().lower(), "f16")
+        if kv is None or _KV_WIDTH[kind] > _KV_WIDTH[kv]:
+            kv = kind
+        flash = flash or (env.get(ENV_FLASH) or "").strip() in _TRUE
+        overhead = max(overhead, _overhead(env))
+    settings = OllamaSettings(
+        context_length=max(best[0], context_hint or 0),
+        num_parallel=best[1],
+        max_loaded_models=best[2],
+        kv_cache_type=kv or "f16",
+        flash_attention=flash,
+        gpu_overhead_bytes=overhead,
+    )
     return settings, tuple(notes)
 
 
-def _kv_type(envs: list[Mapping[str, str | None]]) -> KvCacheType:
-    """The widest KV cache type across containers; unknown values fall back to f16 as in Ollama."""
-    kinds = [(env.get(ENV_KV_TYPE) or "f16").strip().lower() for env in envs]
-    valid: list[KvCacheType] = [k if k in KV_BYTES else "f16" for k in kinds]
-    return max(valid, key=lambda k: KV_BYTES[k][0] / KV_BYTES[k][1])
+def _integer_setting(env: Mapping[str, str | None], name: str, default: int, auto: int, notes: list[str]) -> int:
+    if name not in env:
+        return default
+    raw = env[name]
+    if raw is None:
+        notes.append(f"{name} comes from valueFrom; assumed the namespace cap {default}")
+        return default
+    text = raw.strip()
+    return auto if text == "0" else parse_positive_int(text, what=f"env {name}", limit=1 << 21)
+
+
+_KV_TYPES: dict[str, KvCacheType] = {kind: kind for kind in KV_BYTES}
+_KV_WIDTH: dict[KvCacheType, float] = {kind: num / den for kind, (num, den) in KV_BYTES.items()}
 
 
 def _overhead(env: Mapping[str, str | None]) -> int:

@@ -124,6 +124,8 @@ def errored(message: str, *, code: int = 500) -> AdmissionResponse:
 
 def with_warnings(response: AdmissionResponse, warnings: Sequence[str]) -> AdmissionResponse:
     """Attach warnings: at most MAX_WARNINGS, each shortened to MAX_WARNING_CHARS characters."""
+    if not warnings:
+        return response
     merged = [*response.warnings, *warnings]
     unique = list(dict.fromkeys(w.strip() for w in merged if w.strip()))
     if len(unique) > MAX_WARNINGS:

@@ -50,15 +50,23 @@ def create_app(
         metrics.would_deny.labels(namespace, rule).inc()
         log.info("audit: would deny", extra={"fields": {"namespace": namespace, "rule": rule, "reason": message}})
 
+    current: list[Guard] = []
+
     def guard() -> Guard:
-        return Guard(
-            cluster=cluster,
-            catalog=catalog,
-            ledger=source.ledger,
-            templates=templates,
-            on_bound=source.on_bound,
-            on_would_deny=would_deny,
-        )
+        """The request's Guard: one frozen value, rebuilt only if the source swaps its ledger."""
+        ledger = source.ledger
+        if not current or current[0].ledger is not ledger:
+            current[:] = [
+                Guard(
+                    cluster=cluster,
+                    catalog=catalog,
+                    ledger=ledger,
+                    templates=templates,
+                    on_bound=source.on_bound,
+                    on_would_deny=would_deny,
+                )
+            ]
+        return current[0]
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
