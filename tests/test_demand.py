@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -9,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from webhook.catalog import load_catalog
-from webhook.demand import compute_demand
+from webhook.demand import compute_demand, demand_of
 from webhook.policy import ClusterPolicy, resolve_namespace_policy
 from webhook.tenants import DeclarationError, read_pod
 
@@ -159,3 +160,51 @@ def test_several_ollama_containers_take_the_largest_setting(envs: list[dict[str,
     assert got.max_loaded_models == max(value(e, "OLLAMA_MAX_LOADED_MODELS", NS.max_loaded_models, 3) for e in envs)
     kinds = [e.get("OLLAMA_KV_CACHE_TYPE", "f16").strip().lower() for e in envs]
     assert got.kv_cache_type == max((k if k in _WIDTH else "f16" for k in kinds), key=_WIDTH.__getitem__)
+
+
+def test_the_demand_cache_serves_identical_pods_and_only_them() -> None:
+    first = demand(ollama())
+    assert demand(ollama()) is first  # replicas of one workload: computed once
+    variants = {
+        "context-env": ollama({"OLLAMA_CONTEXT_LENGTH": "4096"}),
+        "parallel-env": ollama({"OLLAMA_NUM_PARALLEL": "2"}),
+        "max-loaded-env": ollama(
+            {"OLLAMA_MAX_LOADED_MODELS": "2"}, {"ollama-guard.io/models": "llama3.1:8b,qwen2.5:7b"}
+        ),
+        "kv-cache": ollama({"OLLAMA_KV_CACHE_TYPE": "q4_0", "OLLAMA_FLASH_ATTENTION": "1"}),
+        "overhead": ollama({"OLLAMA_GPU_OVERHEAD": str(4 << 30)}),
+        "models": ollama(annotations={"ollama-guard.io/models": "qwen2.5:14b"}),
+        "vram": ollama(annotations={"ollama-guard.io/vram": "40Gi"}),
+        "context-annotation": ollama(annotations={"ollama-guard.io/context-length": "32768"}),
+        "gpus": ollama(gpus="2"),
+    }
+    for name, pod in variants.items():
+        got = demand(pod)
+        assert got == demand_of(pod, ns=NS, cluster=CLUSTER, catalog=CATALOG), name
+        assert got != first, name  # its own entry, not the first pod's
+    capped = resolve_namespace_policy(CLUSTER, "team-a", {"ollama-guard.io/context-length": "4096"})
+    assert compute_demand(ollama(), ns=capped, cluster=CLUSTER, catalog=CATALOG).demand_mib < first.demand_mib
+    stricter = ClusterPolicy(safety_margin=0.5)
+    assert compute_demand(ollama(), ns=NS, cluster=stricter, catalog=CATALOG).demand_mib > first.demand_mib
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.fixed_dictionaries({}, optional=_ENV_VALUES),
+    st.sampled_from(["llama3.1:8b", "qwen2.5:14b", "llama3.1:8b,qwen2.5:7b", "mystery:1b"]),
+    st.sampled_from([None, "1Gi", "40Gi"]),
+    st.sampled_from(["1", "2"]),
+)
+def test_a_cached_demand_equals_a_fresh_computation(
+    env: dict[str, str], models: str, vram: str | None, gpus: str
+) -> None:
+    annotations = {"ollama-guard.io/models": models, **({"ollama-guard.io/vram": vram} if vram else {})}
+    pod = ollama(env, annotations, gpus=gpus)
+    try:
+        fresh = demand_of(pod, ns=NS, cluster=CLUSTER, catalog=CATALOG)
+    except DeclarationError as exc:
+        with pytest.raises(DeclarationError, match=re.escape(str(exc))):
+            demand(pod)
+        return
+    assert demand(pod) == fresh
+    assert demand(pod) == fresh  # and again, now from the cache

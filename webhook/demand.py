@@ -16,7 +16,7 @@ from webhook.catalog import Catalog, ModelSpec, UnknownModelError
 from webhook.declarations import Declaration, parse_positive_int, read_declaration
 from webhook.estimate import KV_BYTES, KvCacheType, OllamaSettings, PodEstimate, estimate_pod
 from webhook.policy import ClusterPolicy, NamespacePolicy
-from webhook.tenants import DeclarationError, PodFacts
+from webhook.tenants import ANN_CONTEXT, ANN_MODELS, ANN_VRAM, DeclarationError, PodFacts
 
 DemandSource = Literal["estimate", "declared", "max(declared, estimate)", "default"]
 
@@ -164,8 +164,56 @@ class _EstimateCache:
 _estimate = _EstimateCache().get
 
 
+class _DemandCache:
+    """Replicas of one workload are the same pod: compute each distinct pod's demand once.
+
+    The key holds every input `demand_of` reads (the pod's declaration annotations, each
+    container's role, commands and env, its GPU count, the namespace's three caps); the cache is
+    bounded and tied to one cluster policy and catalog. Declaration errors are not cached. A pod
+    admitted by `/mutate` is validated next with the same inputs, so its `/validate` hits.
+    """
+
+    MAX = 4096
+
+    def __init__(self) -> None:
+        self._owner: tuple[ClusterPolicy, Catalog] | None = None
+        self._items: dict[tuple[object, ...], PodDemand] = {}
+
+    def get(self, pod: PodFacts, ns: NamespacePolicy, cluster: ClusterPolicy, catalog: Catalog) -> PodDemand:
+        owner = self._owner
+        if owner is None or owner[0] is not cluster or owner[1] is not catalog or len(self._items) >= self.MAX:
+            self._owner, self._items = (cluster, catalog), {}
+        ann = pod.annotations
+        key = (
+            pod.is_ollama,
+            pod.gpus,
+            ann.get(ANN_MODELS),
+            ann.get(ANN_VRAM),
+            ann.get(ANN_CONTEXT),
+            ns.context_length,
+            ns.num_parallel,
+            ns.max_loaded_models,
+            tuple((c.init, c.is_ollama, c.commands, tuple(c.env.items())) for c in pod.containers),
+        )
+        found = self._items.get(key)
+        if found is None:
+            found = self._items[key] = demand_of(pod, ns=ns, cluster=cluster, catalog=catalog)
+        return found
+
+
+_demands = _DemandCache()
+
+
 def compute_demand(pod: PodFacts, *, ns: NamespacePolicy, cluster: ClusterPolicy, catalog: Catalog) -> PodDemand:
-    """The pod's demand; raises DeclarationError for what the author must fix (unknown models…)."""
+    """The pod's demand; raises DeclarationError for what the author must fix (unknown models…).
+
+    Memoised per distinct pod (`_DemandCache`); `demand_of` is the computation itself.
+    """
+    return _demands.get(pod, ns, cluster, catalog)
+
+
+def demand_of(pod: PodFacts, *, ns: NamespacePolicy, cluster: ClusterPolicy, catalog: Catalog) -> PodDemand:
+    """The pod's demand, computed (see `compute_demand`)."""
     decl = read_declaration(pod)
     if not pod.is_ollama:
         if decl.vram_mib is not None:

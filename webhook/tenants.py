@@ -123,19 +123,16 @@ def read_pod(pod: Mapping[str, Any], *, gpu_resources: Sequence[str], namespace:
     annotations = str_map(meta.get("annotations"))
     containers: list[ContainerFacts] = []
     resources_seen: set[str] = set()
+    app = init_max = 0
     for init, field in ((False, "containers"), (True, "initContainers")):
-        for raw in items(spec.get(field)):
-            facts, names = _read_container(
-                mapping(raw),
-                index=len([c for c in containers if c.init == init]),
-                init=init,
-                gpu_resources=gpu_resources,
-            )
+        for index, raw in enumerate(items(spec.get(field))):
+            facts = _read_container(mapping(raw), index, init, gpu_resources, resources_seen)
             containers.append(facts)
-            resources_seen |= names
+            if init:
+                init_max = max(init_max, facts.gpus)
+            else:
+                app += facts.gpus
     gpu_resource = next((r for r in gpu_resources if r in resources_seen), gpu_resources[0])
-    app = sum(c.gpus for c in containers if not c.init)
-    init_max = max((c.gpus for c in containers if c.init), default=0)
     is_ollama = (
         any(c.is_ollama for c in containers)
         or labels.get(OLLAMA_LABEL[0]) == OLLAMA_LABEL[1]
@@ -161,30 +158,39 @@ def read_pod(pod: Mapping[str, Any], *, gpu_resources: Sequence[str], namespace:
 
 
 def _read_container(
-    raw: Mapping[str, Any], *, index: int, init: bool, gpu_resources: Sequence[str]
-) -> tuple[ContainerFacts, set[str]]:
+    raw: Mapping[str, Any], index: int, init: bool, gpu_resources: Sequence[str], resources_seen: set[str]
+) -> ContainerFacts:
+    """One container's facts; the resource names it requests are added to `resources_seen`."""
     name = str(raw.get("name") or f"#{index}")
     resources = mapping(raw.get("resources"))
     limits = mapping(resources.get("limits"))
     requests = mapping(resources.get("requests"))
-    seen = {str(k) for k in (*limits, *requests)}
+    resources_seen.update(map(str, limits))
+    resources_seen.update(map(str, requests))
     gpus = 0
-    for resource in gpu_resources:
-        value = limits.get(resource, requests.get(resource))
-        if value is not None:
-            gpus += _gpu_count(value, container=name, resource=resource)
+    if limits or requests:
+        for resource in gpu_resources:
+            value = limits.get(resource, requests.get(resource))
+            if value is not None:
+                gpus += _gpu_count(value, container=name, resource=resource)
     env: dict[str, str | None] = {}
     for item in items(raw.get("env")):
         entry = mapping(item)
-        if isinstance(entry.get("name"), str):
+        key = entry.get("name")
+        if isinstance(key, str):
             value = entry.get("value")
-            env[entry["name"]] = None if "valueFrom" in entry else str(value if value is not None else "")
-    post_start = mapping(mapping(mapping(raw.get("lifecycle")).get("postStart")).get("exec"))
-    argv = [str(part) for part in (*items(raw.get("command")), *items(raw.get("args")))]
-    hook = [str(part) for part in items(post_start.get("command"))]
-    commands = tuple(tuple(seq) for seq in (argv, hook) if seq)
+            env[key] = None if "valueFrom" in entry else value if type(value) is str else _text(value)
+    commands: tuple[tuple[str, ...], ...] = ()
+    argv = (*items(raw.get("command")), *items(raw.get("args")))
+    if argv:
+        commands = (tuple(map(str, argv)),)
+    lifecycle = raw.get("lifecycle")
+    if lifecycle:
+        hook = items(mapping(mapping(mapping(lifecycle).get("postStart")).get("exec")).get("command"))
+        if hook:
+            commands = (*commands, tuple(map(str, hook)))
     image = str(raw.get("image") or "")
-    facts = ContainerFacts(
+    return ContainerFacts(
         index=index,
         name=name,
         image=image,
@@ -194,7 +200,10 @@ def _read_container(
         env=env,
         commands=commands,
     )
-    return facts, seen
+
+
+def _text(value: object) -> str:
+    return "" if value is None else str(value)
 
 
 def _gpu_count(value: object, *, container: str, resource: str) -> int:
