@@ -146,7 +146,26 @@ def _annotation_ops(obj: dict[str, Any], pod: PodFacts, demand: PodDemand | None
 
 
 def estimate_annotation(demand: PodDemand) -> str:
-    """Compact, deterministic JSON breakdown (same pod -> same text, so mutation is idempotent)."""
+    """Compact, deterministic JSON breakdown (same pod -> same text, so mutation is idempotent).
+
+    `compute_demand` hands identical pods the same PodDemand object, so the text is remembered
+    per object (the memo holds the object: its id cannot be reused while remembered).
+    """
+    memo = _STAMPS.get(id(demand))
+    if memo is not None and memo[0] is demand:
+        return memo[1]
+    text = _estimate_text(demand)
+    if len(_STAMPS) >= _MAX_STAMPS:
+        _STAMPS.clear()
+    _STAMPS[id(demand)] = (demand, text)
+    return text
+
+
+_STAMPS: dict[int, tuple[PodDemand, str]] = {}
+_MAX_STAMPS = 4096
+
+
+def _estimate_text(demand: PodDemand) -> str:
     mib = 1 << 20
     body: dict[str, Any] = {"v": ESTIMATE_VERSION, "source": demand.source, "demandMiB": demand.demand_mib}
     if demand.declaration.models:
