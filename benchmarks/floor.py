@@ -2,7 +2,9 @@
 
 A bare ASGI app (no FastAPI, no Starlette) that reads the whole body, decodes it as JSON (a correct
 webhook must, to copy `request.uid` onto the answer) and returns a fixed allowed AdmissionReview with
-that UID. It is served exactly as the guard is: `webhook.server.build_server` (same uvicorn settings)
+that UID. It decodes and encodes with orjson, the JSON library the guard itself uses (the standard
+library's `json` would make the floor ~15 µs per pod review slower, and the guard look better).
+It is served exactly as the guard is: `webhook.server.build_server` (same uvicorn settings)
 on `webhook.tls.ReloadingTLS` (same certificate, same TLS context) via `webhook.server.serve_https`.
 What it costs is what HTTP + TLS + JSON cost on this stack; no webhook on it can be cheaper.
 
@@ -13,10 +15,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any, cast
+
+import orjson
 
 from webhook.server import build_server, serve_https
 from webhook.tls import ReloadingTLS
@@ -30,12 +33,12 @@ HEADERS = [(b"content-type", b"application/json")]
 def answer(body: bytes) -> tuple[int, bytes]:
     """HTTP status and body for one request body: the allowed review, or 400 for a non-review."""
     try:
-        uid = json.loads(body)["request"]["uid"]
+        uid = orjson.loads(body)["request"]["uid"]
     except (ValueError, KeyError, TypeError):
         return 400, b'{"error":"not an AdmissionReview","status":400}'
     review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
               "response": {"uid": uid, "allowed": True}}
-    return 200, json.dumps(review, separators=(",", ":")).encode()
+    return 200, orjson.dumps(review)
 
 
 async def app(scope: Message, receive: Receive, send: Send) -> None:

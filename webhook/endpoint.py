@@ -84,8 +84,9 @@ class Deadline:
             raise DeadlineExceeded
 
     @classmethod
-    def _inline_ok(cls) -> bool:
-        if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+    def inline_ok(cls) -> bool:
+        """Whether decisions on this thread can run inline under SIGALRM (installs the handler once)."""
+        if threading.get_ident() != _MAIN_THREAD or not hasattr(signal, "setitimer"):
             return False
         if not cls._installed:
             signal.signal(signal.SIGALRM, cls._on_alarm)
@@ -105,12 +106,15 @@ class Deadline:
     @classmethod
     async def run(cls, call: Callable[[], AdmissionResponse], budget: float) -> AdmissionResponse:
         budget = max(budget, 0.01)
-        if cls._inline_ok():
+        if cls.inline_ok():
             return cls.run_inline(call, budget)
         try:
             return await asyncio.wait_for(anyio.to_thread.run_sync(call), timeout=budget)
         except TimeoutError:
             raise DeadlineExceeded from None
+
+
+_MAIN_THREAD = threading.main_thread().ident
 
 
 class AdmissionEndpoint:
@@ -180,6 +184,8 @@ class AdmissionEndpoint:
             return self.handler(req, self.guard())
 
         try:
+            if Deadline.inline_ok():  # the common case, without another coroutine in between
+                return Deadline.run_inline(call, max(budget, 0.01))
             return await Deadline.run(call, budget)
         except DeadlineExceeded:
             log.error("decision timed out", extra={"fields": {"uid": req.uid, "budget_s": round(budget, 3)}})
