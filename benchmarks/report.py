@@ -42,6 +42,34 @@ def ratio(entry: Mapping[str, Any]) -> float | None:
     return round(guard / floor, 3) if guard and floor else None
 
 
+def round_ratios(entry: Mapping[str, Any]) -> list[float]:
+    """guard / floor of each pair of saturated rounds run back to back (same host conditions)."""
+    guard, floor = get(entry, "guard", "saturate_rounds") or [], get(entry, "floor", "saturate_rounds") or []
+    return [round(g / f, 3) for g, f in zip(guard, floor, strict=False) if f]
+
+
+def _ratio_cell(entry: Mapping[str, Any]) -> str:
+    pairs = round_ratios(entry)
+    spread = f" ({min(pairs):.2f}–{max(pairs):.2f})" if len(pairs) > 1 else ""
+    return _num(ratio(entry)) + spread
+
+
+def rounds_table(run: Mapping[str, Any]) -> list[str]:
+    lines = ["| size | server | saturated rounds (reviews/s, in run order) | median |",
+             "| --- | --- | --- | ---: |"]
+    for e in run["sizes"]:
+        for server in ("floor", "guard"):
+            rounds = get(e, server, "saturate_rounds")
+            if rounds:
+                lines.append(f"| {e['size']} | {server} | {', '.join(_num(float(r)) for r in rounds)} "
+                             f"| {_num(get(e, server, 'saturate', 'throughput'))} |")
+        pairs = round_ratios(e)
+        if pairs:
+            lines.append(f"| {e['size']} | guard/floor per round | {', '.join(f'{r:.2f}' for r in pairs)} "
+                         f"| {_num(ratio(e))} |")
+    return lines
+
+
 def summary_table(run: Mapping[str, Any]) -> list[str]:
     lines = [
         "| size | nodes | pods | guard (reviews/s) | floor (reviews/s) | guard/floor | guard p50 / p95 / p99 (ms) "
@@ -52,7 +80,7 @@ def summary_table(run: Mapping[str, Any]) -> list[str]:
         mark = "" if get(e, "guard", "launcher") in (None, "ollama-guard serve") else " †"
         guard, floor = get(e, "guard", "saturate", "throughput"), get(e, "floor", "saturate", "throughput")
         lines.append(
-            f"| {e['size']}{mark} | {e['nodes']:,} | {e['pods']:,} | {_num(guard)} | {_num(floor)} | {_num(ratio(e))} "
+            f"| {e['size']}{mark} | {e['nodes']:,} | {e['pods']:,} | {_num(guard)} | {_num(floor)} | {_ratio_cell(e)} "
             f"| {_pcts(e, 'guard')} "
             f"| {_pcts(e, 'floor')} | {_num(get(e, 'guard', 'memory_after', 'VmRSS'), 1)} "
             f"| {_num(get(e, 'guard', 'startup_s'))} |"
@@ -176,6 +204,14 @@ def machine_table(run: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _saturation(settings: Mapping[str, Any]) -> str:
+    if "rounds" not in settings:  # runs before 2026-11-24 08:00: one saturated phase per server
+        return f"Saturated throughput: one {settings['duration_s']} s phase per server, floor first."
+    return (f"Saturated throughput: {settings['rounds']} rounds of {settings['round_s']} s per server, floor and "
+            "guard alternating (both servers up side by side), the median round reported and the guard/floor "
+            "ratio of each back-to-back pair shown as a range.")
+
+
 def markdown(run: Mapping[str, Any], *, baseline: Mapping[str, Any] | None = None) -> str:
     m, s = run["machine"], run["settings"]
     out = [
@@ -186,12 +222,13 @@ def markdown(run: Mapping[str, Any], *, baseline: Mapping[str, Any] | None = Non
         f"- Run: {run['started']} to {run['finished']}; code: {run.get('revision', 'not recorded')}",
         f"- Command: `{run['command'].strip()}`",
         f"- Load: {s['connections']} keep-alive TLS connections from one generator process "
-        f"(`benchmarks/load.py`); each phase {s['duration_s']} s after a {s['warmup_s']} s warm-up; latency "
-        f"at {s['rate']:.0f} reviews/s offered (open loop, measured from each review's scheduled time). "
+        f"(`benchmarks/load.py`). {_saturation(s)} Latency at {s['rate']:.0f} reviews/s offered for "
+        f"{s['duration_s']} s (open loop, measured from each review's scheduled time). Every phase after a "
+        f"{s['warmup_s']} s warm-up. "
         "Mix per 10 reviews: 3 pod mutate, 3 pod validate, 3 binding validate, 1 Deployment validate, "
         "derived from requests recorded from kube-apiserver 1.24 (`benchmarks/reviews.py`).",
         "- Floor: `benchmarks/floor.py`, a bare ASGI app on the same uvicorn settings and certificate "
-        "(decodes the review, answers allowed with its UID).",
+        "(decodes the review with orjson, as the guard does, and answers allowed with its UID).",
         "- Causes of missed targets (profiles) and proposed fixes: `benchmarks/FINDINGS.md`.",
         "",
         *contention(run),
@@ -215,6 +252,10 @@ def markdown(run: Mapping[str, Any], *, baseline: Mapping[str, Any] | None = Non
         f"## Floor latency per review kind at {s['rate']:.0f}/s (ms)",
         "",
         *kinds_table(run, "floor"),
+        "",
+        "## Saturated rounds",
+        "",
+        *rounds_table(run),
         "",
         "## CPU: server, generator, whole machine",
         "",

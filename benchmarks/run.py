@@ -9,10 +9,13 @@ Run from the repository root:
 For each size (small: 10 nodes / 100 pods, medium: 500 / 10,000, large: 5,000 / 100,000) it
 generates the snapshot once (`benchmarks/generate.py`, cached in the work directory) and derives
 the replayed reviews (`benchmarks/reviews.py`); then starts the floor (`benchmarks/floor.py`) and
-the guard (`ollama-guard serve --snapshot FILE --tls-cert … --tls-key …`), one at a time, each in
-its own process on 127.0.0.1 with the same certificate; and drives each from a separate load
-process (`benchmarks/load.py`, 8 keep-alive TLS connections): saturated throughput (closed loop)
-and latency at a fixed offered rate (open loop, 500 reviews/s). It reads the server's RSS from
+the guard (`ollama-guard serve --snapshot FILE --tls-cert … --tls-key …`) side by side, each in
+its own process on 127.0.0.1 with the same certificate, and drives them from a separate load
+process (`benchmarks/load.py`, 8 keep-alive TLS connections), one server at a time: saturated
+throughput (closed loop) in `--rounds` rounds that alternate floor and guard (a shared host's
+speed drifts by more than the difference being measured; alternating exposes both servers to the
+same drift, and the median round is reported), then latency at a fixed offered rate (open loop,
+500 reviews/s). It reads the server's RSS from
 /proc after loading and after the load, and its CPU time and the whole machine's during each
 phase (the machine may be shared). In-process it measures the time to build the view from the
 largest snapshot and the estimator's cost per pod.
@@ -28,6 +31,7 @@ Writes `benchmarks/RESULTS.md` (or `--out`), the raw numbers next to it (`.json`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -52,7 +56,9 @@ PROBE_ABOVE_MB = 2.0
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="small,medium,large", help="comma-separated: tiny, small, medium, large")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per phase")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds measured in the fixed-rate phase")
+    parser.add_argument("--rounds", type=int, default=5, help="saturated rounds per server, alternating floor/guard")
+    parser.add_argument("--round-seconds", type=float, default=5.0, help="seconds measured per saturated round")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of load before each measured phase")
     parser.add_argument("--rate", type=float, default=500.0, help="offered rate of the latency phase (reviews/s)")
     parser.add_argument("--connections", type=int, default=8)
@@ -66,6 +72,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.duration, args.warmup = "tiny", min(args.duration, 0.5), min(args.warmup, 0.2)
+        args.rounds, args.round_seconds = min(args.rounds, 2), min(args.round_seconds, 0.5)
     return args
 
 
@@ -80,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "started": now(),
         "revision": revision(),
         "settings": {"duration_s": args.duration, "warmup_s": args.warmup, "rate": args.rate,
+                     "rounds": args.rounds, "round_s": args.round_seconds,
                      "connections": args.connections, "seed": args.seed},
         "sizes": [],
     }
@@ -93,11 +101,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         entry = {"size": size.name, "nodes": meta["nodes"], "pods": meta["pods"], "tenants": meta["tenants"],
                  "file_mb": round(snapshot.stat().st_size / 1e6, 1), "loader_probe": probe}
         log(f"{size.name}: {meta['nodes']} nodes, {meta['pods']} pods ({entry['file_mb']} MB)")
-        entry["floor"] = measure("floor", floor_argv(paths, snapshot), args, paths, reviews, startup=60)
         cli_ok = probe is None or probe["projected_s"] <= args.max_load_seconds
         startup = 60 + (probe["projected_s"] * 3 if probe and cli_ok else entry["file_mb"] * 0.5)
-        entry["guard"] = measure("guard", guard_argv(paths, snapshot, cli=cli_ok), args, paths, reviews,
-                                 startup=startup)
+        commands = {"floor": (floor_argv(paths, snapshot), 60.0),
+                    "guard": (guard_argv(paths, snapshot, cli=cli_ok), startup)}
+        entry.update(measure_pair(commands, args, paths, reviews))
         entry["guard"]["launcher"] = "ollama-guard serve" if cli_ok else "benchmarks/serve_direct.py"
         run["sizes"].append(entry)
         largest = (snapshot, entry)
@@ -121,48 +129,86 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def measure(
-    name: str, argv: list[str], args: argparse.Namespace, paths: dict[str, Path], reviews: Path, *, startup: float
-) -> dict[str, Any]:
-    """Start one server, take its memory, drive it (saturated, then at the fixed rate), stop it.
+def measure_pair(
+    commands: dict[str, tuple[list[str], float]], args: argparse.Namespace, paths: dict[str, Path], reviews: Path
+) -> dict[str, dict[str, Any]]:
+    """Start every server, take its memory, drive them (alternating saturated rounds, then each at the
+    fixed rate), stop them. A server that fails to start, or a failed load run, is recorded as
+    `error` and the run goes on with the others."""
+    out: dict[str, dict[str, Any]] = {}
+    with contextlib.ExitStack() as stack:
+        servers: dict[str, procs.Server] = {}
+        for name, (argv, startup) in commands.items():
+            try:
+                servers[name] = start(stack, name, argv, args, paths, startup=startup, out=out)
+            except (procs.ServerFailed, RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+                log(f"  {name}: FAILED: {exc}")
+                out[name] = {"error": str(exc)[-2000:]}
+        rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
+        for number in range(args.rounds):
+            for name in list(servers)[:: 1 if number % 2 == 0 else -1]:
+                result = guarded_phase(servers, name, "saturate", args, paths, reviews, out)
+                if result is not None:
+                    rounds[name].append(result)
+                    log(f"  {name} saturate round {number + 1}: {result['throughput']:.0f}/s")
+        for name in list(servers):
+            if rounds[name]:
+                out[name]["saturate"] = median_round(rounds[name])
+                out[name]["saturate_rounds"] = [round(r["throughput"], 1) for r in rounds[name]]
+            result = guarded_phase(servers, name, "rate", args, paths, reviews, out)
+            if result is not None:
+                out[name]["rate"] = result
+                shown = result["latency_ms"]["all"]
+                log(f"  {name} rate: {result['throughput']:.0f}/s, p50 {shown.get('p50')} ms, "
+                    f"p99 {shown.get('p99')} ms, errors {result['errors']}")
+            if name in servers:
+                out[name]["memory_after"] = servers[name].memory_mib()
+    return out
 
-    A server that fails to start or a load run that fails is recorded as `error` and the run goes on.
-    """
-    try:
-        return _measure(name, argv, args, paths, reviews, startup=startup)
-    except (procs.ServerFailed, RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
-        log(f"  {name}: FAILED: {exc}")
-        return {"error": str(exc)[-2000:]}
 
-
-def _measure(
-    name: str, argv: list[str], args: argparse.Namespace, paths: dict[str, Path], reviews: Path, *, startup: float
-) -> dict[str, Any]:
+def start(
+    stack: contextlib.ExitStack, name: str, argv: list[str], args: argparse.Namespace, paths: dict[str, Path],
+    *, startup: float, out: dict[str, dict[str, Any]]
+) -> procs.Server:
     port = procs.free_port()
     argv = [a.replace("{port}", str(port)) for a in argv]
     started = time.monotonic()
     log_file = args.workdir / "logs" / f"{name}-{port}.log"
-    with procs.running(name, argv, port=port, log=log_file, ca=paths["ca.crt"], ready_path="/readyz",
-                       timeout=startup) as server:
-        out: dict[str, Any] = {"startup_s": round(time.monotonic() - started, 2), "memory_ready": server.memory_mib()}
-        log(f"  {name}: ready in {out['startup_s']} s, RSS {out['memory_ready'].get('VmRSS')} MiB")
-        for mode in ("saturate", "rate"):
-            out[mode] = phase(server, mode, args, paths["ca.crt"], reviews)
-            shown = out[mode]["latency_ms"]["all"]
-            log(f"  {name} {mode}: {out[mode]['throughput']:.0f}/s, p50 {shown.get('p50')} ms, "
-                f"p99 {shown.get('p99')} ms, errors {out[mode]['errors']}")
-        out["memory_after"] = server.memory_mib()
-    return out
+    server = stack.enter_context(procs.running(name, argv, port=port, log=log_file, ca=paths["ca.crt"],
+                                               ready_path="/readyz", timeout=startup))
+    out[name] = {"startup_s": round(time.monotonic() - started, 2), "memory_ready": server.memory_mib()}
+    log(f"  {name}: ready in {out[name]['startup_s']} s, RSS {out[name]['memory_ready'].get('VmRSS')} MiB")
+    return server
+
+
+def guarded_phase(
+    servers: dict[str, procs.Server], name: str, mode: str, args: argparse.Namespace, paths: dict[str, Path],
+    reviews: Path, out: dict[str, dict[str, Any]],
+) -> dict[str, Any] | None:
+    """One phase; on failure the server is recorded as failed and dropped from the rest of the run."""
+    try:
+        return phase(servers[name], mode, args, paths["ca.crt"], reviews)
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+        log(f"  {name} {mode}: FAILED: {exc}")
+        out[name]["error"] = str(exc)[-2000:]
+        out[name]["memory_after"] = servers.pop(name).memory_mib()
+        return None
+
+
+def median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The round with the median throughput (a real phase: its latency and CPU figures belong to it)."""
+    return sorted(rounds, key=lambda r: r["throughput"])[(len(rounds) - 1) // 2]
 
 
 def phase(server: procs.Server, mode: str, args: argparse.Namespace, ca: Path, reviews: Path) -> dict[str, Any]:
+    duration = args.round_seconds if mode == "saturate" else args.duration
     argv = procs.python_module(
         "benchmarks.load", "--port", str(server.port), "--ca", str(ca), "--reviews", str(reviews), "--mode", mode,
-        "--duration", str(args.duration), "--warmup", str(args.warmup), "--rate", str(args.rate),
+        "--duration", str(duration), "--warmup", str(args.warmup), "--rate", str(args.rate),
         "--connections", str(args.connections),
     )
     cpu0, busy0, wall0 = server.cpu_seconds(), procs.machine_busy_seconds(), time.monotonic()
-    result = procs.run_json(argv, timeout=args.duration + args.warmup + 60)
+    result = procs.run_json(argv, timeout=duration + args.warmup + 60)
     wall = time.monotonic() - wall0
     result["server_cpu_cores"] = round((server.cpu_seconds() - cpu0) / wall, 3)
     result["machine_cpu_cores"] = round((procs.machine_busy_seconds() - busy0) / wall, 3)

@@ -19,6 +19,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 NUMBER = re.compile(r"^\d[\d,]*(\.\d+)?$")
 TRIPLE = re.compile(r"^\d+(\.\d+)? / \d+(\.\d+)? / \d+(\.\d+)?$")
+RATIO = re.compile(r"^\d+\.\d+ \(\d+\.\d+–\d+\.\d+\)$")  # median, then the per-round range
 
 
 def summary_rows(text: str) -> list[dict[str, str]]:
@@ -47,8 +48,9 @@ def test_quick_run_writes_a_summary_row_with_numbers_for_guard_and_floor(quick_r
     rows = summary_rows(quick_run.read_text(encoding="utf-8"))
     assert [r["size"] for r in rows] == ["tiny"]
     row = rows[0]
-    for column in ("guard (reviews/s)", "floor (reviews/s)", "guard/floor", "guard RSS after load (MiB)"):
+    for column in ("guard (reviews/s)", "floor (reviews/s)", "guard RSS after load (MiB)"):
         assert NUMBER.match(row[column]), (column, row[column])
+    assert RATIO.match(row["guard/floor"]), row["guard/floor"]
     for column in ("guard p50 / p95 / p99 (ms)", "floor p50 / p95 / p99 (ms)"):
         assert TRIPLE.match(row[column]), (column, row[column])
 
@@ -61,6 +63,7 @@ def test_quick_run_replays_every_review_kind_against_both_servers_without_errors
             measured = entry[server][phase]
             assert measured["errors"] == 0, measured["error_examples"]
             assert {"pod-mutate", "pod-validate", "binding", "deployment"} <= set(measured["latency_ms"])
+        assert len(entry[server]["saturate_rounds"]) == 2  # --quick: two alternating saturated rounds
     guard_decisions = entry["guard"]["rate"]["decisions"]
     assert set(guard_decisions["pod-mutate"]) == {"allowed"}  # a mutation is a patch, never a denial
     assert entry["guard"]["launcher"] == "ollama-guard serve"
