@@ -57,3 +57,32 @@ def test_off_the_main_thread_a_worker_thread_bounds_the_decision() -> None:
     thread.start()
     thread.join(5)
     assert outcome and isinstance(outcome[0], float) and outcome[0] < 1.0
+
+
+def slow(seconds: float) -> AdmissionResponse:
+    time.sleep(seconds)
+    return rv.allowed()
+
+
+def test_a_timer_left_pending_by_a_quick_decision_never_fires_into_other_code() -> None:
+    assert Deadline.inline_ok()
+    assert Deadline.run_inline(rv.allowed, 0.05).allowed  # arms a timer for 50 ms, returns at once
+    time.sleep(0.15)  # the timer fires here, between decisions: it must stay quiet
+    assert Deadline.run_inline(rv.allowed, 0.05).allowed
+
+
+def test_a_later_decision_outlasting_an_earlier_pending_timer_runs_to_its_own_budget() -> None:
+    assert Deadline.inline_ok()
+    Deadline.run_inline(rv.allowed, 0.1)  # pending timer: +100 ms
+    started = time.monotonic()
+    assert Deadline.run_inline(lambda: slow(0.3), 2.0).allowed  # the timer fires mid-way and re-arms
+    assert time.monotonic() - started >= 0.3
+
+
+def test_a_short_budget_after_a_long_one_is_still_enforced() -> None:
+    assert Deadline.inline_ok()
+    Deadline.run_inline(rv.allowed, 20.0)  # pending timer: +20 s
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceeded):
+        Deadline.run_inline(spin, 0.2)  # its deadline is earlier than the pending timer: re-armed
+    assert time.monotonic() - started < 1.0

@@ -72,16 +72,37 @@ class Deadline:
     On the main thread (how `ollama-guard serve` runs uvicorn) the decision runs inline, bounded by
     a SIGALRM interval timer: no thread hand-off on the hot path. Elsewhere (a server embedded in
     another program's thread) it runs in a worker thread bounded by `asyncio.wait_for`.
+
+    The timer is not armed and disarmed around every decision (two system calls per review): a
+    decision records its deadline, and arms the timer only when none is pending or the pending
+    one would fire after that deadline. When the timer fires, it interrupts the running decision
+    if its deadline has passed, re-arms for the rest of its budget if not, and stays quiet when no
+    decision is running. Under steady traffic with one budget that is one system call per budget,
+    and no decision can outlive its deadline. The process's SIGALRM belongs to this class.
     """
 
-    _armed = False
     _installed = False
+    #: the running inline decision's deadline (time.monotonic), None between decisions
+    _deadline: float | None = None
+    #: when the pending timer fires (time.monotonic), None when no timer is pending
+    _alarm_at: float | None = None
 
     @classmethod
     def _on_alarm(cls, signum: int, frame: object) -> None:
-        if cls._armed:
-            cls._armed = False
+        cls._alarm_at = None
+        deadline = cls._deadline
+        if deadline is None:
+            return  # between decisions: nothing to bound, nothing to re-arm
+        left = deadline - time.monotonic()
+        if left <= 0:
+            cls._deadline = None  # cleared before raising: a stale deadline can never fire later
             raise DeadlineExceeded
+        cls._arm(deadline, left)
+
+    @classmethod
+    def _arm(cls, deadline: float, seconds: float) -> None:
+        cls._alarm_at = deadline
+        signal.setitimer(signal.ITIMER_REAL, max(seconds, 1e-4))
 
     @classmethod
     def inline_ok(cls) -> bool:
@@ -95,13 +116,15 @@ class Deadline:
 
     @classmethod
     def run_inline(cls, call: Callable[[], AdmissionResponse], budget: float) -> AdmissionResponse:
-        cls._armed = True
-        signal.setitimer(signal.ITIMER_REAL, budget)
+        deadline = time.monotonic() + budget
+        cls._deadline = deadline  # set first: a timer firing from here on bounds this decision
+        pending = cls._alarm_at
+        if pending is None or pending > deadline:
+            cls._arm(deadline, budget)
         try:
             return call()
         finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            cls._armed = False
+            cls._deadline = None
 
     @classmethod
     async def run(cls, call: Callable[[], AdmissionResponse], budget: float) -> AdmissionResponse:
