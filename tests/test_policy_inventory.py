@@ -9,6 +9,8 @@ import pytest
 from webhook.inventory import read_node
 from webhook.policy import ClusterPolicy, resolve_namespace_policy
 
+HUGE = "9" * 5000  # past the interpreter's 4,300-digit limit for int()
+
 CLUSTER = ClusterPolicy()
 GPU = CLUSTER.gpu_resources
 
@@ -49,6 +51,7 @@ def test_annotations_override_defaults() -> None:
         pytest.param("ollama-guard.io/vram-quota", "9e999", "9e999", id="quota-absurd"),
         pytest.param("ollama-guard.io/allowed-models", "llama3;rm -rf", "comma-separated globs", id="globs"),
         pytest.param("ollama-guard.io/allowed-models", " , ", "comma-separated globs", id="globs-empty"),
+        pytest.param("ollama-guard.io/max-loaded-models", HUGE, "whole number from 1 to 64", id="max-loaded-huge"),
     ],
 )
 def test_malformed_annotations_are_problems_naming_annotation_and_form(
@@ -57,7 +60,8 @@ def test_malformed_annotations_are_problems_naming_annotation_and_form(
     ns = resolve_namespace_policy(CLUSTER, "team-a", {annotation: value})
     assert len(ns.problems) == 1
     text = str(ns.problems[0])
-    assert annotation in text and needle in text and value in text
+    assert annotation in text and needle in text and value[:60] in text
+    assert len(text) < 300  # a value pasted by mistake is shortened, not echoed whole
 
 
 def test_exempt_and_off() -> None:
@@ -165,6 +169,8 @@ def test_cpu_node_is_not_a_gpu_node() -> None:
         pytest.param({"nvidia.com/gpu.sharing-strategy": "time-slicing"}, {}, "VRAM is unknown", id="no-memory"),
         pytest.param(H100, {"ollama-guard.io/vram-reserved": "-1Gi"}, "vram-reserved", id="bad-reserved"),
         pytest.param({**H100, "nvidia.com/gpu.replicas": "x"}, {}, "gpu.replicas", id="bad-replicas"),
+        pytest.param({**H100, "nvidia.com/gpu.memory": HUGE}, {}, "nvidia.com/gpu.memory", id="huge-memory"),
+        pytest.param({**H100, "nvidia.com/gpu.replicas": HUGE}, {}, "gpu.replicas", id="huge-replicas"),
     ],
 )
 def test_unreadable_budgets_are_problems(labels: dict[str, str], annotations: dict[str, str], needle: str) -> None:

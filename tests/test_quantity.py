@@ -17,6 +17,7 @@ from webhook.quantity import (
     parse_bytes,
     parse_mib,
     parse_quantity,
+    whole_number,
 )
 
 GI = 2**30
@@ -205,3 +206,11 @@ def test_arbitrary_text_parses_or_raises_quantity_error(text: str) -> None:
         assert str(exc).startswith("invalid quantity ")
     else:
         assert 0 <= amount <= MAX_BYTES
+
+
+@given(st.text(max_size=30) | st.integers(-(10**25), 10**25).map(str) | st.just("9" * 5000))
+def test_whole_number_is_plain_ascii_digits_within_bounds(text: str) -> None:
+    got = whole_number(text, minimum=1, maximum=10**12)
+    plain = text.isascii() and text.isdigit() and len(text) <= 18
+    expected = int(text) if plain and 1 <= int(text) <= 10**12 else None
+    assert got == expected

@@ -381,6 +381,53 @@ def test_a_wrong_typed_field_is_not_an_internal_error(
     assert response.get("status", {}).get("code") != 500, response
 
 
+HUGE = "9" * 5000  # past the interpreter's 4,300-digit limit for int(): must never reach int()
+
+
+@pytest.mark.parametrize(
+    ("edit", "annotations", "named", "code"),
+    [
+        pytest.param(
+            None, {"ollama-guard.io/context-length": HUGE}, "ollama-guard.io/context-length", 400, id="context"
+        ),
+        pytest.param(
+            _set("spec", "containers", 0, "env", value=[{"name": "OLLAMA_NUM_PARALLEL", "value": HUGE}]),
+            None,
+            "OLLAMA_NUM_PARALLEL",
+            400,
+            id="env-parallel",
+        ),
+        pytest.param(
+            _set("spec", "containers", 0, "env", value=[{"name": "OLLAMA_GPU_OVERHEAD", "value": HUGE}]),
+            None,
+            "OLLAMA_GPU_OVERHEAD",
+            400,
+            id="env-overhead",
+        ),
+        pytest.param(
+            None,
+            {"ollama-guard.io/vram-demand": HUGE, "ollama-guard.io/estimate": '{"v":1}'},
+            "ollama-guard.io/vram-demand",
+            403,
+            id="forged-stamp",
+        ),
+    ],
+)
+def test_a_number_too_long_to_convert_is_a_clear_denial(
+    guard: GuardServer,
+    recorded: Callable[[str], dict[str, Any]],
+    edit: Callable[[dict[str, Any]], None] | None,
+    annotations: dict[str, str] | None,
+    named: str,
+    code: int,
+) -> None:
+    review = variant(recorded("validate-pod-create-2.json"), edit=edit, annotations=annotations)
+    response = guard.review("/validate", review)
+    assert response["allowed"] is False and response["status"]["code"] == code, response
+    assert named in response["status"]["message"]
+    assert guard.review("/validate", variant(recorded("validate-pod-create-2.json")))["allowed"]  # still serving
+
+
 # --- property: thousands of malformed or odd requests ----------------------------------------------------
 
 BASES = [

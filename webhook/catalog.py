@@ -143,8 +143,11 @@ def _parse_size(text: str) -> int:
         ) from None
 
 
+@functools.lru_cache(maxsize=4096)
 def normalize_ref(ref: str) -> tuple[str, str]:
-    """`registry.ollama.ai/library/Llama3.1:8B@sha256:…` -> `("llama3.1", "8b")`; no tag: latest."""
+    """`registry.ollama.ai/library/Llama3.1:8B@sha256:…` -> `("llama3.1", "8b")`; no tag: latest.
+
+    Memoised: a cluster names a few dozen models over and over."""
     text = ref.strip().lower().partition("@")[0]
     for prefix in _REGISTRY_PREFIXES:
         if text.startswith(prefix):

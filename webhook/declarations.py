@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from webhook.quantity import QuantityError, parse_mib
+from webhook.quantity import QuantityError, parse_mib, whole_number
 from webhook.tenants import (
     ANN_CONTEXT,
     ANN_MODELS,
@@ -89,9 +89,9 @@ def parse_models(text: str) -> tuple[str, ...]:
 
 
 def parse_positive_int(text: str, *, what: str, limit: int) -> int:
-    value = text.strip()
-    if value.isascii() and value.isdigit() and 1 <= int(value) <= limit:
-        return int(value)
+    value = whole_number(text.strip(), minimum=1, maximum=limit)
+    if value is not None:
+        return value
     raise DeclarationError(f'{what}="{text[:80]}" is invalid: use a whole number from 1 to {limit}')
 
 

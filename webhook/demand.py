@@ -16,6 +16,7 @@ from webhook.catalog import Catalog, ModelSpec, UnknownModelError
 from webhook.declarations import Declaration, parse_positive_int, read_declaration
 from webhook.estimate import KV_BYTES, KvCacheType, OllamaSettings, PodEstimate, estimate_pod
 from webhook.policy import ClusterPolicy, NamespacePolicy
+from webhook.quantity import whole_number
 from webhook.tenants import ANN_CONTEXT, ANN_MODELS, ANN_VRAM, DeclarationError, PodFacts
 
 DemandSource = Literal["estimate", "declared", "max(declared, estimate)", "default"]
@@ -60,27 +61,23 @@ def read_settings(
     """
     notes: list[str] = []
     context_default = context_hint or ns.context_length
-    integers = (
-        (ENV_CONTEXT, context_default, context_default),
-        (ENV_PARALLEL, ns.num_parallel, AUTO_PARALLEL),
-        (ENV_MAX_LOADED, ns.max_loaded_models, AUTO_MAX_LOADED),
-    )
-    best = [0, 0, 0]
+    context = parallel = loaded = 0
     kv: KvCacheType | None = None
     flash = False
     overhead = 0
     for env in [c.env for c in pod.ollama_containers] or [{}]:
-        for i, (name, default, auto) in enumerate(integers):
-            best[i] = max(best[i], _integer_setting(env, name, default, auto, notes))
+        context = max(context, _integer_setting(env, ENV_CONTEXT, context_default, context_default, notes))
+        parallel = max(parallel, _integer_setting(env, ENV_PARALLEL, ns.num_parallel, AUTO_PARALLEL, notes))
+        loaded = max(loaded, _integer_setting(env, ENV_MAX_LOADED, ns.max_loaded_models, AUTO_MAX_LOADED, notes))
         kind = _KV_TYPES.get((env.get(ENV_KV_TYPE) or "f16").strip().lower(), "f16")
         if kv is None or _KV_WIDTH[kind] > _KV_WIDTH[kv]:
             kv = kind
         flash = flash or (env.get(ENV_FLASH) or "").strip() in _TRUE
         overhead = max(overhead, _overhead(env))
     settings = OllamaSettings(
-        context_length=max(best[0], context_hint or 0),
-        num_parallel=best[1],
-        max_loaded_models=best[2],
+        context_length=max(context, context_hint or 0),
+        num_parallel=parallel,
+        max_loaded_models=loaded,
         kv_cache_type=kv or "f16",
         flash_attention=flash,
         gpu_overhead_bytes=overhead,
@@ -96,9 +93,15 @@ def _integer_setting(env: Mapping[str, str | None], name: str, default: int, aut
         notes.append(f"{name} comes from valueFrom; assumed the namespace cap {default}")
         return default
     text = raw.strip()
-    return auto if text == "0" else parse_positive_int(text, what=f"env {name}", limit=1 << 21)
+    if text == "0":
+        return auto
+    value = whole_number(text, minimum=1, maximum=_MAX_SETTING)
+    if value is not None:
+        return value  # the common case, without building the error's wording
+    return parse_positive_int(text, what=f"env {name}", limit=_MAX_SETTING)
 
 
+_MAX_SETTING = 1 << 21
 _KV_TYPES: dict[str, KvCacheType] = {kind: kind for kind in KV_BYTES}
 _KV_WIDTH: dict[KvCacheType, float] = {kind: num / den for kind, (num, den) in KV_BYTES.items()}
 
@@ -108,8 +111,9 @@ def _overhead(env: Mapping[str, str | None]) -> int:
     if raw is None:
         return 0
     text = raw.strip()
-    if text.isascii() and text.isdigit() and int(text) < 1 << 50:
-        return int(text)
+    value = whole_number(text, maximum=(1 << 50) - 1)
+    if value is not None:
+        return value
     raise DeclarationError(f'env {ENV_GPU_OVERHEAD}="{text[:40]}" is invalid: use a whole number of bytes')
 
 
@@ -136,6 +140,9 @@ class _EstimateCache:
         self._catalog: Catalog | None = None
         self._items: dict[tuple[object, ...], tuple[tuple[str, ...], tuple[str, ...], PodEstimate | None]] = {}
 
+    def clear(self) -> None:
+        self._catalog, self._items = None, {}
+
     def get(
         self, catalog: Catalog, refs: tuple[str, ...], settings: OllamaSettings, gpus: int, cluster: ClusterPolicy
     ) -> tuple[tuple[str, ...], tuple[str, ...], PodEstimate | None]:
@@ -161,7 +168,8 @@ class _EstimateCache:
         return found
 
 
-_estimate = _EstimateCache().get
+_estimates = _EstimateCache()
+_estimate = _estimates.get
 
 
 class _DemandCache:
@@ -178,6 +186,9 @@ class _DemandCache:
     def __init__(self) -> None:
         self._owner: tuple[ClusterPolicy, Catalog] | None = None
         self._items: dict[tuple[object, ...], PodDemand] = {}
+
+    def clear(self) -> None:
+        self._owner, self._items = None, {}
 
     def get(self, pod: PodFacts, ns: NamespacePolicy, cluster: ClusterPolicy, catalog: Catalog) -> PodDemand:
         owner = self._owner
@@ -202,6 +213,12 @@ class _DemandCache:
 
 
 _demands = _DemandCache()
+
+
+def clear_caches() -> None:
+    """Forget every remembered demand and estimate (benchmarks time the computation itself)."""
+    _demands.clear()
+    _estimates.clear()
 
 
 def compute_demand(pod: PodFacts, *, ns: NamespacePolicy, cluster: ClusterPolicy, catalog: Catalog) -> PodDemand:

@@ -185,7 +185,7 @@ class AdmissionEndpoint:
 
     async def read_body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
         declared = headers.get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.max_body_bytes:
+        if declared.isdigit() and (len(declared) > 18 or int(declared) > self.max_body_bytes):
             raise BodyTooLarge
         chunks: list[bytes] = []
         size = 0

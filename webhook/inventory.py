@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from webhook.quantity import QuantityError, parse_mib, parse_quantity
+from webhook.quantity import QuantityError, parse_mib, parse_quantity, whole_number
 from webhook.rawdict import mapping
 
 LABEL_STRATEGY = "nvidia.com/gpu.sharing-strategy"
@@ -123,11 +123,10 @@ def _gpu_memory_mib(labels: Mapping[str, str], problems: list[str]) -> int:
     raw = labels.get(LABEL_MEMORY)
     if raw is None:
         return 0
-    text = raw.strip()
-    if not (text.isascii() and text.isdigit()):
-        problems.append(f'label {LABEL_MEMORY}="{raw}" is not a whole number of MiB')
+    value = whole_number(raw.strip(), maximum=1 << 60)
+    if value is None:
+        problems.append(f'label {LABEL_MEMORY}="{raw[:40]}" is not a whole number of MiB')
         return 0
-    value = int(text)
     return value // MIB if value > BYTES_THRESHOLD else value
 
 
@@ -135,10 +134,10 @@ def _label_int(labels: Mapping[str, str], name: str, default: int, problems: lis
     raw = labels.get(name)
     if raw is None:
         return default
-    text = raw.strip()
-    if text.isascii() and text.isdigit() and 0 < int(text) <= 1024:
-        return int(text)
-    problems.append(f'label {name}="{raw}" is not a whole number from 1 to 1024')
+    value = whole_number(raw.strip(), minimum=1, maximum=1024)
+    if value is not None:
+        return value
+    problems.append(f'label {name}="{raw[:40]}" is not a whole number from 1 to 1024')
     return default
 
 

@@ -31,6 +31,7 @@ from webhook.catalog import Catalog
 from webhook.cluster import ClusterMirror, Kind, WatchEvent, load_api_client
 from webhook.ledger import Ledger
 from webhook.policy import PREFIX, ClusterPolicy
+from webhook.quantity import whole_number
 from webhook.rawdict import items, mapping
 from webhook.tenants import ANN_DEMAND, ANN_ESTIMATE, ANN_MIRROR, MIG_PREFIX, OLLAMA_LABEL, is_ollama_image
 from webhook.view import ESTIMATE_VERSION, ClusterView, Tenant, ViewBuilder
@@ -110,7 +111,7 @@ def _pod_annotations(annotations: Mapping[str, Any], *, stamped: bool) -> dict[s
 
 def _current_stamp(annotations: Mapping[str, Any]) -> bool:
     demand, estimate = annotations.get(ANN_DEMAND), annotations.get(ANN_ESTIMATE)
-    if not (isinstance(demand, str) and demand.isascii() and demand.isdigit() and isinstance(estimate, str)):
+    if not (isinstance(demand, str) and isinstance(estimate, str)) or whole_number(demand, maximum=1 << 40) is None:
         return False
     try:
         body = json.loads(estimate)

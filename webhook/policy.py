@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from webhook.quantity import QuantityError, parse_mib
+from webhook.quantity import QuantityError, parse_mib, whole_number
 
 PREFIX = "ollama-guard.io/"
 Enforcement = Literal["enforce", "warn", "audit", "off"]
@@ -67,7 +67,8 @@ class PolicyProblem:
     expected: str
 
     def __str__(self) -> str:
-        return f'namespace annotation {self.annotation}="{self.value}" is invalid: {self.expected}'
+        shown = self.value if len(self.value) <= 80 else f"{self.value[:60]}… ({len(self.value)} characters)"
+        return f'namespace annotation {self.annotation}="{shown}" is invalid: {self.expected}'
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,10 +114,10 @@ def resolve_namespace_policy(
         raw_int = ann.get(name)
         if raw_int is None:
             return default
-        text = raw_int.strip()
         limit = LIMITS[name]
-        if text.isascii() and text.isdigit() and 1 <= int(text) <= limit:
-            return int(text)
+        value = whole_number(raw_int.strip(), minimum=1, maximum=limit)
+        if value is not None:
+            return value
         problems.append(PolicyProblem(name, raw_int, f"use a whole number from 1 to {limit}"))
         return default
 

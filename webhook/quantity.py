@@ -52,6 +52,16 @@ class QuantityError(ValueError):
         self.reason = reason
 
 
+def whole_number(text: str, *, minimum: int = 0, maximum: int) -> int | None:
+    """`text` as a plain decimal whole number (ASCII digits only: no sign, space or suffix) within
+    [minimum, maximum], else None. At most 18 digits are converted, so a 5,000-digit value is
+    refused here rather than tripping the interpreter's integer-conversion limit (a ValueError)."""
+    if not (0 < len(text) <= 18 and text.isascii() and text.isdigit()):
+        return None
+    value = int(text)
+    return value if minimum <= value <= maximum else None
+
+
 def parse_quantity(value: str | int) -> Decimal:
     """Parse a Kubernetes quantity exactly (in its base unit, bytes for memory)."""
     if isinstance(value, bool) or not isinstance(value, (str, int)):

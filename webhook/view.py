@@ -20,6 +20,7 @@ from webhook.declarations import read_declaration
 from webhook.demand import PodDemand, compute_demand
 from webhook.inventory import GpuNode, read_node
 from webhook.policy import ClusterPolicy, NamespacePolicy, resolve_namespace_policy
+from webhook.quantity import whole_number
 from webhook.tenants import ANN_DEMAND, ANN_ESTIMATE, DeclarationError, PodFacts, could_be_subject, read_pod
 
 ESTIMATE_VERSION = 1
@@ -95,13 +96,14 @@ def tenant_from_pod(pod: PodFacts, demand: PodDemand | None, problem: str = "") 
 def stamped_demand(pod: PodFacts) -> int | None:
     """The guard's own demand stamp, when it was written by this estimate version."""
     raw, estimate = pod.annotations.get(ANN_DEMAND), pod.annotations.get(ANN_ESTIMATE)
-    if raw is None or estimate is None or not raw.isascii() or not raw.isdigit():
+    demand = whole_number(raw or "", maximum=1 << 40)
+    if demand is None or estimate is None:
         return None
     try:
         version = json.loads(estimate).get("v")
     except (ValueError, AttributeError):
         return None
-    return int(raw) if version == ESTIMATE_VERSION else None
+    return demand if version == ESTIMATE_VERSION else None
 
 
 class ViewBuilder:
