@@ -151,14 +151,13 @@ class AdmissionEndpoint:
         self.guard = guard
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
-        self._latency = metrics.latency.labels(webhook)
-        self._counters: dict[tuple[str, str, str], Any] = {}  # labelled children, looked up once
+        self._stats = metrics.admissions
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         status, body = await self.answer(scope, receive)
         if status == 200:  # a decided review (rejected requests are counted in bad_requests)
-            self._latency.observe(time.perf_counter() - started)
+            self._stats.observe(self.webhook, time.perf_counter() - started)
         headers = [*_JSON, (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
@@ -223,11 +222,7 @@ class AdmissionEndpoint:
 
     def record(self, req: AdmissionRequest, response: AdmissionResponse, elapsed: float) -> None:
         decision = decision_of(response)
-        labels = (req.kind.kind, req.operation, decision)
-        counter = self._counters.get(labels)
-        if counter is None:
-            counter = self._counters[labels] = self.metrics.requests.labels(self.webhook, *labels)
-        counter.inc()
+        self._stats.count(self.webhook, req.kind.kind, req.operation, decision)
         # plain admissions at DEBUG (they are most of the traffic); anything with a reason at INFO+
         level = logging.DEBUG if decision in ("allowed", "patched") else logging.INFO
         if decision == "error":

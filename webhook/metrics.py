@@ -7,17 +7,60 @@ per guarded node capacity / committed / free VRAM and the number of over-committ
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from webhook.ledger import Ledger
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class AdmissionStats(Collector):
+    """Answered reviews by webhook, kind, operation and decision, and the latency histogram per
+    webhook, kept as plain numbers: the request path adds to a dict entry and a list slot (no lock,
+    no labelled-child lookup) and the metric families are built at scrape time. Updated and
+    scraped on the server's event-loop thread only."""
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[str, str, str, str], int] = {}
+        #: webhook -> [count per bucket (le), count above the last bucket, sum of seconds]
+        self._latency: dict[str, list[float]] = {}
+
+    def count(self, webhook: str, kind: str, operation: str, decision: str) -> None:
+        key = (webhook, kind, operation, decision)
+        self._counts[key] = self._counts.get(key, 0) + 1
+
+    def observe(self, webhook: str, seconds: float) -> None:
+        row = self._latency.get(webhook)
+        if row is None:
+            row = self._latency[webhook] = [0.0] * (len(BUCKETS) + 2)
+        row[bisect_left(BUCKETS, seconds)] += 1  # the first bucket whose bound is >= seconds
+        row[-1] += seconds
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "ollama_guard_admission_requests",
+            "Admission reviews answered",
+            labels=["webhook", "kind", "operation", "decision"],
+        )
+        for key, total in sorted(self._counts.items()):
+            requests.add_metric(list(key), total)
+        latency = HistogramMetricFamily(
+            "ollama_guard_admission_duration_seconds", "Time to answer an admission review", labels=["webhook"]
+        )
+        for webhook, row in sorted(self._latency.items()):
+            running, buckets = 0.0, []
+            for bound, seen in zip((*BUCKETS, float("inf")), row[:-1], strict=True):
+                running += seen
+                buckets.append(("+Inf" if bound == float("inf") else repr(bound), running))
+            latency.add_metric([webhook], buckets, sum_value=row[-1])
+        yield from (requests, latency)
 
 
 class _WatchCollector(Collector):
@@ -86,19 +129,8 @@ class Metrics:
         self, ledger: Callable[[], Ledger], readiness: Callable[[], tuple[bool, Mapping[str, Any]]] | None = None
     ) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "ollama_guard_admission_requests",
-            "Admission reviews answered",
-            ["webhook", "kind", "operation", "decision"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "ollama_guard_admission_duration_seconds",
-            "Time to answer an admission review",
-            ["webhook"],
-            buckets=BUCKETS,
-            registry=self.registry,
-        )
+        self.admissions = AdmissionStats()
+        self.registry.register(self.admissions)
         self.would_deny = Counter(
             "ollama_guard_would_deny",
             "Violations allowed by audit mode",
