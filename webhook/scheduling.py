@@ -22,23 +22,47 @@ def candidate_nodes(pod_spec: Mapping[str, Any], nodes: Iterable[GpuNode]) -> li
 def iter_candidates(pod_spec: Mapping[str, Any], nodes: Iterable[GpuNode]) -> Iterator[GpuNode]:
     """Lazily, the candidate nodes (callers that only need "is there one that…" stop early)."""
     pinned = str(pod_spec.get("nodeName") or "")
-    selector = mapping(pod_spec.get("nodeSelector"))
+    selector = [(str(k), str(v)) for k, v in mapping(pod_spec.get("nodeSelector")).items()]
     terms = _required_terms(pod_spec)
-    tolerations = [t for t in items(pod_spec.get("tolerations")) if isinstance(t, Mapping)]
+    tolerations = [_toleration(t) for t in items(pod_spec.get("tolerations")) if isinstance(t, Mapping)]
     for node in nodes:
-        if pinned and node.name != pinned:
+        if (pinned and node.name != pinned) or node.slots <= 0 or node.unschedulable:
             continue
-        if node.slots <= 0 or node.unschedulable:
-            continue
-        if not all(node.labels.get(str(k)) == str(v) for k, v in selector.items()):
+        if selector and any(node.labels.get(k) != v for k, v in selector):
             continue
         if terms is not None and not any(_term_matches(t, node) for t in terms):
             continue
-        if not all(
+        if node.taints and not all(
             _tolerated(taint, tolerations) for taint in node.taints if taint.effect in ("NoSchedule", "NoExecute")
         ):
             continue
         yield node
+
+
+#: a toleration as (key, operator, value, effect), read once per pod
+_Toleration = tuple[str, str, str, str]
+
+
+def _toleration(raw: Mapping[str, Any]) -> _Toleration:
+    return (
+        str(raw.get("key") or ""),
+        str(raw.get("operator") or "Equal"),
+        str(raw.get("value") or ""),
+        str(raw.get("effect") or ""),
+    )
+
+
+def _tolerated(taint: Taint, tolerations: Sequence[_Toleration]) -> bool:
+    """The scheduler's rule: a matching effect (empty: any), then an empty key with Exists matches
+    every taint, else the key must match and Exists ignores the value."""
+    for key, operator, value, effect in tolerations:
+        if effect and effect != taint.effect:
+            continue
+        if not key and operator == "Exists":
+            return True
+        if key == taint.key and (operator == "Exists" or value == taint.value):
+            return True
+    return False
 
 
 def _required_terms(pod_spec: Mapping[str, Any]) -> Sequence[Mapping[str, Any]] | None:
@@ -76,20 +100,4 @@ def _expression(expr: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
         except ValueError:
             return False
         return left > right if op == "Gt" else left < right
-    return False
-
-
-def _tolerated(taint: Taint, tolerations: Sequence[Mapping[str, Any]]) -> bool:
-    for tol in tolerations:
-        effect = tol.get("effect") or ""
-        if effect and effect != taint.effect:
-            continue
-        key = tol.get("key") or ""
-        operator = tol.get("operator") or "Equal"
-        if not key and operator == "Exists":
-            return True
-        if key != taint.key:
-            continue
-        if operator == "Exists" or (tol.get("value") or "") == taint.value:
-            return True
     return False
