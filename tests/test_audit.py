@@ -12,6 +12,7 @@ import copy
 import json
 import os
 import threading
+import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -968,12 +969,14 @@ def test_live_audit_lists_each_kind_once_and_never_watches(tmp_path: Path) -> No
 
 
 class ReportStore(BaseHTTPRequestHandler):
-    """Just enough of kube-apiserver: empty core lists and PolicyReport get/create/replace."""
+    """Just enough of kube-apiserver: the example cluster's core lists, PolicyReport get/create/
+    replace/delete, and the cluster-wide PolicyReport list with an equality label selector."""
 
     protocol_version = "HTTP/1.1"
     store: dict[str, dict[str, Any]]
     calls: list[str]
     reject = ""
+    forbid_list = False
 
     def log_message(self, format: str, *args: Any) -> None:
         return None
@@ -990,9 +993,11 @@ class ReportStore(BaseHTTPRequestHandler):
         return dict(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
 
     def do_GET(self) -> None:
-        path = self.path.split("?")[0]
+        path, _, query = self.path.partition("?")
         self.calls.append(f"GET {path}")
-        if path.startswith("/api/v1/"):
+        if path == f"{REPORTS_API}/policyreports":
+            self._list_reports(dict(urllib.parse.parse_qsl(query)).get("labelSelector", ""))
+        elif path.startswith("/api/v1/"):
             self._send(200, {"kind": "List", "apiVersion": "v1", "metadata": {}, "items": self.lists(path)})
         elif path in self.store:
             self._send(200, self.store[path])
@@ -1000,6 +1005,38 @@ class ReportStore(BaseHTTPRequestHandler):
             self._send(
                 404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}
             )
+
+    def _list_reports(self, selector: str) -> None:
+        if self.forbid_list:
+            self._send(
+                403,
+                {
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "status": "Failure",
+                    "reason": "Forbidden",
+                    "message": "policyreports is forbidden",
+                    "code": 403,
+                },
+            )
+            return
+        wanted = dict(term.split("=", 1) for term in selector.split(",") if term)
+        found = [
+            doc
+            for key, doc in self.store.items()
+            if "/policyreports/" in key
+            and all(doc["metadata"].get("labels", {}).get(k) == v for k, v in wanted.items())
+        ]
+        self._send(200, {"apiVersion": "wgpolicyk8s.io/v1alpha2", "kind": "PolicyReportList", "items": found})
+
+    def do_DELETE(self) -> None:
+        self.calls.append(f"DELETE {self.path}")
+        if self.store.pop(self.path, None) is None:
+            self._send(
+                404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}
+            )
+            return
+        self._send(200, {"kind": "Status", "apiVersion": "v1", "status": "Success"})
 
     def lists(self, path: str) -> list[dict[str, Any]]:
         kind = {"/api/v1/nodes": "Node", "/api/v1/namespaces": "Namespace", "/api/v1/pods": "Pod"}[path]
@@ -1067,6 +1104,53 @@ def test_write_reports_creates_then_replaces(report_store: tuple[str, type[Repor
     assert "updated PolicyReport team-b/ollama-guard" in second.stderr
     assert f"PUT {base}/namespaces/team-b/policyreports/ollama-guard rv=1" in handler.calls
     assert handler.store[f"{base}/clusterpolicyreports/ollama-guard"]["metadata"]["resourceVersion"] == "2"
+
+
+REPORTS_API = "/apis/wgpolicyk8s.io/v1alpha2"
+
+
+def _stored_report(namespace: str, *, name: str = "ollama-guard", ours: bool = True) -> dict[str, Any]:
+    labels = {"app.kubernetes.io/managed-by": "ollama-guard" if ours else "kyverno"}
+    return {
+        "apiVersion": "wgpolicyk8s.io/v1alpha2",
+        "kind": "PolicyReport",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels, "resourceVersion": "7"},
+        "results": [{"policy": "ollama-guard", "result": "fail", "message": "a pod long gone"}],
+    }
+
+
+@pytest.mark.parametrize(
+    ("scope", "pruned"),
+    [pytest.param([], True, id="all-namespaces"), pytest.param(["--namespace", "team-b"], False, id="one-namespace")],
+)
+def test_write_reports_deletes_our_reports_of_namespaces_that_left_the_audit(
+    report_store: tuple[str, type[ReportStore]], tmp_path: Path, scope: list[str], pruned: bool
+) -> None:
+    url, handler = report_store
+    gone = f"{REPORTS_API}/namespaces/team-gone/policyreports/ollama-guard"
+    foreign = f"{REPORTS_API}/namespaces/team-gone/policyreports/kyverno-report"
+    handler.store[gone] = _stored_report("team-gone")
+    handler.store[foreign] = _stored_report("team-gone", name="kyverno-report", ours=False)
+    config = write_kubeconfig(tmp_path / "config", url)
+    result = invoke("--kubeconfig", str(config), "--format", "json", "--write-reports", *scope)
+    assert result.exit_code == 0, result.output
+    assert (gone not in handler.store) is pruned  # out of a --namespace audit's scope: left alone
+    assert foreign in handler.store  # never another tool's report
+    assert ("deleted PolicyReport team-gone/ollama-guard" in result.stderr) is pruned
+    assert f"{REPORTS_API}/namespaces/team-b/policyreports/ollama-guard" in handler.store
+
+
+def test_write_reports_without_list_permission_writes_and_says_it_did_not_prune(
+    report_store: tuple[str, type[ReportStore]], tmp_path: Path
+) -> None:
+    url, handler = report_store
+    handler.forbid_list = True
+    result = invoke(
+        "--kubeconfig", str(write_kubeconfig(tmp_path / "config", url)), "--format", "json", "--write-reports"
+    )
+    assert result.exit_code == 0, result.output
+    assert "created PolicyReport team-b/ollama-guard" in result.stderr
+    assert "not pruned: listing PolicyReports failed: HTTP 403 policyreports is forbidden" in result.stderr
 
 
 def test_write_reports_names_what_the_api_server_refused(

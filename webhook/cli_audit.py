@@ -200,10 +200,13 @@ def _list_all(kind: str, call: Callable[..., Any]) -> list[dict[str, Any]]:
 
 
 def write_policy_reports(api_client: Any, report: AuditReport) -> list[str]:
-    """Create or replace each report (get; create on 404, else replace at its resourceVersion)."""
+    """Create or replace each report (get; create on 404, else replace at its resourceVersion),
+    then delete our PolicyReports of namespaces in scope that the audit no longer lists (their
+    results would otherwise stay on dashboards for pods long gone)."""
     from kubernetes.client import ApiException, CustomObjectsApi
 
-    from webhook.report_policy import policy_reports
+    from webhook.rawdict import items, mapping
+    from webhook.report_policy import LABELS, REPORT_NAME, policy_reports, stale_reports
 
     api = CustomObjectsApi(api_client)
     done: list[str] = []
@@ -215,6 +218,20 @@ def write_policy_reports(api_client: Any, report: AuditReport) -> list[str]:
         except ApiException as exc:
             raise fail(f"writing {label} failed: HTTP {exc.status} {_api_message(exc)}") from None
         done.append(f"{'created' if created else 'updated'} {label}")
+    selector = ",".join(f"{k}={v}" for k, v in LABELS.items())
+    try:
+        listed = mapping(api.list_cluster_custom_object(GROUP, VERSION, "policyreports", label_selector=selector))
+    except ApiException as exc:  # e.g. no cluster-wide list permission: the reports above are written
+        done.append(f"not pruned: listing PolicyReports failed: HTTP {exc.status} {_api_message(exc)}")
+        return done
+    for namespace in stale_reports(report, [mapping(i) for i in items(listed.get("items"))]):
+        label = f"PolicyReport {namespace}/{REPORT_NAME}"
+        try:
+            api.delete_namespaced_custom_object(GROUP, VERSION, namespace, "policyreports", REPORT_NAME)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise fail(f"deleting {label} failed: HTTP {exc.status} {_api_message(exc)}") from None
+        done.append(f"deleted {label} (the namespace has no GPU tenants or guard annotations left)")
     return done
 
 

@@ -79,6 +79,22 @@ def policy_reports(report: AuditReport) -> list[dict[str, Any]]:
     return docs
 
 
+def stale_reports(report: AuditReport, existing: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Namespaces whose ollama-guard PolicyReport (`existing`: the cluster's, listed by our label)
+    this report no longer writes: a namespace that lost its last GPU tenant and its annotations.
+    Only namespaces within the audit's scope (`--namespace`) are candidates."""
+    written = {line.policy.namespace for line in report.namespaces} | {f.namespace for f in report.findings}
+    stale = set()
+    for item in existing:
+        meta = item.get("metadata") if isinstance(item.get("metadata"), Mapping) else {}
+        namespace = str((meta or {}).get("namespace") or "")
+        if (meta or {}).get("name") != REPORT_NAME or not namespace or namespace in written:
+            continue
+        if report.namespace in (None, namespace):
+            stale.add(namespace)
+    return sorted(stale)
+
+
 def render_policy_reports(report: AuditReport) -> str:
     """Multi-document YAML, `kubectl apply -f`-able."""
     return yaml.safe_dump_all(
