@@ -208,3 +208,19 @@ def test_indexed_ledger_matches_a_naive_model(ops: list[tuple[object, ...]]) -> 
             assert ledger.committed(name) == sum(m[2] for m in live.values() if m[0] == name)
         for namespace in ("ns", "other"):
             assert ledger.pending_usage(namespace) == sum(m[2] for m in live.values() if m[1] == namespace)
+
+
+def test_a_pod_the_view_shows_bound_elsewhere_no_longer_holds_its_reservation() -> None:
+    """The binding we admitted to gpu-a did not land; a later one to gpu-b did: the pod counts once,
+    on gpu-b, as soon as the view shows it there (not until the reservation's TTL)."""
+    nodes = {"gpu-a": NODE, "gpu-b": NODE_B}
+    ledger = Ledger(assemble_view(nodes, {}, {}), ttl_seconds=600, clock=Clock())
+    pod = tenant(1, 30_000)
+    assert ledger.reserve(pod, NODE).ok
+    ledger.publish(assemble_view(nodes, {}, {pod.key: replace(pod, node="gpu-b")}))
+    assert ledger.reservations() == ()
+    assert (ledger.committed("gpu-a"), ledger.committed("gpu-b")) == (0, 30_000)
+    still_pending = replace(tenant(2, 20_000), uid="uid-2")
+    assert ledger.reserve(still_pending, NODE).ok
+    ledger.publish(assemble_view(nodes, {}, {pod.key: replace(pod, node="gpu-b"), still_pending.key: still_pending}))
+    assert [r.uid for r in ledger.reservations()] == ["uid-2"]  # in the view, but not bound yet: kept

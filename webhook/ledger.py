@@ -92,12 +92,14 @@ class Ledger:
         return self._view
 
     def publish(self, view: ClusterView) -> None:
-        """Swap in a new view; reservations it shows as bound are confirmed (dropped)."""
+        """Swap in a new view; a reservation whose pod it shows bound is done (dropped): on the
+        reserved node the view now counts it, and on another node (the binding we admitted did
+        not land, a later one did) the view counts it there."""
         with self._lock:
             self._view = view
             for uid, res in list(self._reservations.items()):
                 tenant = view.tenants.get(res.key)
-                if tenant is not None and tenant.uid == uid and tenant.node == res.node:
+                if tenant is not None and tenant.uid == uid and tenant.node:
                     self._drop_locked(uid)
 
     def committed(self, node: str) -> int:
