@@ -712,6 +712,20 @@ def test_bound_pods_count_against_the_quota_in_snapshot_mode() -> None:
 
 
 @requires_fixtures
+def test_pods_admitted_but_not_yet_bound_count_against_the_quota() -> None:
+    """A burst: pods validated one after another before the scheduler binds any of them."""
+    guard, _ = make_guard(namespaces={"team-a": {"ollama-guard.io/vram-quota": "20Gi"}})
+    first, second = ollama_pod_review(), ollama_pod_review()
+    assert validate(request(first), guard).allowed
+    assert validate(request(first), guard).allowed  # the same pod judged again does not count twice
+    assert validate(request(second), guard).allowed
+    third = validate(request(ollama_pod_review()), guard)
+    assert not third.allowed and "quota" in third.message and "15.5 GiB in use" in third.message
+    assert validate(request(binding_review(first)), guard).allowed  # bound: counted once, not twice
+    assert "15.5 GiB in use" in validate(request(ollama_pod_review()), guard).message
+
+
+@requires_fixtures
 @pytest.mark.parametrize(
     ("groups", "annotations", "allowed"),
     [

@@ -172,6 +172,7 @@ _OPS = st.lists(
         ),
         st.tuples(st.just("release"), st.integers(0, 7)),
         st.tuples(st.just("tick"), st.integers(0, 40)),
+        st.tuples(st.just("admit"), st.integers(0, 7), st.sampled_from(["ns", "other"]), st.integers(1_000, 30_000)),
     ),
     max_size=40,
 )
@@ -181,10 +182,12 @@ _OPS = st.lists(
 @given(_OPS)
 def test_indexed_ledger_matches_a_naive_model(ops: list[tuple[object, ...]]) -> None:
     """Committed VRAM per node and pending usage per namespace equal a straightforward recount of
-    the live reservations, whatever the order of bindings, releases and expiries."""
+    the live reservations and admitted-not-bound pods, whatever the order of bindings, admissions,
+    releases and expiries."""
     clock = Clock()
     ledger = Ledger(assemble_view({"gpu-a": NODE, "gpu-b": NODE_B}, {}, {}), ttl_seconds=60, clock=clock)
     model: dict[str, tuple[str, str, int, float]] = {}  # uid -> node, namespace, demand, expires
+    admitted: dict[str, tuple[str, int, float]] = {}  # uid -> namespace, demand, expires
     for op in ops:
         if op[0] == "reserve":
             _, i, node_name, namespace, demand = op
@@ -201,13 +204,24 @@ def test_indexed_ledger_matches_a_naive_model(ops: list[tuple[object, ...]]) -> 
             for namespace in ("ns", "other"):
                 ledger.release(f"{namespace}-{op[1]}")
                 model.pop(f"{namespace}-{op[1]}", None)
+        elif op[0] == "admit":
+            _, i, namespace, demand = op
+            ledger.remember_admitted(
+                replace(tenant(int(i), int(demand)), namespace=str(namespace), uid=f"{namespace}-{i}")
+            )
+            admitted[f"{namespace}-{i}"] = (str(namespace), int(demand), clock.now + 60)
         else:
             clock.now += float(op[1])
         live = {u: m for u, m in model.items() if m[3] >= clock.now}
+        waiting = {u: a for u, a in admitted.items() if a[2] >= clock.now and u not in live}
         for name in ("gpu-a", "gpu-b"):
             assert ledger.committed(name) == sum(m[2] for m in live.values() if m[0] == name)
         for namespace in ("ns", "other"):
-            assert ledger.pending_usage(namespace) == sum(m[2] for m in live.values() if m[1] == namespace)
+            expected = sum(m[2] for m in live.values() if m[1] == namespace)
+            expected += sum(a[1] for a in waiting.values() if a[0] == namespace)
+            assert ledger.pending_usage(namespace) == expected
+            mine = live.get(f"{namespace}-0", (None, None, 0))[2] or waiting.get(f"{namespace}-0", (None, 0))[1]
+            assert ledger.pending_usage(namespace, besides=f"{namespace}/p0") == expected - mine
 
 
 def test_a_pod_the_view_shows_bound_elsewhere_no_longer_holds_its_reservation() -> None:
@@ -224,3 +238,16 @@ def test_a_pod_the_view_shows_bound_elsewhere_no_longer_holds_its_reservation() 
     assert ledger.reserve(still_pending, NODE).ok
     ledger.publish(assemble_view(nodes, {}, {pod.key: replace(pod, node="gpu-b"), still_pending.key: still_pending}))
     assert [r.uid for r in ledger.reservations()] == ["uid-2"]  # in the view, but not bound yet: kept
+
+
+def test_an_admitted_pod_counts_once_then_not_at_all_once_gone() -> None:
+    ledger = Ledger(view(), ttl_seconds=60, clock=Clock())
+    pod = tenant(1, 12_000)
+    ledger.remember_admitted(pod)
+    assert ledger.pending_usage("ns") == 12_000  # admitted, not bound, not in the view yet
+    ledger.publish(view(pod))
+    assert ledger.pending_usage("ns") == 0  # the view holds it (its usage counts there)
+    ledger.publish(view())
+    ledger.release(pod.uid, pod.key)  # deleted: the watch dropped it and the source released it
+    assert ledger.pending_usage("ns") == 0
+    assert ledger.find_tenant(pod.key) is None

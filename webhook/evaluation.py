@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from webhook.catalog import Catalog, normalize_ref
 from webhook.demand import ENV_CONTEXT, ENV_MAX_LOADED, ENV_PARALLEL, PodDemand, compute_demand
@@ -39,6 +39,12 @@ class Violation:
     @property
     def summary(self) -> str:
         return self.short or self.message
+
+
+class PendingUsage(Protocol):
+    """`Ledger.pending_usage`: a namespace's VRAM not in the view yet, besides one pod."""
+
+    def __call__(self, namespace: str, *, besides: str = "") -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +89,7 @@ def evaluate_pod(
     one_per_node: bool = False,
     require_settings: bool = True,
     facts: PodFacts | None = None,
-    pending_usage: Callable[[str], int] | None = None,
+    pending_usage: PendingUsage | None = None,
 ) -> PodEvaluation:
     """Every check of design §7 for a Pod CREATE (or `replicas` copies of a pod template).
 
@@ -109,7 +115,7 @@ def evaluate_pod(
         result = _capacity_checks(raw, pod, demand, view=view, committed=committed, replicas=replicas)
     violations += result[0]
     if pod.is_gpu_tenant:
-        pending = pending_usage(pod.namespace) if pending_usage is not None else 0
+        pending = pending_usage(pod.namespace, besides=pod.key) if pending_usage is not None else 0
         violations += _quota_checks(pod, ns, demand, view, replicas, result[1], pending)
     notes = demand.notes
     return PodEvaluation(pod, ns, demand, tuple(violations), notes, tuple(result[1]))

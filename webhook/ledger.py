@@ -85,7 +85,8 @@ class Ledger:
         self._reservations: dict[str, Reservation] = {}  # by pod UID, oldest (first to expire) first
         self._on_node: dict[str, dict[str, Reservation]] = {}
         self._of_namespace: dict[str, dict[str, Reservation]] = {}
-        self._admitted: dict[str, tuple[Tenant, float]] = {}
+        self._admitted: dict[str, tuple[Tenant, float]] = {}  # by namespace/name, oldest first
+        self._admitted_in: dict[str, dict[str, Tenant]] = {}  # namespace -> namespace/name -> tenant
 
     @property
     def view(self) -> ClusterView:
@@ -127,17 +128,31 @@ class Ledger:
                 self._add_locked(Reservation(tenant.uid, tenant.key, node.name, demand, self._clock() + self._ttl))
             return fit
 
-    def pending_usage(self, namespace: str) -> int:
-        """VRAM reserved by bindings of this namespace's pods that the view does not hold at all
-        (snapshot mode, or a pod the watch has not delivered yet): counted against its quota."""
+    def pending_usage(self, namespace: str, *, besides: str = "") -> int:
+        """VRAM of this namespace's pods that the view does not hold yet (snapshot mode, or a pod
+        the watch has not delivered): reserved by an admitted binding, or admitted at CREATE and
+        not bound yet. Counted against the namespace's quota, so a burst of pods admitted before
+        any is scheduled cannot overrun it. `besides` (namespace/name) is the pod being judged."""
         with self._lock:
             self._expire_locked()
             tenants = self._view.tenants
-            return sum(r.demand_mib for r in self._of_namespace.get(namespace, {}).values() if r.key not in tenants)
+            reserved = self._of_namespace.get(namespace, {})
+            total = sum(r.demand_mib for r in reserved.values() if r.key not in tenants and r.key != besides)
+            held = {r.uid for r in reserved.values()}
+            for key, tenant in self._admitted_in.get(namespace, {}).items():
+                if key not in tenants and key != besides and tenant.uid not in held:
+                    total += tenant.demand_mib or 0
+            return total
 
-    def release(self, uid: str) -> None:
+    def release(self, uid: str, key: str = "") -> None:
+        """The pod (`uid`, and `key` namespace/name) is gone or holds nothing any more: its
+        reservation ends, and so does its record of admission (it must not count against the
+        quota once the view has dropped it)."""
         with self._lock:
             self._drop_locked(uid)
+            entry = self._admitted.get(key)
+            if entry is not None and entry[0].uid in (uid, ""):
+                self._forget_locked(key)
 
     def remember_admitted(self, tenant: Tenant) -> None:
         """Keep a pod admitted at CREATE findable by its binding until the watch has it.
@@ -145,10 +160,11 @@ class Ledger:
         Bounded: with no expiry (snapshot mode) the oldest entries give way after MAX_ADMITTED.
         """
         with self._lock:
-            self._admitted.pop(tenant.key, None)
+            self._forget_locked(tenant.key)
             self._admitted[tenant.key] = (tenant, self._clock() + self._ttl)
+            self._admitted_in.setdefault(tenant.namespace, {})[tenant.key] = tenant
             while len(self._admitted) > MAX_ADMITTED:
-                del self._admitted[next(iter(self._admitted))]
+                self._forget_locked(next(iter(self._admitted)))
 
     def find_tenant(self, key: str) -> Tenant | None:
         """The tenant by namespace/name: the view first, then recently admitted pods."""
@@ -209,7 +225,16 @@ class Ledger:
             key, (_, expires_at) = next(iter(admitted.items()))
             if expires_at >= now:
                 break
-            del admitted[key]
+            self._forget_locked(key)
+
+    def _forget_locked(self, key: str) -> None:
+        entry = self._admitted.pop(key, None)
+        if entry is None:
+            return
+        members = self._admitted_in[entry[0].namespace]
+        del members[key]
+        if not members:
+            del self._admitted_in[entry[0].namespace]
 
 
 def _namespace_of(key: str) -> str:

@@ -274,7 +274,7 @@ class LiveSource:
         if tenant is None:  # gone, finished, terminating or not a GPU tenant: nothing held any more
             uid = mapping(mapping(last).get("metadata")).get("uid")
             if uid:
-                self.ledger.release(str(uid))
+                self.ledger.release(str(uid), key)
         computed = self._computed.setdefault(namespace, set())
         if tenant is not None and tenant.source != "annotation":
             computed.add(key)
