@@ -251,3 +251,16 @@ def test_an_admitted_pod_counts_once_then_not_at_all_once_gone() -> None:
     ledger.release(pod.uid, pod.key)  # deleted: the watch dropped it and the source released it
     assert ledger.pending_usage("ns") == 0
     assert ledger.find_tenant(pod.key) is None
+
+
+def test_publishing_a_pod_forgets_its_admission_but_not_a_newer_pod_of_that_name() -> None:
+    ledger = Ledger(view(), ttl_seconds=60, clock=Clock())
+    old, new = tenant(1, 5_000), replace(tenant(1, 7_000), uid="uid-new")
+    ledger.remember_admitted(new)
+    ledger.publish(view(old))  # the view still shows the previous pod of that name
+    assert ledger.find_tenant(new.key) == old
+    ledger.publish(view())
+    assert ledger.find_tenant(new.key) == new  # the newer admission was kept
+    ledger.publish(view(new))
+    ledger.publish(view())
+    assert ledger.find_tenant(new.key) is None  # delivered by the watch, then gone: forgotten

@@ -115,7 +115,8 @@ def evaluate_pod(
         result = _capacity_checks(raw, pod, demand, view=view, committed=committed, replicas=replicas)
     violations += result[0]
     if pod.is_gpu_tenant:
-        pending = pending_usage(pod.namespace, besides=pod.key) if pending_usage is not None else 0
+        quota_set = ns.vram_quota_mib is not None
+        pending = pending_usage(pod.namespace, besides=pod.key) if pending_usage is not None and quota_set else 0
         violations += _quota_checks(pod, ns, demand, view, replicas, result[1], pending)
     notes = demand.notes
     return PodEvaluation(pod, ns, demand, tuple(violations), notes, tuple(result[1]))

@@ -95,13 +95,21 @@ class Ledger:
     def publish(self, view: ClusterView) -> None:
         """Swap in a new view; a reservation whose pod it shows bound is done (dropped): on the
         reserved node the view now counts it, and on another node (the binding we admitted did
-        not land, a later one did) the view counts it there."""
+        not land, a later one did) the view counts it there. Admitted pods it holds are forgotten
+        (`find_tenant` and the quota read them from the view)."""
         with self._lock:
             self._view = view
             for uid, res in list(self._reservations.items()):
                 tenant = view.tenants.get(res.key)
                 if tenant is not None and tenant.uid == uid and tenant.node:
                     self._drop_locked(uid)
+            delivered = [
+                key
+                for key, (admitted, _) in self._admitted.items()
+                if (shown := view.tenants.get(key)) is not None and admitted.uid in ("", shown.uid)
+            ]
+            for key in delivered:
+                self._forget_locked(key)  # the watch delivered it: the view answers for it now
 
     def committed(self, node: str) -> int:
         with self._lock:
