@@ -230,7 +230,7 @@ def markdown(run: Mapping[str, Any], *, baseline: Mapping[str, Any] | None = Non
         "derived from requests recorded from kube-apiserver 1.24 (`benchmarks/reviews.py`).",
         "- Floor: `benchmarks/floor.py`, a bare ASGI app on the same uvicorn settings and certificate "
         "(decodes the review with orjson, as the guard does, and answers allowed with its UID).",
-        "- Causes of missed targets (profiles) and proposed fixes: `benchmarks/FINDINGS.md`.",
+        "- Profiles, causes of missed targets, fixes and before/after: `benchmarks/FINDINGS.md`.",
         "",
         *contention(run),
         "## Summary",
