@@ -1,7 +1,9 @@
-"""A small Kubernetes API server on loopback (test helper): list + watch of Nodes, Pods, Namespaces.
+"""A small Kubernetes API server on loopback (test helper): list + watch of Nodes, Pods, Namespaces,
+Deployments and StatefulSets.
 
-It speaks the real wire format that `kube-apiserver` uses for the core/v1 collections the
-`kubernetes` client calls (`/api/v1/nodes`, `/api/v1/pods`, `/api/v1/namespaces`):
+It speaks the real wire format that `kube-apiserver` uses for the collections the `kubernetes`
+client calls (`/api/v1/nodes`, `/api/v1/pods`, `/api/v1/namespaces`, `/apis/apps/v1/deployments`,
+`/apis/apps/v1/statefulsets`):
 
 - list: `{"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "12"},
   "items": [...]}` with items lacking kind/apiVersion; `limit` + `continue` paginate over a
@@ -36,7 +38,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-PATHS = {"/api/v1/nodes": "Node", "/api/v1/pods": "Pod", "/api/v1/namespaces": "Namespace"}
+PATHS = {
+    "/api/v1/nodes": "Node",
+    "/api/v1/pods": "Pod",
+    "/api/v1/namespaces": "Namespace",
+    "/apis/apps/v1/deployments": "Deployment",
+    "/apis/apps/v1/statefulsets": "StatefulSet",
+}
+API_VERSIONS = {"Deployment": "apps/v1", "StatefulSet": "apps/v1"}  # the rest: "v1"
 _DEFAULT_WATCH_SECONDS = 1800.0
 _DROP = object()
 
@@ -148,8 +157,9 @@ class KubeApiFixture:
     def bookmark(self, kind: str) -> int:
         """Send a BOOKMARK at the current RV to the open watches of `kind` that allow them."""
         with self._cond:
+            version = API_VERSIONS.get(kind, "v1")
             event = {"type": "BOOKMARK", "object": {
-                "kind": kind, "apiVersion": "v1", "metadata": {"resourceVersion": str(self._rv)}}}
+                "kind": kind, "apiVersion": version, "metadata": {"resourceVersion": str(self._rv)}}}
             for watcher in self._watchers:
                 if watcher.kind == kind and watcher.bookmarks:
                     watcher.events.put(event)
@@ -218,7 +228,7 @@ class KubeApiFixture:
             del self._objects[kind][key]
         else:
             self._objects[kind][key] = stored
-        event = {"type": type_, "object": {"kind": kind, "apiVersion": "v1", **stored}}
+        event = {"type": type_, "object": {"kind": kind, "apiVersion": API_VERSIONS.get(kind, "v1"), **stored}}
         self._history.append((self._rv, kind, event))
         for watcher in self._watchers:
             if watcher.kind == kind:
@@ -260,7 +270,7 @@ class KubeApiFixture:
                 self._snapshots[(kind, rv)] = items
                 token = {"v": "meta.k8s.io/v1", "rv": rv, "start": start + limit}
                 metadata["continue"] = base64.b64encode(json.dumps(token).encode()).decode()
-        return 200, {"kind": f"{kind}List", "apiVersion": "v1", "metadata": metadata,
+        return 200, {"kind": f"{kind}List", "apiVersion": API_VERSIONS.get(kind, "v1"), "metadata": metadata,
                      "items": items[start:start + limit]}
 
     def _open_watch(self, kind: str, query: dict[str, str], sock: socket.socket
@@ -269,7 +279,7 @@ class KubeApiFixture:
         with self._cond:
             since = query.get("resourceVersion", "")
             if since in ("", "0"):
-                backlog = [{"type": "ADDED", "object": {"kind": kind, "apiVersion": "v1", **o}}
+                backlog = [{"type": "ADDED", "object": {"kind": kind, "apiVersion": API_VERSIONS.get(kind, "v1"), **o}}
                            for o in self._objects[kind].values()]
             elif int(since) < self._compacted_rv:
                 message = f"too old resource version: {since} ({self._compacted_rv})"

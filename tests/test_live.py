@@ -33,6 +33,7 @@ from webhook.catalog import load_catalog
 from webhook.cluster import ClusterMirror, load_api_client
 from webhook.config import Settings, load_settings
 from webhook.live import ESTIMATE_STUB, LiveSource, project
+from webhook.state import SnapshotSource
 from webhook.view import ViewBuilder
 
 NODE = "gpu-h100-a"
@@ -51,9 +52,7 @@ def api() -> Iterator[KubeApiFixture]:
 
 
 @pytest.fixture
-def live_guard(
-    api: KubeApiFixture, start_guard: Callable[..., GuardServer], tmp_path: Path
-) -> Iterator[LiveGuard]:
+def live_guard(api: KubeApiFixture, start_guard: Callable[..., GuardServer], tmp_path: Path) -> Iterator[LiveGuard]:
     """`live_guard(settings=None, ready=True)`: a guard on a LiveSource reading `api`."""
     sources: list[LiveSource] = []
 
@@ -65,9 +64,7 @@ def live_guard(
         def mirror(**kwargs: Any) -> ClusterMirror:
             return ClusterMirror(client, backoff_base=0.02, backoff_cap=0.2, **kwargs)
 
-        source = LiveSource(
-            mirror, cluster=settings.cluster_policy(), catalog=load_catalog(), publish_interval=0.02
-        )
+        source = LiveSource(mirror, cluster=settings.cluster_policy(), catalog=load_catalog(), publish_interval=0.02)
         sources.append(source)
         guard = start_guard(source=source, settings=settings)
         if ready:
@@ -120,8 +117,11 @@ def pull_from_env(pod: dict[str, Any]) -> dict[str, Any]:
     """No models annotation: the model is discovered in `ollama pull $MODEL`, MODEL from the env."""
     del pod["metadata"]["annotations"]["ollama-guard.io/models"]
     container = pod["spec"]["containers"][0]
-    container["env"] = [*container.get("env", []), {"name": "MODEL", "value": "qwen2.5:14b"},
-                        {"name": "UNRELATED", "value": "x" * 200}]
+    container["env"] = [
+        *container.get("env", []),
+        {"name": "MODEL", "value": "qwen2.5:14b"},
+        {"name": "UNRELATED", "value": "x" * 200},
+    ]
     container["lifecycle"] = {"postStart": {"exec": {"command": ["/bin/sh", "-c", "ollama pull ${MODEL}"]}}}
     return pod
 
@@ -133,10 +133,19 @@ def without_models(pod: dict[str, Any]) -> dict[str, Any]:
 
 def cuda_pod(**resources: str) -> dict[str, Any]:
     return {
-        "metadata": {"name": "cuda", "namespace": "team-a", "uid": "u1", "labels": {"app": "trainer"},
-                     "annotations": {"ollama-guard.io/vram": "10Gi", "team": "ml"}},
-        "spec": {"nodeName": NODE, "containers": [{"name": "main", "image": "nvcr.io/nvidia/cuda:12",
-                                                    "resources": {"limits": {"cpu": "4", **resources}}}]},
+        "metadata": {
+            "name": "cuda",
+            "namespace": "team-a",
+            "uid": "u1",
+            "labels": {"app": "trainer"},
+            "annotations": {"ollama-guard.io/vram": "10Gi", "team": "ml"},
+        },
+        "spec": {
+            "nodeName": NODE,
+            "containers": [
+                {"name": "main", "image": "nvcr.io/nvidia/cuda:12", "resources": {"limits": {"cpu": "4", **resources}}}
+            ],
+        },
         "status": {"phase": "Running"},
     }
 
@@ -149,13 +158,22 @@ PROJECTED_PODS = [  # factories: the recorded reviews are read when the test run
     pytest.param(lambda: pull_from_env(unmutated_pod("p", node=NODE)), id="model-discovered-through-env"),
     pytest.param(lambda: pull_from_env(stamped_pod("p", node=NODE)), id="stamped-model-discovered-through-env"),
     pytest.param(lambda: without_models(stamped_pod("p", node=NODE)), id="stamped-model-discovered-in-post-start"),
-    pytest.param(lambda: with_container(stamped_pod("p", node=NODE), env=[
-        {"name": "OLLAMA_NUM_PARALLEL", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}}]),
-        id="env-value-from"),
-    pytest.param(lambda: with_container(stamped_pod("p"), resources={"limits": {"nvidia.com/gpu": "1.5"}}),
-                 id="bad-gpu-count"),
-    pytest.param(lambda: with_container(stamped_pod("p", node=NODE, stamp="none"), env=[
-        {"name": "OLLAMA_ORIGINS", "value": "caf\u00e9 \ud800"}]), id="non-ascii-and-lone-surrogate"),
+    pytest.param(
+        lambda: with_container(
+            stamped_pod("p", node=NODE),
+            env=[{"name": "OLLAMA_NUM_PARALLEL", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}}],
+        ),
+        id="env-value-from",
+    ),
+    pytest.param(
+        lambda: with_container(stamped_pod("p"), resources={"limits": {"nvidia.com/gpu": "1.5"}}), id="bad-gpu-count"
+    ),
+    pytest.param(
+        lambda: with_container(
+            stamped_pod("p", node=NODE, stamp="none"), env=[{"name": "OLLAMA_ORIGINS", "value": "caf\u00e9 \ud800"}]
+        ),
+        id="non-ascii-and-lone-surrogate",
+    ),
     pytest.param(lambda: terminating(stamped_pod("p", node=NODE)), id="terminating"),
     pytest.param(lambda: finish(stamped_pod("p", node=NODE)), id="finished"),
     pytest.param(lambda: cuda_pod(**{"nvidia.com/gpu": "2"}), id="cuda-declared"),
@@ -192,9 +210,13 @@ def test_replicas_share_their_projection_and_a_current_stamp_is_reduced() -> Non
             a, b = a[step], b[step]
         assert a is b, path
     assert first["metadata"]["annotations"][ANN_ESTIMATE] == ESTIMATE_STUB == '{"v":1}'
-    assert first["spec"]["containers"] == [{  # the stamp is the demand and the models are declared
-        "name": "ollama", "image": "ollama/ollama:0.6.8",
-        "resources": {"limits": {"nvidia.com/gpu": "1"}, "requests": {"nvidia.com/gpu": "1"}}}]
+    assert first["spec"]["containers"] == [
+        {  # the stamp is the demand and the models are declared
+            "name": "ollama",
+            "image": "ollama/ollama:0.6.8",
+            "resources": {"limits": {"nvidia.com/gpu": "1"}, "requests": {"nvidia.com/gpu": "1"}},
+        }
+    ]
     old = project("Pod", stamped_pod("old", stamp="old"))
     assert old is not None and old["metadata"]["annotations"][ANN_ESTIMATE] == '{"v": 0, "demandMiB": 1}'
 
@@ -215,7 +237,13 @@ def test_readyz_is_503_until_every_first_list_is_applied_and_published(
     assert waiting.status_code == 503
     body = waiting.json()
     assert (body["ready"], body["mode"]) == (False, "live")
-    assert {k: v["ready"] for k, v in body["kinds"].items()} == {"Node": True, "Pod": True, "Namespace": False}
+    assert {k: v["ready"] for k, v in body["kinds"].items()} == {
+        "Node": True,
+        "Pod": True,
+        "Namespace": False,
+        "Deployment": True,
+        "StatefulSet": True,
+    }
     assert body["kinds"]["Namespace"]["lastEventAgeSeconds"] is None
 
     api.set_failure("Namespace", None)
@@ -223,7 +251,7 @@ def test_readyz_is_503_until_every_first_list_is_applied_and_published(
     ready = guard.client.get("/readyz").json()
     # the first 200 already serves a view holding every kind's first list
     assert (ready["ready"], ready["nodes"], ready["tenants"]) == (True, 1, 3)
-    assert set(ready["kinds"]) == {"Node", "Pod", "Namespace"}
+    assert set(ready["kinds"]) == {"Node", "Pod", "Namespace", "Deployment", "StatefulSet"}
     for kind, status in ready["kinds"].items():
         assert status["ready"] is True, kind
         assert 0 <= status["lastEventAgeSeconds"] < 10, kind
@@ -263,8 +291,9 @@ def test_a_namespace_annotation_change_flips_enforcement(api: KubeApiFixture, li
     assert (denied["allowed"], denied["status"]["code"]) == (False, 403)
     assert "model llama3.1:8b not allowed in namespace team-q" in denied["status"]["message"]
 
-    api.modify(namespace("team-q", **{"ollama-guard.io/allowed-models": "qwen2.5:*",
-                                      "ollama-guard.io/enforcement": "warn"}))
+    api.modify(
+        namespace("team-q", **{"ollama-guard.io/allowed-models": "qwen2.5:*", "ollama-guard.io/enforcement": "warn"})
+    )
     wait_until(lambda: answer()["allowed"], "the namespace's warn mode to reach the guard")
     warned = answer()
     assert any(w.startswith("would deny: model llama3.1:8b is not allowed here") for w in warned["warnings"])
@@ -273,12 +302,15 @@ def test_a_namespace_annotation_change_flips_enforcement(api: KubeApiFixture, li
     wait_until(lambda: not answer()["allowed"], "enforcement to come back")
 
 
-@pytest.mark.parametrize(("labels", "capacity", "share"), [
-    pytest.param({"nvidia.com/gpu.memory": "49140"}, 49140, 49140 // 4, id="gpu-memory"),
-    pytest.param({"nvidia.com/gpu.replicas": "8"}, BUDGET, BUDGET // 8, id="replicas"),
-    pytest.param({"nvidia.com/gpu.memory": str(46068 * 2**20)}, 46068, 46068 // 4, id="gpu-memory-in-bytes"),
-    pytest.param({"nvidia.com/gpu.count": "2"}, 2 * BUDGET, BUDGET // 4, id="gpu-count"),
-])
+@pytest.mark.parametrize(
+    ("labels", "capacity", "share"),
+    [
+        pytest.param({"nvidia.com/gpu.memory": "49140"}, 49140, 49140 // 4, id="gpu-memory"),
+        pytest.param({"nvidia.com/gpu.replicas": "8"}, BUDGET, BUDGET // 8, id="replicas"),
+        pytest.param({"nvidia.com/gpu.memory": str(46068 * 2**20)}, 46068, 46068 // 4, id="gpu-memory-in-bytes"),
+        pytest.param({"nvidia.com/gpu.count": "2"}, 2 * BUDGET, BUDGET // 4, id="gpu-count"),
+    ],
+)
 def test_a_node_label_change_moves_its_budget(
     api: KubeApiFixture, live_guard: LiveGuard, labels: dict[str, str], capacity: int, share: int
 ) -> None:
@@ -287,10 +319,16 @@ def test_a_node_label_change_moves_its_budget(
     plain = {
         "kind": "Pod",
         "metadata": {"name": "cuda-job", "namespace": "team-a", "uid": "u-cuda"},
-        "spec": {"nodeName": NODE, "containers": [{
-            "name": "main", "image": "nvcr.io/nvidia/cuda:12.4.1-base",
-            "resources": {"limits": {"nvidia.com/gpu": "1"}},
-        }]},
+        "spec": {
+            "nodeName": NODE,
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "nvcr.io/nvidia/cuda:12.4.1-base",
+                    "resources": {"limits": {"nvidia.com/gpu": "1"}},
+                }
+            ],
+        },
         "status": {"phase": "Running"},
     }
     seed(api, tenant, plain)
@@ -342,7 +380,8 @@ def test_a_binding_reserves_and_the_watch_confirms_it_without_double_counting(
     assert bind(guard, pod)["allowed"] is True
     ledger = ledger_of(guard)
     assert [(r.key, r.node, r.demand_mib) for r in ledger.reservations()] == [
-        ("team-a/ollama-new", NODE, demand_of(pod))]
+        ("team-a/ollama-new", NODE, demand_of(pod))
+    ]
     assert committed(guard) == base + demand_of(pod)
 
     api.modify({**pod, "spec": {**pod["spec"], "nodeName": NODE}})
@@ -368,8 +407,10 @@ RELEASES = [
 @pytest.mark.parametrize("confirmed", [pytest.param(True, id="confirmed"), pytest.param(False, id="unconfirmed")])
 @pytest.mark.parametrize("release", RELEASES)
 def test_a_pod_that_goes_away_releases_its_vram(
-    api: KubeApiFixture, live_guard: LiveGuard, release: Callable[[KubeApiFixture, dict[str, Any]], Any],
-    confirmed: bool
+    api: KubeApiFixture,
+    live_guard: LiveGuard,
+    release: Callable[[KubeApiFixture, dict[str, Any]], Any],
+    confirmed: bool,
 ) -> None:
     seed(api)
     guard = live_guard()
@@ -453,3 +494,56 @@ def test_an_overcommitted_node_is_a_metric_and_one_log_line(
     api.delete("Pod", "team-a/sneaky-1")
     api.delete("Pod", "team-a/sneaky-2")
     wait_until(lambda: guard.metric(OVERCOMMITTED) == 0, "the node back within budget")
+
+
+# --- workload templates (design §10: a scale-up is checked with the template from the view) --------
+
+
+def recorded_deployment(name: str, *, gpu: bool = True) -> dict[str, Any]:
+    deployment = load_recorded("validate-deployment-create-1.json")["request"]["object"]
+    deployment["metadata"] = {"name": name, "namespace": "team-a", "uid": f"uid-{name}"}
+    if not gpu:  # a web app: no GPU, not the ollama image, no Ollama label or annotation
+        template = deployment["spec"]["template"]
+        template["metadata"] = {"labels": {"app": name}}
+        template["spec"]["containers"] = [{"name": "web", "image": "nginx:1.27"}]
+    return deployment
+
+
+def scale_review(name: str, replicas: int, old: int = 1) -> dict[str, Any]:
+    review = variant(load_recorded("validate-scale-scale-update-1.json"), name=name)
+    review["request"]["object"]["spec"]["replicas"] = replicas
+    review["request"]["oldObject"]["spec"]["replicas"] = old
+    return review
+
+
+def test_a_scale_up_is_checked_with_the_template_of_a_watched_deployment(
+    api: KubeApiFixture, live_guard: LiveGuard
+) -> None:
+    seed(api, recorded_deployment("ollama"), recorded_deployment("web", gpu=False))
+    guard = live_guard()  # started after the Deployments were created: it never saw them admitted
+    templates = guard.source.templates
+    assert templates.get("Deployment", "team-a", "ollama") is not None
+    assert templates.get("Deployment", "team-a", "web") is None  # no GPU pods: not kept
+
+    denied = guard.review("/validate", scale_review("ollama", 40))
+    assert not denied["allowed"] and "scaling deployment team-a/ollama to 40" in denied["status"]["message"]
+    fits = guard.review("/validate", scale_review("ollama", 2))
+    assert fits["allowed"] and not fits.get("warnings")
+
+    api.delete("Deployment", "team-a/ollama")
+    wait_until(lambda: templates.get("Deployment", "team-a", "ollama") is None, "the deleted template to go")
+    unknown = guard.review("/validate", scale_review("ollama", 40))
+    assert unknown["allowed"] and "not checked" in unknown["warnings"][0]
+
+
+def test_a_snapshot_gives_scale_checks_the_templates_of_its_gpu_workloads() -> None:
+    objects = [
+        gpu_node(NODE),
+        namespace("team-a"),
+        recorded_deployment("ollama"),
+        recorded_deployment("web", gpu=False),
+    ]
+    source = SnapshotSource(objects, cluster=load_settings().cluster_policy(), catalog=load_catalog(), origin="t")
+    assert len(source.templates) == 1
+    kept = source.templates.get("Deployment", "team-a", "ollama")
+    assert kept is not None and kept.replicas == 1 and kept.template["spec"]["containers"][0]["name"] == "ollama"

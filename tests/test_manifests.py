@@ -31,6 +31,7 @@ import yaml
 
 from webhook.certs import build_bundle, read_cert_info, service_dns_names, write_bundle
 from webhook.config import load_settings
+from webhook.live import LIVE_KINDS
 from webhook.manifests import (
     BASE_RESOURCE,
     DEFAULT_IMAGE,
@@ -600,6 +601,7 @@ def test_rbac_is_least_privilege(builds: dict[str, list[dict[str, Any]]]) -> Non
     role = one(builds["base"], "ClusterRole")
     assert role["rules"] == [
         {"apiGroups": [""], "resources": ["nodes", "pods", "namespaces"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets"], "verbs": ["get", "list", "watch"]},
         {
             "apiGroups": ["wgpolicyk8s.io"],
             "resources": ["policyreports", "clusterpolicyreports"],
@@ -608,6 +610,21 @@ def test_rbac_is_least_privilege(builds: dict[str, list[dict[str, Any]]]) -> Non
     ]
     flat = json.dumps(role["rules"])
     assert "*" not in flat and "secrets" not in flat
+    watchable = {
+        (g, r)
+        for rule in role["rules"]
+        if "watch" in rule["verbs"]
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+    }
+    resources = {
+        "Node": ("", "nodes"),
+        "Pod": ("", "pods"),
+        "Namespace": ("", "namespaces"),
+        "Deployment": ("apps", "deployments"),
+        "StatefulSet": ("apps", "statefulsets"),
+    }
+    assert {resources[kind] for kind in LIVE_KINDS} == watchable  # exactly what live mode lists and watches
     assert not [o for o in builds["base"] if o["kind"] in ("Role", "RoleBinding")]
     binding = one(builds["base"], "ClusterRoleBinding")
     assert binding["roleRef"] == {

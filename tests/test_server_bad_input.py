@@ -231,6 +231,7 @@ class BrokenSource:
 
     def __init__(self, inner: SnapshotSource) -> None:
         self._inner = inner
+        self.templates = inner.templates
 
     @property
     def ledger(self) -> Ledger:

@@ -41,7 +41,7 @@ from kubernetes.client import ApiClient, ApiException, Configuration
 from kubernetes.config.config_exception import ConfigException
 from kubernetes.config.incluster_config import InClusterConfigLoader
 
-Kind = Literal["Node", "Pod", "Namespace"]
+Kind = Literal["Node", "Pod", "Namespace", "Deployment", "StatefulSet"]
 EventType = Literal["ADDED", "MODIFIED", "DELETED", "SYNC"]
 Project = Callable[[Kind, dict[str, Any]], dict[str, Any] | None]
 
@@ -50,6 +50,8 @@ _KINDS: Final[Mapping[Kind, tuple[str, str]]] = {
     "Node": ("CoreV1Api", "list_node"),
     "Pod": ("CoreV1Api", "list_pod_for_all_namespaces"),
     "Namespace": ("CoreV1Api", "list_namespace"),
+    "Deployment": ("AppsV1Api", "list_deployment_for_all_namespaces"),
+    "StatefulSet": ("AppsV1Api", "list_stateful_set_for_all_namespaces"),
 }
 _SERVICE_ACCOUNT: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 _TRANSPORT_ERRORS: Final = (OSError, urllib3.exceptions.HTTPError, ApiException)

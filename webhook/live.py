@@ -13,6 +13,8 @@ deleted, finishes, starts terminating or stops being a GPU tenant releases its r
 namespace change recomputes the pods of that namespace whose demand was computed rather than
 stamped (their defaults come from the namespace). A node whose committed VRAM passes its budget
 is logged once per episode, naming the node and the overshoot, and shows in `/metrics`.
+Deployments and StatefulSets whose pods could be GPU tenants are watched too: their templates
+feed `templates`, which the `scale` subresource check reads (they are not part of the view).
 """
 
 from __future__ import annotations
@@ -33,7 +35,16 @@ from webhook.ledger import Ledger
 from webhook.policy import PREFIX, ClusterPolicy
 from webhook.quantity import whole_number
 from webhook.rawdict import items, mapping
-from webhook.tenants import ANN_DEMAND, ANN_ESTIMATE, ANN_MIRROR, MIG_PREFIX, OLLAMA_LABEL, is_ollama_image
+from webhook.templates import TemplateStore, read_workload
+from webhook.tenants import (
+    ANN_DEMAND,
+    ANN_ESTIMATE,
+    ANN_MIRROR,
+    MIG_PREFIX,
+    OLLAMA_LABEL,
+    could_be_subject,
+    is_ollama_image,
+)
 from webhook.view import ESTIMATE_VERSION, ClusterView, Tenant, ViewBuilder
 
 log = logging.getLogger("ollama_guard")
@@ -41,6 +52,10 @@ OLLAMA_ENV_PREFIXES = ("OLLAMA_", "NVIDIA_VISIBLE_DEVICES")
 DEFAULT_GPU_RESOURCES = ("nvidia.com/gpu", "nvidia.com/gpu.shared")
 #: what a current stamp's breakdown is reduced to: `stamped_demand` only reads its version
 ESTIMATE_STUB = sys.intern(json.dumps({"v": ESTIMATE_VERSION}, separators=(",", ":")))
+#: workloads whose templates a `scale` check needs (design §10); ReplicaSets are scaled by their
+#: Deployment, so a bare ReplicaSet's scale-up is only checked once the guard admitted its template
+WATCHED_WORKLOADS: tuple[Kind, ...] = ("Deployment", "StatefulSet")
+LIVE_KINDS: tuple[Kind, ...] = ("Node", "Pod", "Namespace", *WATCHED_WORKLOADS)
 _SHARED_LIMIT = 50_000
 _shared: dict[object, Any] = {}
 
@@ -62,7 +77,25 @@ def project(
                 "allocatable": {k: v for k, v in mapping(status.get("allocatable")).items() if "nvidia.com/" in k}
             },
         }
+    if kind in WATCHED_WORKLOADS:
+        return _project_workload(kind, meta, raw, gpu_resources)
     return _project_pod(meta, raw, gpu_resources)
+
+
+def _project_workload(
+    kind: str, meta: Mapping[str, Any], raw: Mapping[str, Any], gpu: tuple[str, ...]
+) -> dict[str, Any] | None:
+    """A scalable workload's pod template, kept only when its pods could be GPU tenants (so a
+    `kubectl scale` can be checked, design §10); the template whole, as the admission check reads it."""
+    spec = mapping(raw.get("spec"))
+    template = mapping(spec.get("template"))
+    if not could_be_subject({"metadata": template.get("metadata"), "spec": template.get("spec")}, gpu_resources=gpu):
+        return None
+    return {
+        "kind": kind,
+        "metadata": {"name": meta.get("name"), "namespace": meta.get("namespace")},
+        "spec": {"replicas": spec.get("replicas", 1), "template": dict(template)},
+    }
 
 
 def _project_pod(meta: Mapping[str, Any], raw: Mapping[str, Any], gpu: tuple[str, ...]) -> dict[str, Any] | None:
@@ -215,9 +248,12 @@ class LiveSource:
         self._complete = False  # a view holding every kind's first list has been published
         self._computed: dict[str, set[str]] = {}  # namespace -> pods whose demand was computed, not stamped
         self.ledger = Ledger(ClusterView(), ttl_seconds=cluster.reservation_ttl_seconds)
+        self.templates = TemplateStore()
         gpu = cluster.gpu_resources
         self.mirror = mirror_factory(
-            project=lambda kind, raw: project(kind, raw, gpu_resources=gpu), on_event=self._on_event
+            project=lambda kind, raw: project(kind, raw, gpu_resources=gpu),
+            on_event=self._on_event,
+            kinds=LIVE_KINDS,
         )
         self._kinds = frozenset(self.mirror.status())
         self._publisher = threading.Thread(target=self._publish_loop, name="view-publisher", daemon=True)
@@ -255,6 +291,9 @@ class LiveSource:
             elif event.kind == "Namespace":
                 self._apply(event, self._builder.set_namespace, self._builder.delete_namespace)
                 self._recompute_namespace(event.key)
+            elif event.kind in WATCHED_WORKLOADS:
+                self._apply_workload(event)
+                return  # templates are not part of the view: nothing to republish
             else:
                 self._apply_pod(event.key, None if event.type == "DELETED" else event.obj, event.obj)
         self._dirty.set()
@@ -280,6 +319,14 @@ class LiveSource:
             computed.add(key)
         else:
             computed.discard(key)
+
+    def _apply_workload(self, event: WatchEvent) -> None:
+        namespace, _, name = event.key.partition("/")
+        workload = None if event.type == "DELETED" or event.obj is None else read_workload(event.obj)
+        if workload is None:
+            self.templates.drop(event.kind, namespace, name)
+        else:
+            self.templates.put(workload)
 
     def _recompute_namespace(self, namespace: str) -> None:
         for key in list(self._computed.get(namespace, ())):

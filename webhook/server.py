@@ -29,7 +29,6 @@ from webhook.metrics import CONTENT_TYPE, Metrics
 from webhook.mutation import mutate
 from webhook.policy import ClusterPolicy
 from webhook.state import StateSource
-from webhook.templates import TemplateStore
 from webhook.tls import ReloadingTLS
 
 log = logging.getLogger("ollama_guard")
@@ -44,7 +43,7 @@ def create_app(
 ) -> FastAPI:
     """The admission server for one state source. Startup/shutdown of the source in `lifespan`."""
     metrics = Metrics(lambda: source.ledger, source.readiness)
-    templates = TemplateStore()
+    templates = source.templates  # watched or read from the snapshot, and fed by admitted workloads
 
     def would_deny(namespace: str, rule: str, message: str) -> None:
         metrics.would_deny.labels(namespace, rule).inc()

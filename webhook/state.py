@@ -2,7 +2,9 @@
 
 `SnapshotSource` (the embedded default and `--snapshot FILE`): a fixed set of objects loaded once;
 an admitted binding's reservation is permanent (no watch will confirm it), so a sequence of
-bindings fills nodes like a real cluster. The live source (list + watch) lives in `live.py`. Both own a `Ledger`.
+bindings fills nodes like a real cluster; Deployments and StatefulSets in the file give `scale`
+checks their templates. The live source (list + watch) lives in `live.py`. Both own a `Ledger`
+and a `TemplateStore` (which admitted workload requests also feed).
 """
 
 from __future__ import annotations
@@ -14,11 +16,16 @@ from typing import Any, Protocol
 from webhook.catalog import Catalog
 from webhook.ledger import Ledger
 from webhook.policy import ClusterPolicy
+from webhook.templates import TemplateStore, read_workload
+from webhook.tenants import could_be_subject
 from webhook.view import Tenant, ViewBuilder
+
+SCALED_KINDS = frozenset({"Deployment", "StatefulSet", "ReplicaSet"})
 
 
 class StateSource(Protocol):
     ledger: Ledger
+    templates: TemplateStore
 
     def readiness(self) -> tuple[bool, Mapping[str, Any]]: ...
 
@@ -36,11 +43,22 @@ class SnapshotSource:
         self, objects: Iterable[Mapping[str, Any]], *, cluster: ClusterPolicy, catalog: Catalog, origin: str
     ) -> None:
         self._builder = ViewBuilder(cluster=cluster, catalog=catalog)
-        self._builder.add_all(objects)  # streamed: raw objects are dropped as soon as they are read
+        self.templates = TemplateStore()
+        self._gpu_resources = cluster.gpu_resources
+        self._builder.add_all(self._remember_templates(objects))  # streamed: each object is dropped once read
         self.origin = origin
         # No watch will ever confirm a binding here: the reservation *is* the binding, so it never
         # expires, and an admitted pod stays findable for its binding.
         self.ledger = Ledger(self._builder.build(), ttl_seconds=math.inf)
+
+    def _remember_templates(self, objects: Iterable[Mapping[str, Any]]) -> Iterable[Mapping[str, Any]]:
+        for obj in objects:
+            if obj.get("kind") in SCALED_KINDS and (workload := read_workload(obj)) is not None:
+                template = workload.template
+                pod = {"metadata": template.get("metadata"), "spec": template.get("spec")}
+                if could_be_subject(pod, gpu_resources=self._gpu_resources):
+                    self.templates.put(workload)
+            yield obj
 
     def readiness(self) -> tuple[bool, Mapping[str, Any]]:
         view = self.ledger.view

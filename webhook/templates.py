@@ -2,8 +2,9 @@
 
 `read_workload` understands Deployment, StatefulSet, ReplicaSet, ReplicationController
 (`spec.replicas`), Job (`spec.parallelism`), CronJob (`spec.jobTemplate.spec`) and DaemonSet.
-`TemplateStore` keeps the last admitted template per workload so a later `scale` subresource
-update (which carries replicas only) can be checked. Pure apart from its lock.
+`TemplateStore` keeps the last admitted (or, in live mode, watched) template per workload so a
+later `scale` subresource update (which carries replicas only) can be checked. Pure apart from its
+lock.
 """
 
 from __future__ import annotations
@@ -47,6 +48,14 @@ class TemplateStore:
     def put(self, workload: Workload) -> None:
         with self._lock:
             self._items[f"{workload.kind}/{workload.namespace}/{workload.name}"] = workload
+
+    def drop(self, kind: str, namespace: str, name: str) -> None:
+        with self._lock:
+            self._items.pop(f"{kind}/{namespace}/{name}", None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
 
     def get(self, kind: str, namespace: str, name: str) -> Workload | None:
         with self._lock:
