@@ -93,12 +93,7 @@ def _integer_setting(env: Mapping[str, str | None], name: str, default: int, aut
         notes.append(f"{name} comes from valueFrom; assumed the namespace cap {default}")
         return default
     text = raw.strip()
-    if text == "0":
-        return auto
-    value = whole_number(text, minimum=1, maximum=_MAX_SETTING)
-    if value is not None:
-        return value  # the common case, without building the error's wording
-    return parse_positive_int(text, what=f"env {name}", limit=_MAX_SETTING)
+    return auto if text == "0" else parse_positive_int(text, what=f"env {name}", limit=_MAX_SETTING)
 
 
 _MAX_SETTING = 1 << 21

@@ -35,14 +35,13 @@ from webhook.ledger import Ledger
 from webhook.policy import PREFIX, ClusterPolicy
 from webhook.quantity import whole_number
 from webhook.rawdict import items, mapping
-from webhook.templates import TemplateStore, read_workload
+from webhook.templates import TemplateStore, read_workload, runs_gpu_pods
 from webhook.tenants import (
     ANN_DEMAND,
     ANN_ESTIMATE,
     ANN_MIRROR,
     MIG_PREFIX,
     OLLAMA_LABEL,
-    could_be_subject,
     is_ollama_image,
 )
 from webhook.view import ESTIMATE_VERSION, ClusterView, Tenant, ViewBuilder
@@ -89,7 +88,7 @@ def _project_workload(
     `kubectl scale` can be checked, design §10); the template whole, as the admission check reads it."""
     spec = mapping(raw.get("spec"))
     template = mapping(spec.get("template"))
-    if not could_be_subject({"metadata": template.get("metadata"), "spec": template.get("spec")}, gpu_resources=gpu):
+    if not runs_gpu_pods(template, gpu_resources=gpu):
         return None
     return {
         "kind": kind,

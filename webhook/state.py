@@ -16,8 +16,7 @@ from typing import Any, Protocol
 from webhook.catalog import Catalog
 from webhook.ledger import Ledger
 from webhook.policy import ClusterPolicy
-from webhook.templates import TemplateStore, read_workload
-from webhook.tenants import could_be_subject
+from webhook.templates import TemplateStore, read_workload, runs_gpu_pods
 from webhook.view import Tenant, ViewBuilder
 
 SCALED_KINDS = frozenset({"Deployment", "StatefulSet", "ReplicaSet"})
@@ -53,11 +52,9 @@ class SnapshotSource:
 
     def _remember_templates(self, objects: Iterable[Mapping[str, Any]]) -> Iterable[Mapping[str, Any]]:
         for obj in objects:
-            if obj.get("kind") in SCALED_KINDS and (workload := read_workload(obj)) is not None:
-                template = workload.template
-                pod = {"metadata": template.get("metadata"), "spec": template.get("spec")}
-                if could_be_subject(pod, gpu_resources=self._gpu_resources):
-                    self.templates.put(workload)
+            workload = read_workload(obj) if obj.get("kind") in SCALED_KINDS else None
+            if workload is not None and runs_gpu_pods(workload.template, gpu_resources=self._gpu_resources):
+                self.templates.put(workload)
             yield obj
 
     def readiness(self) -> tuple[bool, Mapping[str, Any]]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from webhook.rawdict import mapping
+from webhook.tenants import could_be_subject
 
 WORKLOAD_KINDS = {
     "Deployment",
@@ -60,6 +61,12 @@ class TemplateStore:
     def get(self, kind: str, namespace: str, name: str) -> Workload | None:
         with self._lock:
             return self._items.get(f"{kind}/{namespace}/{name}")
+
+
+def runs_gpu_pods(template: Mapping[str, Any], *, gpu_resources: tuple[str, ...]) -> bool:
+    """Whether a pod template's pods could be GPU tenants (the only templates worth keeping)."""
+    pod = {"metadata": template.get("metadata"), "spec": template.get("spec")}
+    return could_be_subject(pod, gpu_resources=gpu_resources)
 
 
 def read_workload(obj: Mapping[str, Any], *, namespace: str = "") -> Workload | None:
