@@ -4,8 +4,8 @@ A bare ASGI app (no FastAPI, no Starlette) that reads the whole body, decodes it
 webhook must, to copy `request.uid` onto the answer) and returns a fixed allowed AdmissionReview with
 that UID. It decodes and encodes with orjson, the JSON library the guard itself uses (the standard
 library's `json` would make the floor ~15 µs per pod review slower, and the guard look better).
-It is served exactly as the guard is: `webhook.server.build_server` (same uvicorn settings)
-on `webhook.tls.ReloadingTLS` (same certificate, same TLS context) via `webhook.server.serve_https`.
+It is served exactly as the guard is: `webhook.http.server.build_server` (same uvicorn settings)
+on `webhook.http.tls.ReloadingTLS` (same certificate, same TLS context) via `webhook.http.server.serve_https`.
 What it costs is what HTTP + TLS + JSON cost on this stack; no webhook on it can be cheaper.
 
 Usage: `python -m benchmarks.floor --port 9443 --tls-cert tls.crt --tls-key tls.key [--host 127.0.0.1]`.
@@ -21,8 +21,8 @@ from typing import Any, cast
 
 import orjson
 
-from webhook.server import build_server, serve_https
-from webhook.tls import ReloadingTLS
+from webhook.http.server import build_server, serve_https
+from webhook.http.tls import ReloadingTLS
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]

@@ -12,7 +12,7 @@ are pending (the binding benchmark binds them), a few jobs have completed. Names
 of policy annotations; VRAM quotas are set above what the namespace holds.
 
 The stamps are written by the guard itself: each distinct pod shape is run through
-`webhook.mutation.mutate` and the resulting JSON Patch is applied. Demands used to keep nodes within
+`webhook.admission.mutation.mutate` and the resulting JSON Patch is applied. Demands used to keep nodes within
 their VRAM are the guard's own (`ViewBuilder.tenant_of`). Same seed and size: same bytes.
 
 Usage: `python -m benchmarks.generate --size medium --out FILE.json [--seed 8] [--format json|yaml]`.

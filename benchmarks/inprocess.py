@@ -1,10 +1,10 @@
 """In-process measurements: the snapshot loader's speed, the time to build the view, the estimator's cost.
 
-- `probe_loader`: how fast `webhook.snapshot.load_objects` (what `ollama-guard serve --snapshot`
+- `probe_loader`: how fast `webhook.state.files.load_objects` (what `ollama-guard serve --snapshot`
   uses) reads a ~1 MB slice of this snapshot, written to a file of the same kind, and what that
   projects for the whole file. The harness uses it to decide whether the CLI can load it at all.
 - `view_build`: what `ollama-guard serve --snapshot` does before it listens
-  (`webhook.cli_serve.choose_source`: load + `SnapshotSource`), when the probe allows it; and, for
+  (`webhook.cli.serve.choose_source`: load + `SnapshotSource`), when the probe allows it; and, for
   comparison, `json.loads` of the whole file then `SnapshotSource` on that list, timed separately.
 - `estimator_cost`: `compute_demand` per pod (timeit), on the recorded pod after the guard's mutation
   and on a two-model pod declared by its postStart script: the whole computation (every cache
@@ -27,13 +27,13 @@ import jsonpatch
 from benchmarks.objects import pull_script
 from benchmarks.reviews import recorded
 from benchmarks.tenants import guard_for, mutation_patch
-from webhook.catalog import load_catalog
-from webhook.cli_serve import choose_source
-from webhook.config import load_settings
-from webhook.demand import clear_caches, compute_demand
-from webhook.snapshot import load_objects
-from webhook.state import SnapshotSource
-from webhook.tenants import read_pod
+from webhook.cli.serve import choose_source
+from webhook.cli.settings import load_settings
+from webhook.core.catalog import load_catalog
+from webhook.core.demand import clear_caches, compute_demand
+from webhook.core.tenants import read_pod
+from webhook.state.files import load_objects
+from webhook.state.snapshot import SnapshotSource
 
 PROBE_BYTES = 1 << 20
 

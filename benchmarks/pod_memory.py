@@ -5,7 +5,7 @@ Each pod goes through what the live path does: a realistic full Pod as the API s
 `json.loads` on its own (as a watch event is, so no string is shared across pods), projected,
 and only what the guard keeps is retained.
 
-The main figure (`live cache`) is the guard's real code: `webhook.live.project` into a
+The main figure (`live cache`) is the guard's real code: `webhook.state.live.project` into a
 `key -> projection` store (what `ClusterMirror` keeps), `ViewBuilder.set_pod` (the `Tenant`), and
 one `ViewBuilder.build()` (the published view's maps), for `--pods` (100,000) pods the guard has
 stamped; then, on `--sample` pods: pods without stamps (recomputed, so their Ollama settings and
@@ -35,15 +35,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from webhook.catalog import load_catalog
-from webhook.cluster import object_key
-from webhook.config import load_settings
-from webhook.demand import compute_demand
-from webhook.live import project
-from webhook.mutation import estimate_annotation
-from webhook.policy import resolve_namespace_policy
-from webhook.tenants import ANN_DEMAND, ANN_ESTIMATE, read_pod
-from webhook.view import ViewBuilder
+from webhook.admission.mutation import estimate_annotation
+from webhook.cli.settings import load_settings
+from webhook.core.catalog import load_catalog
+from webhook.core.demand import compute_demand
+from webhook.core.policy import resolve_namespace_policy
+from webhook.core.tenants import ANN_DEMAND, ANN_ESTIMATE, read_pod
+from webhook.core.view import ViewBuilder
+from webhook.state.live import project
+from webhook.state.mirror import object_key
 
 GUARD_PREFIX = "ollama-guard.io/"
 _POOL = 1_000
@@ -375,7 +375,7 @@ def main() -> None:
     for label, n, build in [] if args.live_only else rows:
         per_pod = measure(n, build)
         print(f"{label:<20} {n:>13,} {per_pod:>10,.0f} {per_pod * args.pods / 2**20:>14,.1f}")
-    print("\nlive cache (webhook.live.project + ViewBuilder.set_pod + one built view):")
+    print("\nlive cache (webhook.state.live.project + ViewBuilder.set_pod + one built view):")
     live = [("guard-stamped", args.pods, unique(parsed)),
             ("unstamped", args.sample, unique(parsed_unstamped)),
             ("no two alike", args.sample, distinct(unique(parsed))),

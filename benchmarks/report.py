@@ -287,11 +287,11 @@ def view_section(run: Mapping[str, Any]) -> list[str]:
               "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
               f"| {view['size']} | {view['file_mb']} | {view['objects']:,} | {view['nodes']:,} | {view['tenants']:,} "
               f"| {serve} | {view['json_s']} | {view['source_s']} |", ""]
-    lines.append("The serve column times `webhook.cli_serve.choose_source` (what `ollama-guard serve --snapshot` does "
+    lines.append("The serve column times `webhook.cli.serve.choose_source` (what `ollama-guard serve --snapshot` does "
                  "before it listens); the last two parse the whole file with `json.loads` and build from that list.")
     probes = [(e["size"], e["loader_probe"]) for e in run["sizes"] if e.get("loader_probe")]
     if probes:
-        lines.append("Loader probe (`webhook.snapshot.load_objects` on a ~1 MB slice of the snapshot): " + "; ".join(
+        lines.append("Loader probe (`webhook.state.files.load_objects` on a ~1 MB slice of the snapshot): " + "; ".join(
             f"{s}: {p['s_per_mb']} s/MB, {p['file_mb']} MB → ~{p['projected_s']:.0f} s" for s, p in probes) + ".")
     return [*lines, ""]
 

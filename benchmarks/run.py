@@ -47,7 +47,7 @@ from typing import Any
 from benchmarks import generate, procs, report
 from benchmarks.inprocess import estimator_cost, probe_loader, view_build
 from benchmarks.reviews import build_reviews, write_reviews
-from webhook.certs import ensure_dev_certs
+from webhook.install.certs import ensure_dev_certs
 
 HERE = Path(__file__).resolve().parent
 PROBE_ABOVE_MB = 2.0

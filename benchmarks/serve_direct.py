@@ -1,7 +1,7 @@
 """`ollama-guard serve --snapshot FILE` with the snapshot parsed by `json.loads` instead of the CLI's loader.
 
-Used by the harness only for a snapshot the CLI's loader (`webhook.snapshot.load_objects`, PyYAML)
-cannot read in reasonable time or memory; everything after loading is what `webhook.cli_serve.serve`
+Used by the harness only for a snapshot the CLI's loader (`webhook.state.files.load_objects`, PyYAML)
+cannot read in reasonable time or memory; everything after loading is what `webhook.cli.serve.serve`
 does: the same settings, catalog, logging, `SnapshotSource`, `create_app`, TLS and `run_https`, so
 the request path measured is the guard's. Results produced with it are marked in RESULTS.md.
 
@@ -15,11 +15,11 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from webhook.catalog import load_catalog
-from webhook.config import load_settings
-from webhook.server import configure_logging, create_app, run_https
-from webhook.state import SnapshotSource
-from webhook.tls import ReloadingTLS
+from webhook.cli.settings import load_settings
+from webhook.core.catalog import load_catalog
+from webhook.http.server import configure_logging, create_app, run_https
+from webhook.http.tls import ReloadingTLS
+from webhook.state.snapshot import SnapshotSource
 
 
 def main(argv: Sequence[str] | None = None) -> None:

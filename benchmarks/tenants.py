@@ -2,7 +2,7 @@
 
 `TenantFactory` keeps each GPU node within its slots and its physical VRAM using the guard's own
 demand for every tenant (`ViewBuilder.tenant_of`, the same code that builds the live view), and
-stamps admitted Ollama pods with the guard's own mutation (`webhook.mutation.mutate`, applied as
+stamps admitted Ollama pods with the guard's own mutation (`webhook.admission.mutation.mutate`, applied as
 the JSON Patch it returns). Randomness comes only from the `random.Random` it is given.
 """
 
@@ -17,14 +17,14 @@ from typing import Any, Protocol
 import jsonpatch
 
 from benchmarks import objects as ob
-from webhook.catalog import load_catalog
-from webhook.config import load_settings
-from webhook.guard import Guard
-from webhook.inventory import GpuNode, read_node
-from webhook.ledger import Ledger
-from webhook.mutation import mutate
-from webhook.review import AdmissionRequest
-from webhook.view import ViewBuilder
+from webhook.admission.context import Guard
+from webhook.admission.mutation import mutate
+from webhook.admission.review import AdmissionRequest
+from webhook.cli.settings import load_settings
+from webhook.core.catalog import load_catalog
+from webhook.core.inventory import GpuNode, read_node
+from webhook.core.ledger import Ledger
+from webhook.core.view import ViewBuilder
 
 #: chat models and how often pods run them (the small and mid sizes dominate real clusters)
 MODELS = (

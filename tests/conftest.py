@@ -34,13 +34,13 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
-from webhook.catalog import Catalog, load_catalog
-from webhook.certs import ensure_dev_certs
-from webhook.config import Settings, load_settings
-from webhook.server import build_server, create_app, serve_https
-from webhook.snapshot import load_objects
-from webhook.state import SnapshotSource, StateSource
-from webhook.tls import ReloadingTLS
+from webhook.cli.settings import Settings, load_settings
+from webhook.core.catalog import Catalog, load_catalog
+from webhook.http.server import build_server, create_app, serve_https
+from webhook.http.tls import ReloadingTLS
+from webhook.install.certs import ensure_dev_certs
+from webhook.state.files import load_objects
+from webhook.state.snapshot import SnapshotSource, StateSource
 
 REPO = Path(__file__).resolve().parents[1]
 SNAPSHOT = REPO / "examples" / "cluster.yaml"

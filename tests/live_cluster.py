@@ -26,13 +26,13 @@ import jsonpatch
 import yaml
 from conftest import load_recorded, variant
 
-from webhook import review as rv
-from webhook.catalog import load_catalog
-from webhook.config import load_settings
-from webhook.guard import Guard
-from webhook.ledger import Ledger
-from webhook.mutation import mutate
-from webhook.view import ClusterView
+from webhook.admission import review as rv
+from webhook.admission.context import Guard
+from webhook.admission.mutation import mutate
+from webhook.cli.settings import load_settings
+from webhook.core.catalog import load_catalog
+from webhook.core.ledger import Ledger
+from webhook.core.view import ClusterView
 
 DEADLINE = 10.0
 ANN_DEMAND = "ollama-guard.io/vram-demand"

@@ -17,15 +17,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from webhook.admission import validate
-from webhook.catalog import load_catalog
-from webhook.config import load_settings
-from webhook.guard import Guard
-from webhook.mutation import mutate
-from webhook.policy import ClusterPolicy
-from webhook.review import AdmissionRequest, AdmissionResponse, parse_review
-from webhook.snapshot import load_objects
-from webhook.state import SnapshotSource
+from webhook.admission.context import Guard
+from webhook.admission.mutation import mutate
+from webhook.admission.review import AdmissionRequest, AdmissionResponse, parse_review
+from webhook.admission.validation import validate
+from webhook.cli.settings import load_settings
+from webhook.core.catalog import load_catalog
+from webhook.core.policy import ClusterPolicy
+from webhook.state.files import load_objects
+from webhook.state.snapshot import SnapshotSource
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(os.environ.get("OLLAMA_GUARD_FIXTURES", ROOT.parent / "shared/fixtures/kube-apiserver-1.24"))

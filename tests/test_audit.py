@@ -27,20 +27,20 @@ import yaml
 from kube_api_fixture import KubeApiFixture
 from typer.testing import CliRunner
 
-from webhook.admission import validate
-from webhook.audit import AuditReport, Manifest, describe_patch, run_audit
-from webhook.catalog import Catalog, load_catalog
-from webhook.cli import app
-from webhook.cli_audit import RENDERERS, Format, load_manifests
-from webhook.guard import Guard
-from webhook.mutation import mutate
-from webhook.policy import ClusterPolicy
-from webhook.report_html import render_html
-from webhook.report_policy import json_document, policy_reports
-from webhook.report_text import render_markdown, render_table, usage_bar
-from webhook.review import AdmissionRequest, AdmissionResponse, parse_review
-from webhook.snapshot import load_objects
-from webhook.state import SnapshotSource
+from webhook.admission.context import Guard
+from webhook.admission.mutation import mutate
+from webhook.admission.review import AdmissionRequest, AdmissionResponse, parse_review
+from webhook.admission.validation import validate
+from webhook.audit.render_html import render_html
+from webhook.audit.render_policy import json_document, policy_reports
+from webhook.audit.render_text import render_markdown, render_table, usage_bar
+from webhook.audit.run import AuditReport, Manifest, describe_patch, run_audit
+from webhook.cli.audit import RENDERERS, Format, load_manifests
+from webhook.cli.main import app
+from webhook.core.catalog import Catalog, load_catalog
+from webhook.core.policy import ClusterPolicy
+from webhook.state.files import load_objects
+from webhook.state.snapshot import SnapshotSource
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "tests" / "golden"

@@ -32,10 +32,10 @@ from conftest import DevCerts, GuardServer
 from kube_api_fixture import KubeApiFixture
 from live_cluster import binding_review, gpu_node, namespace, stamped_pod, wait_until, write_kubeconfig
 
-from webhook.catalog import load_catalog
-from webhook.cluster import ClusterMirror, load_api_client
-from webhook.config import load_settings
-from webhook.live import LiveSource
+from webhook.cli.settings import load_settings
+from webhook.core.catalog import load_catalog
+from webhook.state.live import LiveSource
+from webhook.state.mirror import ClusterMirror, load_api_client
 
 PODS = 1_000
 SNAPSHOT_ROUNDS = 5

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from webhook.catalog import (
+from webhook.core.catalog import (
     Catalog,
     CatalogError,
     ModelSpec,

@@ -1,4 +1,4 @@
-"""webhook.certs: the CA + serving certificate bundle, its files, and the dev default."""
+"""webhook.install.certs: the CA + serving certificate bundle, its files, and the dev default."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
-from webhook import certs
+from webhook.install import certs
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 NOT_VALID_NOW = "not valid at validation time"

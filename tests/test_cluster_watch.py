@@ -15,7 +15,7 @@ import yaml
 from kube_api_fixture import KubeApiFixture
 from kubernetes.client import ApiClient, Configuration, CoreV1Api
 
-from webhook.cluster import (
+from webhook.state.mirror import (
     ClusterConfigError,
     ClusterMirror,
     Kind,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from webhook.config import ConfigError, load_settings
+from webhook.cli.settings import ConfigError, load_settings
 
 
 def test_defaults_make_the_design_policy() -> None:

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from webhook import review as rv
-from webhook.endpoint import Deadline, DeadlineExceeded, parse_timeout
-from webhook.review import AdmissionResponse
+from webhook.admission import review as rv
+from webhook.admission.review import AdmissionResponse
+from webhook.http.endpoint import Deadline, DeadlineExceeded, parse_timeout
 
 
 def spin() -> AdmissionResponse:

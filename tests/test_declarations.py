@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from webhook.declarations import discover_models, parse_models, read_declaration
-from webhook.tenants import DeclarationError, is_ollama_image, read_pod
+from webhook.core.declarations import discover_models, parse_models, read_declaration
+from webhook.core.tenants import DeclarationError, is_ollama_image, read_pod
 
 GPU = ("nvidia.com/gpu", "nvidia.com/gpu.shared")
 HELM_SCRIPT = (
@@ -285,7 +285,7 @@ def test_discovery_never_crashes_on_any_command(command: list[str]) -> None:
     ],
 )
 def test_prefilter_only_drops_pods_that_are_not_subjects(raw: dict[str, Any], expected: bool) -> None:
-    from webhook.tenants import could_be_subject
+    from webhook.core.tenants import could_be_subject
 
     assert could_be_subject(raw, gpu_resources=GPU) is expected
     if not expected:
@@ -307,7 +307,7 @@ def test_prefilter_only_drops_pods_that_are_not_subjects(raw: dict[str, Any], ex
     )
 )
 def test_prefilter_never_drops_a_subject(containers: list[dict[str, Any]]) -> None:
-    from webhook.tenants import could_be_subject
+    from webhook.core.tenants import could_be_subject
 
     raw = pod(containers=containers or [{"name": "c", "image": "busybox"}])
     facts = read_pod(raw, gpu_resources=GPU)

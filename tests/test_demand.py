@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from webhook.catalog import load_catalog
-from webhook.demand import compute_demand, demand_of
-from webhook.policy import ClusterPolicy, resolve_namespace_policy
-from webhook.tenants import DeclarationError, read_pod
+from webhook.core.catalog import load_catalog
+from webhook.core.demand import compute_demand, demand_of
+from webhook.core.policy import ClusterPolicy, resolve_namespace_policy
+from webhook.core.tenants import DeclarationError, read_pod
 
 CLUSTER = ClusterPolicy()
 NS = resolve_namespace_policy(CLUSTER, "team-a", None)

@@ -38,7 +38,7 @@ from kubernetes.client import (  # noqa: E402
     V1PodSpec,
 )
 
-from webhook.cluster import ClusterMirror, Kind  # noqa: E402
+from webhook.state.mirror import ClusterMirror, Kind  # noqa: E402
 
 START_SECONDS = 60.0
 

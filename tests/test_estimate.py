@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from webhook.catalog import load_catalog
-from webhook.estimate import (
+from webhook.core.catalog import load_catalog
+from webhook.core.estimate import (
     MIB,
     RUNNER_MINIMUM_BYTES,
     OllamaSettings,

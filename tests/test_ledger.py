@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from webhook.inventory import read_node
-from webhook.ledger import Ledger, fits
-from webhook.view import ClusterView, Tenant, assemble_view
+from webhook.core.inventory import read_node
+from webhook.core.ledger import Ledger, fits
+from webhook.core.view import ClusterView, Tenant, assemble_view
 
 NODE = read_node(
     {
@@ -138,7 +138,7 @@ def test_concurrent_reservations_never_overcommit(round_: int) -> None:
 
 
 def test_remembered_pods_are_bounded_even_without_expiry(monkeypatch: pytest.MonkeyPatch) -> None:
-    import webhook.ledger as ledger_module
+    import webhook.core.ledger as ledger_module
 
     monkeypatch.setattr(ledger_module, "MAX_ADMITTED", 3)
     ledger = Ledger(view(), ttl_seconds=float("inf"), clock=Clock())

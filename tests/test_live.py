@@ -29,12 +29,12 @@ from live_cluster import (
     write_kubeconfig,
 )
 
-from webhook.catalog import load_catalog
-from webhook.cluster import ClusterMirror, load_api_client
-from webhook.config import Settings, load_settings
-from webhook.live import ESTIMATE_STUB, LiveSource, project
-from webhook.state import SnapshotSource
-from webhook.view import ViewBuilder
+from webhook.cli.settings import Settings, load_settings
+from webhook.core.catalog import load_catalog
+from webhook.core.view import ViewBuilder
+from webhook.state.live import ESTIMATE_STUB, LiveSource, project
+from webhook.state.mirror import ClusterMirror, load_api_client
+from webhook.state.snapshot import SnapshotSource
 
 NODE = "gpu-h100-a"
 BUDGET = 81559

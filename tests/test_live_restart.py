@@ -32,9 +32,9 @@ from kube_api_fixture import KubeApiFixture
 from live_cluster import binding_review, gpu_node, namespace, stamped_pod, unmutated_pod, write_kubeconfig
 from prometheus_client.parser import text_string_to_metric_families
 
-from webhook.catalog import load_catalog
-from webhook.config import load_settings
-from webhook.view import build_view
+from webhook.cli.settings import load_settings
+from webhook.core.catalog import load_catalog
+from webhook.core.view import build_view
 
 START_DEADLINE = 30.0
 

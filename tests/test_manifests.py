@@ -2,7 +2,7 @@
 configurations, the Deployment's hardening, RBAC, `render_install_yaml`, examples, Dockerfile.
 
 Real tools, nothing mocked: `kubectl kustomize` builds the base and both overlays (the
-self-signed one in a temporary copy of the tree, with certificates from `webhook.certs`), every
+self-signed one in a temporary copy of the tree, with certificates from `webhook.install.certs`), every
 object is validated by kubernetes-validate against strict schemas, the CEL matchConditions are
 evaluated by the CEL C++ runtime (cel-expr-python: like kube-apiserver's cel-go, it errors on a
 missing map key, so a missing `has()` guard fails here), and hadolint lints the Dockerfile.
@@ -29,10 +29,10 @@ from typing import Any
 import pytest
 import yaml
 
-from webhook.certs import build_bundle, read_cert_info, service_dns_names, write_bundle
-from webhook.config import load_settings
-from webhook.live import LIVE_KINDS
-from webhook.manifests import (
+from webhook.cli.settings import load_settings
+from webhook.core.policy import ClusterPolicy, resolve_namespace_policy
+from webhook.install.certs import build_bundle, read_cert_info, service_dns_names, write_bundle
+from webhook.install.manifests import (
     BASE_RESOURCE,
     DEFAULT_IMAGE,
     DEFAULT_NAMESPACE,
@@ -43,7 +43,7 @@ from webhook.manifests import (
     read_tls_dir,
     render_install_yaml,
 )
-from webhook.policy import ClusterPolicy, resolve_namespace_policy
+from webhook.state.live import LIVE_KINDS
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFESTS = REPO / "manifests"
@@ -930,7 +930,7 @@ def write_base() -> None:
     header = (
         "# GENERATED from manifests/base (kubectl kustomize manifests/base); do not edit.\n"
         "# Regenerate: .venv/bin/python tests/test_manifests.py --write-base\n"
-        "# Read by webhook/manifests.py for `ollama-guard manifests`; tests/test_manifests.py fails on drift.\n"
+        "# Read by webhook/install/manifests.py for `ollama-guard manifests`; tests/test_manifests.py fails on drift.\n"
     )
     BASE_COPY.write_text(header + done.stdout, encoding="utf-8")
     print(f"wrote {BASE_COPY.relative_to(REPO)}")

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from webhook.metrics import BUCKETS, AdmissionStats
+from webhook.http.metrics import BUCKETS, AdmissionStats
 
 WEBHOOKS = st.sampled_from(["mutate", "validate"])
 LATENCIES = st.one_of(st.sampled_from([0.0, *BUCKETS, 5.000001, 60.0]), st.floats(0, 10, allow_nan=False))

@@ -21,7 +21,7 @@ import kubernetes_validate
 import pytest
 from conftest import GuardServer, variant
 
-from webhook.config import load_settings
+from webhook.cli.settings import load_settings
 
 KUBE_VERSION = kubernetes_validate.latest_version()
 GPU = "nvidia.com/gpu"

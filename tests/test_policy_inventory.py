@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from webhook.inventory import read_node
-from webhook.policy import ClusterPolicy, resolve_namespace_policy
+from webhook.core.inventory import read_node
+from webhook.core.policy import ClusterPolicy, resolve_namespace_policy
 
 HUGE = "9" * 5000  # past the interpreter's 4,300-digit limit for int()
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from webhook.quantity import (
+from webhook.core.quantity import (
     MAX_BYTES,
     QuantityError,
     format_mib,

@@ -30,12 +30,12 @@ from conftest import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from webhook.catalog import Catalog, ModelSpec, load_catalog
-from webhook.config import load_settings
-from webhook.ledger import Ledger
-from webhook.snapshot import load_objects
-from webhook.state import SnapshotSource
-from webhook.view import Tenant
+from webhook.cli.settings import load_settings
+from webhook.core.catalog import Catalog, ModelSpec, load_catalog
+from webhook.core.ledger import Ledger
+from webhook.core.view import Tenant
+from webhook.state.files import load_objects
+from webhook.state.snapshot import SnapshotSource
 
 LIMIT = 3 << 20
 POD = "mutate-pod-create-2.json"

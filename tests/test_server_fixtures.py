@@ -26,7 +26,7 @@ from conftest import (
     variant,
 )
 
-from webhook.server import JsonFormatter
+from webhook.http.server import JsonFormatter
 
 MIB = 1 << 20
 ENV_NAMES = ("OLLAMA_MAX_LOADED_MODELS", "OLLAMA_CONTEXT_LENGTH", "OLLAMA_NUM_PARALLEL")

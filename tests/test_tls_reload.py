@@ -1,4 +1,4 @@
-"""webhook.tls: a real uvicorn server keeps serving while its certificate files rotate."""
+"""webhook.http.tls: a real uvicorn server keeps serving while its certificate files rotate."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import uvicorn
 
-from webhook import certs
-from webhook.tls import ReloadingTLS, TLSLoadError
+from webhook.http.tls import ReloadingTLS, TLSLoadError
+from webhook.install import certs
 
 WATCH_INTERVAL = 0.05
 DEADLINE = 5.0
@@ -165,10 +165,10 @@ def wait_for_warning(caplog: pytest.LogCaptureFixture, text: str) -> logging.Log
     deadline = time.monotonic() + DEADLINE
     while time.monotonic() < deadline:
         for record in list(caplog.records):
-            if record.name == "webhook.tls" and text in record.getMessage():
+            if record.name == "webhook.http.tls" and text in record.getMessage():
                 return record
         time.sleep(0.02)
-    raise AssertionError(f"no webhook.tls log containing {text!r}")
+    raise AssertionError(f"no webhook.http.tls log containing {text!r}")
 
 
 @pytest.fixture
@@ -325,7 +325,7 @@ def test_a_broken_pair_keeps_the_old_certificate_then_recovers(
     break_files: Callable[[Path, certs.CertBundle], None],
     warning: str,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="webhook.tls")
+    caplog.set_level(logging.WARNING, logger="webhook.http.tls")
     bundle_b = make_bundle()
     with serving(tls) as running:
         break_files(cert_dir, bundle_b)
@@ -343,7 +343,7 @@ def test_a_broken_pair_keeps_the_old_certificate_then_recovers(
         )
 
     warnings = [
-        r for r in caplog.records if r.name == "webhook.tls" and r.levelno == logging.WARNING
+        r for r in caplog.records if r.name == "webhook.http.tls" and r.levelno == logging.WARNING
     ]
     assert len(warnings) <= 3, "a state that stays broken must not warn on every poll"
 

@@ -1,5 +1,5 @@
 """`python -m webhook` runs the `ollama-guard` command line."""
 
-from webhook.cli import main
+from webhook.cli.main import main
 
 main()

@@ -1,0 +1,136 @@
+"""The validating webhook's dispatch: AdmissionRequest + Guard -> AdmissionResponse.
+
+Routes what kube-apiserver sends (design §7): Pod CREATE, `pods/binding` CREATE, Namespace
+CREATE/UPDATE, and workloads / `*/scale` (see `workloads.py`). Composition only: the checks live
+in `evaluation`, the modes in `guard.enforce`. The only side effect is the ledger reservation of
+an admitted, non-dry-run binding (and remembering admitted pods and templates).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from webhook.admission import review as rv
+from webhook.admission.context import Guard, enforce
+from webhook.admission.mutation import is_pod
+from webhook.admission.review import AdmissionRequest, AdmissionResponse
+from webhook.admission.workloads import validate_workload
+from webhook.core.evaluation import Violation, evaluate_pod
+from webhook.core.explain import CAPACITY_FIX, describe_fit
+from webhook.core.policy import guard_annotations, is_policy_admin
+from webhook.core.quantity import format_mib
+from webhook.core.tenants import DeclarationError
+from webhook.core.view import Tenant, tenant_from_pod
+
+
+def is_binding(req: AdmissionRequest) -> bool:
+    """`pods/binding` (what kube-scheduler uses) or the legacy `bindings` resource."""
+    resource, sub = req.resource.resource, req.sub_resource
+    return (resource == "pods" and sub == "binding") or (resource == "bindings" and not sub)
+
+
+def validate(req: AdmissionRequest, guard: Guard) -> AdmissionResponse:
+    if req.dry_run:  # answered exactly the same, but nothing is recorded (sideEffects: NoneOnDryRun)
+        guard = replace(guard, on_would_deny=_ignore)
+    if is_binding(req):
+        return validate_binding(req, guard)
+    if is_pod(req) and req.operation == "CREATE" and isinstance(req.object, dict):
+        return validate_pod(req, guard)
+    if req.kind.kind == "Namespace" and req.operation in ("CREATE", "UPDATE"):
+        return validate_namespace(req, guard)
+    return validate_workload(req, guard)
+
+
+def _ignore(namespace: str, rule: str, message: str) -> None:
+    return None
+
+
+def validate_pod(req: AdmissionRequest, guard: Guard) -> AdmissionResponse:
+    assert req.object is not None
+    ledger = guard.ledger
+    try:
+        evaluation = evaluate_pod(
+            req.object,
+            namespace=req.namespace,
+            cluster=guard.cluster,
+            catalog=guard.catalog,
+            view=ledger.view,
+            committed=ledger.committed,
+            pending_usage=ledger.pending_usage,
+        )
+    except DeclarationError as exc:
+        return rv.bad_declaration(f"pod {req.namespace}/{req.name}: {exc}")
+    response = enforce(evaluation.policy, evaluation.violations, guard, subject=f"pod {req.namespace}/{req.name}")
+    if response.allowed and not req.dry_run and evaluation.demand is not None and evaluation.pod.is_gpu_tenant:
+        ledger.remember_admitted(tenant_from_pod(evaluation.pod, evaluation.demand))
+    return rv.with_warnings(response, evaluation.notes[:1]) if evaluation.notes else response
+
+
+def validate_binding(req: AdmissionRequest, guard: Guard) -> AdmissionResponse:
+    obj = req.object if isinstance(req.object, dict) else {}
+    target = obj.get("target") if isinstance(obj.get("target"), dict) else {}
+    node_name = str((target or {}).get("name") or "")
+    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    pod_uid = str((meta or {}).get("uid") or "")
+    key = f"{req.namespace}/{req.name}"
+    node = guard.ledger.view.nodes.get(node_name)
+    if node is None or not node.guarded:
+        return rv.allowed()
+    tenant = guard.ledger.find_tenant(key)
+    if tenant is None or (pod_uid and tenant.uid and tenant.uid != pod_uid):
+        return rv.allowed()  # not a GPU tenant the guard admitted (pods webhook only sees GPU/Ollama pods)
+    ns = guard.ledger.view.namespace_policy(guard.cluster, req.namespace)
+    if not ns.active:  # exempt or off: never denied, but the VRAM it takes is still counted
+        guard.ledger.reserve(tenant, node, dry_run=req.dry_run, force=True)
+        return rv.allowed()
+    fit = guard.ledger.reserve(tenant, node, dry_run=req.dry_run)
+    if fit.ok:
+        if not req.dry_run:
+            guard.on_bound(tenant, node.name)
+        return rv.allowed()
+    violation = Violation(
+        "capacity",
+        f"binding to {node.name} would over-commit its VRAM: the pod needs "
+        f"{describe_demand_of(tenant, node.even_share_mib)}; {describe_fit(fit)}, committed "
+        f"{fit.committed_mib} MiB of {fit.budget_mib} MiB. {CAPACITY_FIX}",
+        short=f"binding to {node.name}: needs {format_mib(fit.demand_mib)}, {format_mib(fit.free_mib)} free",
+    )
+    response = enforce(ns, [violation], guard, subject=f"pod {key}")
+    if response.allowed and not req.dry_run:
+        guard.ledger.reserve(tenant, node, force=True)
+        guard.on_bound(tenant, node.name)
+    return response
+
+
+def describe_demand_of(tenant: Tenant, even_share_mib: int) -> str:
+    mib = tenant.demand_mib if tenant.demand_mib is not None else even_share_mib
+    models = f" for {', '.join(tenant.models)}" if tenant.models else ""
+    return f"{format_mib(mib)}{models}"
+
+
+def validate_namespace(req: AdmissionRequest, guard: Guard) -> AdmissionResponse:
+    new = guard_annotations(_annotations(req.object))
+    old = guard_annotations(_annotations(req.old_object)) if req.operation == "UPDATE" else {}
+    changed = sorted(k for k in set(new) | set(old) if new.get(k) != old.get(k))
+    if not changed:
+        return rv.allowed()
+    user = req.user_info
+    if is_policy_admin(guard.cluster, username=user.username, groups=user.groups):
+        return rv.allowed()
+    who = ", ".join(
+        [f"group {g}" for g in guard.cluster.policy_admin_groups]
+        + [f"user {u}" for u in guard.cluster.policy_admin_users]
+    )
+    return rv.denied(
+        f"namespace {req.name}: user {user.username!r} may not add, change or remove the guard's policy "
+        f"annotations ({', '.join(changed)}); only policy admins may ({who or 'none configured'}). "
+        "Ask a cluster admin to make this change",
+    )
+
+
+def _annotations(obj: object) -> dict[str, str]:
+    if not isinstance(obj, dict):
+        return {}
+    meta = obj.get("metadata")
+    ann = meta.get("annotations") if isinstance(meta, dict) else None
+    return {str(k): str(v) for k, v in ann.items()} if isinstance(ann, dict) else {}

@@ -1,0 +1,6 @@
+"""The `ollama-guard` command line (typer): one module per command, registered on `app.app`.
+
+Thin: parse options, read settings (`settings`) and files, build the configured objects, call the
+library, print. `main` is the console script. Nothing in `webhook` imports this package; it may
+import every other one.
+"""

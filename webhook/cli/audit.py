@@ -1,0 +1,275 @@
+"""`ollama-guard audit`: the dry-run audit report (design §12), registered on the CLI `app`.
+
+The edge of the audit: reads the snapshot and manifest files, or lists the live cluster (one
+paginated list per kind through the official client, raw JSON, read-only), renders the pure
+`run_audit` result in the chosen format, and with `--write-reports` creates or replaces the
+PolicyReports in the cluster. Exit codes: 0 done, 1 a result at or above `--fail-on`, 2 a usage
+or input error (with a message naming the file and line, or the option).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from webhook.audit.render_html import render_html
+from webhook.audit.render_policy import GROUP, VERSION, render_json, render_policy_reports
+from webhook.audit.render_text import print_table, render_markdown, render_table
+from webhook.audit.run import AuditReport, Manifest, run_audit
+from webhook.cli.app import app, err, fail, settings_and_catalog
+from webhook.state.files import SnapshotError, iter_files, load_objects
+
+LIST_PAGE = 500
+
+
+class Format(StrEnum):
+    table = "table"
+    json = "json"
+    markdown = "markdown"
+    html = "html"
+    policyreport = "policyreport"
+
+
+class FailOn(StrEnum):
+    warn = "warn"
+    fail = "fail"
+
+
+RENDERERS: dict[Format, Callable[[AuditReport], str]] = {
+    Format.table: render_table,
+    Format.json: render_json,
+    Format.markdown: render_markdown,
+    Format.html: render_html,
+    Format.policyreport: render_policy_reports,
+}
+
+
+@app.command()
+def audit(
+    files: Annotated[
+        list[Path] | None,
+        typer.Option("-f", "--filename", help="Manifests applied as if admitted now, in order (files or folders)"),
+    ] = None,
+    snapshot: Annotated[
+        Path | None, typer.Option(help="Cluster state file (kubectl get nodes,pods,namespaces -A -o yaml)")
+    ] = None,
+    kubeconfig: Annotated[Path | None, typer.Option(help="kubeconfig for the live cluster")] = None,
+    context: Annotated[str | None, typer.Option(help="kubeconfig context")] = None,
+    namespace: Annotated[
+        str | None, typer.Option("--namespace", "-n", help="Report on one namespace (nodes are always whole)")
+    ] = None,
+    all_namespaces: Annotated[bool, typer.Option("--all-namespaces", "-A", help="All namespaces (default)")] = False,
+    policy: Annotated[Path | None, typer.Option("--policy", help="YAML policy file (cluster defaults)")] = None,
+    output_format: Annotated[Format, typer.Option("--format", help="Output format")] = Format.table,
+    out: Annotated[Path | None, typer.Option("-o", "--output", help="Write the report to this file")] = None,
+    fail_on: Annotated[
+        FailOn | None, typer.Option("--fail-on", help="Exit 1 when a result at or above this level exists")
+    ] = None,
+    write_reports: Annotated[
+        bool, typer.Option("--write-reports", help="Create or update the PolicyReports in the cluster (live only)")
+    ] = False,
+) -> None:
+    """Report what is on the GPUs, what the guard would deny and what it would inject (dry run)."""
+    if namespace and all_namespaces:
+        raise fail("--namespace and --all-namespaces exclude each other")
+    if write_reports and snapshot is not None:
+        raise fail("--write-reports writes to a live cluster; it cannot be combined with --snapshot")
+    settings, catalog = settings_and_catalog(policy)
+    manifests = load_manifests(files or [])
+    api_client: Any = None
+    if snapshot is not None:
+        state, origin = read_state(snapshot), f"snapshot {snapshot}"
+    else:
+        api_client, origin = connect(kubeconfig, context)
+        state = list_cluster(api_client)
+    report = run_audit(
+        state,
+        cluster=settings.cluster_policy(),
+        catalog=catalog,
+        now=report_time(),
+        state_origin=origin,
+        manifests=manifests,
+        namespace=namespace,
+    )
+    emit(report, output_format, out)
+    if write_reports:
+        for line in write_policy_reports(api_client, report):
+            err.print(line, highlight=False, soft_wrap=True)
+    if fail_on is not None and report.reaches(fail_on.value):
+        raise typer.Exit(1)
+
+
+def report_time() -> datetime:
+    """Now, or SOURCE_DATE_EPOCH (reproducible-builds.org) for byte-stable reports in CI."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if epoch.isdigit():
+        return datetime.fromtimestamp(int(epoch), UTC)
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def emit(report: AuditReport, output_format: Format, out: Path | None) -> None:
+    if out is None and output_format is Format.table:
+        console = Console()
+        print_table(report, console if console.is_terminal else Console(width=120, color_system=None))
+        return
+    text = RENDERERS[output_format](report)
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    try:
+        out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise fail(f"{out}: cannot write: {exc.strerror or exc}") from None
+    err.print(f"wrote the {output_format.value} report to {out}", highlight=False, soft_wrap=True)
+
+
+def read_state(path: Path) -> list[dict[str, Any]]:
+    try:
+        return load_objects([path])
+    except SnapshotError as exc:
+        raise fail(str(exc)) from None
+
+
+def load_manifests(paths: Sequence[Path]) -> list[Manifest]:
+    """Every object in the given files and folders, in order, each with the file it came from."""
+    try:
+        return [Manifest(str(path), obj) for path in iter_files(paths) for obj in load_objects([path])]
+    except SnapshotError as exc:
+        raise fail(str(exc)) from None
+
+
+# --- the live cluster ----------------------------------------------------------------------------
+def connect(kubeconfig: Path | None, context: str | None) -> tuple[Any, str]:
+    from webhook.state.mirror import ClusterConfigError, load_api_client
+
+    try:
+        client = load_api_client(kubeconfig=kubeconfig, context=context)
+    except ClusterConfigError as exc:
+        raise fail(f"kubeconfig: {exc}") from None
+    if client is None:
+        raise fail(
+            "no cluster configuration found (in-cluster, $KUBECONFIG or ~/.kube/config); "
+            "audit a snapshot with --snapshot FILE (e.g. examples/cluster.yaml)"
+        )
+    host = str(getattr(client.configuration, "host", "") or "")
+    return client, f"live cluster {context or host}".strip()
+
+
+def list_cluster(api_client: Any) -> list[dict[str, Any]]:
+    """Nodes, Namespaces and Pods: one paginated list per kind, raw JSON (read-only)."""
+    from kubernetes.client import ApiException, CoreV1Api
+
+    core = CoreV1Api(api_client)
+    calls = (
+        ("Node", core.list_node),
+        ("Namespace", core.list_namespace),
+        ("Pod", core.list_pod_for_all_namespaces),
+    )
+    objects: list[dict[str, Any]] = []
+    try:
+        for kind, call in calls:
+            objects += _list_all(kind, call)
+    except ApiException as exc:
+        raise fail(f"listing the cluster failed: HTTP {exc.status} {_api_message(exc)}") from None
+    except (OSError, ValueError) as exc:
+        raise fail(f"listing the cluster failed: {exc}") from None
+    return objects
+
+
+def _list_all(kind: str, call: Callable[..., Any]) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    token = ""
+    while True:
+        kwargs: dict[str, Any] = {"limit": LIST_PAGE, "_preload_content": False}
+        if token:
+            kwargs["_continue"] = token
+        body = json.loads(call(**kwargs).data)
+        for item in body.get("items") or []:
+            items.append({"apiVersion": "v1", "kind": kind, **item})
+        token = str((body.get("metadata") or {}).get("continue") or "")
+        if not token:
+            return items
+
+
+def write_policy_reports(api_client: Any, report: AuditReport) -> list[str]:
+    """Create or replace each report (get; create on 404, else replace at its resourceVersion),
+    then delete our PolicyReports of namespaces in scope that the audit no longer lists (their
+    results would otherwise stay on dashboards for pods long gone)."""
+    from kubernetes.client import ApiException, CustomObjectsApi
+
+    from webhook.audit.render_policy import LABELS, REPORT_NAME, policy_reports, stale_reports
+    from webhook.core.rawdict import items, mapping
+
+    api = CustomObjectsApi(api_client)
+    done: list[str] = []
+    for doc in policy_reports(report):
+        meta = doc["metadata"]
+        label = f"{doc['kind']} {meta.get('namespace', '')}/{meta['name']}".replace(" /", " ")
+        try:
+            created = _upsert(api, doc, ApiException)
+        except ApiException as exc:
+            raise fail(f"writing {label} failed: HTTP {exc.status} {_api_message(exc)}") from None
+        done.append(f"{'created' if created else 'updated'} {label}")
+    selector = ",".join(f"{k}={v}" for k, v in LABELS.items())
+    try:
+        listed = mapping(api.list_cluster_custom_object(GROUP, VERSION, "policyreports", label_selector=selector))
+    except ApiException as exc:  # e.g. no cluster-wide list permission: the reports above are written
+        done.append(f"not pruned: listing PolicyReports failed: HTTP {exc.status} {_api_message(exc)}")
+        return done
+    for namespace in stale_reports(report, [mapping(i) for i in items(listed.get("items"))]):
+        label = f"PolicyReport {namespace}/{REPORT_NAME}"
+        try:
+            api.delete_namespaced_custom_object(GROUP, VERSION, namespace, "policyreports", REPORT_NAME)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise fail(f"deleting {label} failed: HTTP {exc.status} {_api_message(exc)}") from None
+        done.append(f"deleted {label} (the namespace has no GPU tenants or guard annotations left)")
+    return done
+
+
+def _upsert(api: Any, doc: dict[str, Any], api_exception: type[Exception]) -> bool:
+    """True when created, False when replaced."""
+    name, namespace = doc["metadata"]["name"], doc["metadata"].get("namespace")
+    if namespace:
+        where: tuple[str, ...] = (GROUP, VERSION, namespace, "policyreports")
+        get, create, put = (
+            api.get_namespaced_custom_object,
+            api.create_namespaced_custom_object,
+            (api.replace_namespaced_custom_object),
+        )
+    else:
+        where = (GROUP, VERSION, "clusterpolicyreports")
+        get, create, put = (
+            api.get_cluster_custom_object,
+            api.create_cluster_custom_object,
+            (api.replace_cluster_custom_object),
+        )
+    try:
+        current = get(*where, name)
+    except api_exception as exc:
+        if getattr(exc, "status", None) != 404:
+            raise
+        create(*where, doc)
+        return True
+    put(
+        *where,
+        name,
+        {**doc, "metadata": {**doc["metadata"], "resourceVersion": current["metadata"]["resourceVersion"]}},
+    )
+    return False
+
+
+def _api_message(exc: Any) -> str:
+    """The API server's own words (a Status `message`), else the HTTP reason."""
+    try:
+        return str(json.loads(exc.body).get("message") or exc.reason)
+    except (TypeError, ValueError, AttributeError):
+        return str(exc.reason)

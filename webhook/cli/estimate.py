@@ -1,0 +1,130 @@
+"""`ollama-guard estimate`: the VRAM an Ollama pod serving some models needs (design §5), and `version`."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from webhook import __version__
+from webhook.cli.app import PolicyOpt, app, fail, settings_and_catalog
+from webhook.core.catalog import UnknownModelError
+from webhook.core.estimate import MIB, KvCacheType, OllamaSettings, PodEstimate, estimate_pod, model_demand_mib
+from webhook.core.quantity import format_mib
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+@app.command()
+def estimate(
+    models: Annotated[list[str], typer.Argument(help="Ollama model references, e.g. llama3.1:8b")],
+    context: Annotated[int | None, typer.Option(help="OLLAMA_CONTEXT_LENGTH (default: policy, 8192)", min=1)] = None,
+    parallel: Annotated[int | None, typer.Option(help="OLLAMA_NUM_PARALLEL (default: policy, 1)", min=1)] = None,
+    max_loaded: Annotated[int | None, typer.Option(help="OLLAMA_MAX_LOADED_MODELS per GPU (default 1)", min=1)] = None,
+    kv_cache_type: Annotated[str, typer.Option(help="OLLAMA_KV_CACHE_TYPE: f16, q8_0 or q4_0")] = "f16",
+    flash_attention: Annotated[
+        bool | None, typer.Option(help="OLLAMA_FLASH_ATTENTION (default: on when --kv-cache-type is quantised)")
+    ] = None,
+    gpu_overhead: Annotated[int, typer.Option(help="OLLAMA_GPU_OVERHEAD in bytes", min=0)] = 0,
+    gpus: Annotated[int, typer.Option(help="GPUs requested by the pod", min=1)] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")] = False,
+    policy: PolicyOpt = None,
+) -> None:
+    """Estimate the VRAM an Ollama pod serving MODELS needs (design §5)."""
+    settings, catalog = settings_and_catalog(policy)
+    cluster = settings.cluster_policy()
+    kv = kv_cache_type.strip().lower()
+    if kv not in ("f16", "q8_0", "q4_0"):
+        raise fail(f"--kv-cache-type {kv_cache_type!r}: use f16, q8_0 or q4_0")
+    kv_type: KvCacheType = kv  # type: ignore[assignment]  # checked just above
+    ollama = OllamaSettings(
+        context_length=context or cluster.context_length,
+        num_parallel=parallel or cluster.num_parallel,
+        max_loaded_models=max_loaded or cluster.max_loaded_models,
+        kv_cache_type=kv_type,
+        flash_attention=flash_attention if flash_attention is not None else kv != "f16",
+        gpu_overhead_bytes=gpu_overhead,
+    )
+    try:
+        specs = [(m, catalog.resolve(m)) for m in models]
+    except UnknownModelError as exc:
+        raise fail(str(exc).strip("'\"")) from None
+    result = estimate_pod(
+        specs,
+        ollama,
+        gpus=gpus,
+        cuda_context_overhead_mib=cluster.cuda_context_overhead_mib,
+        safety_margin=cluster.safety_margin,
+    )
+    if as_json:
+        typer.echo(json.dumps(estimate_json(result), indent=2))
+    else:
+        print_estimate(result)
+
+
+def estimate_json(result: PodEstimate) -> dict[str, Any]:
+    s = result.settings
+    return {
+        "models": [
+            {
+                "requested": m.requested,
+                "tag": m.tag,
+                "context": m.context,
+                "weights_bytes": m.weights_bytes,
+                "kv_cache_bytes": m.kv_bytes,
+                "graph_bytes": m.graph_bytes,
+                "runner_bytes": m.runner_bytes,
+                "total_bytes": m.total_bytes,
+                "total_mib": model_demand_mib(m),
+            }
+            for m in result.models
+        ],
+        "loaded_models": [m.tag for m in result.loaded_models],
+        "settings": {
+            "context_length": s.context_length,
+            "num_parallel": s.num_parallel,
+            "max_loaded_models": s.max_loaded_models,
+            "kv_cache_type": s.effective_kv_type,
+            "flash_attention": s.flash_attention,
+            "gpu_overhead_bytes": s.gpu_overhead_bytes,
+            "gpus": result.gpus,
+        },
+        "cuda_context_overhead_mib": result.cuda_overhead_bytes // MIB,
+        "safety_margin": result.safety_margin,
+        "demand_mib": result.demand_mib,
+        "demand_gib": round(result.demand_mib / 1024, 2),
+    }
+
+
+def print_estimate(result: PodEstimate) -> None:
+    out = Console()
+    table = Table(title="Per-model VRAM (design §5)", title_justify="left")
+    for col in ("model", "context", "weights", "KV cache", "graph", "runner", "total"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    loaded = {id(m) for m in result.loaded_models}
+    for m in result.models:
+        name = m.tag if m.requested == m.tag else f"{m.requested} → {m.tag}"
+        table.add_row(
+            name + ("" if id(m) in loaded else " (not co-resident)"),
+            str(m.context),
+            *(format_mib(b / MIB) for b in (m.weights_bytes, m.kv_bytes, m.graph_bytes, m.runner_bytes)),
+            format_mib(model_demand_mib(m)),
+        )
+    out.print(table)
+    s = result.settings
+    out.print(
+        f"loaded at once: {result.loaded} of {len(result.models)} (OLLAMA_MAX_LOADED_MODELS={s.max_loaded_models} × "
+        f"{result.gpus} GPU); parallel {s.num_parallel}; KV cache {s.effective_kv_type}; "
+        f"+ {s.gpu_overhead_bytes} B GPU overhead + {result.cuda_overhead_bytes // MIB} MiB CUDA context; "
+        f"× {1 + result.safety_margin:.2f} margin",
+        highlight=False,
+        soft_wrap=True,
+    )
+    out.print(f"[bold]pod demand: {result.demand_mib} MiB ({result.demand_mib / 1024:.2f} GiB)[/]", highlight=False)

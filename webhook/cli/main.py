@@ -1,0 +1,17 @@
+"""The `ollama-guard` console script: every command module registered on the one typer `app`."""
+
+from __future__ import annotations
+
+import sys
+
+from webhook.cli import audit, certs, estimate, manifests, serve
+from webhook.cli.app import app
+
+COMMANDS = (audit, certs, estimate, manifests, serve)  # imported for their `@app.command()` registrations
+
+
+def main() -> None:
+    try:
+        app()
+    except BrokenPipeError:
+        sys.exit(1)

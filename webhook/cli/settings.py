@@ -1,0 +1,74 @@
+"""The guard's own configuration: pydantic-settings from `OLLAMA_GUARD_*` environment variables
+and an optional YAML policy file (design §9). Read once at startup and passed down.
+
+Precedence: explicit arguments > environment > policy file > defaults.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from webhook.core.policy import ClusterPolicy, PolicyDefaults
+from webhook.core.quantity import QuantityError, parse_mib
+
+MAX_BODY_BYTES = 3 << 20
+
+
+class ConfigError(ValueError):
+    """Configuration that cannot be used; the message names the setting or file."""
+
+
+class Settings(BaseSettings, PolicyDefaults):
+    """`PolicyDefaults` plus what only configuration has (quantities as text, paths, server)."""
+
+    model_config = SettingsConfigDict(env_prefix="OLLAMA_GUARD_", frozen=True, extra="forbid")
+
+    exempt_namespaces: tuple[str, ...] = ("kube-system", "kube-node-lease")
+    guard_namespace: str = "ollama-guard-system"
+    cuda_context_overhead: str = "512Mi"
+    default_tenant_vram: str | None = None
+    catalog_overlay: Path | None = None
+    max_body_bytes: int = Field(default=MAX_BODY_BYTES, ge=1024)
+    log_level: str = "INFO"
+
+    def cluster_policy(self) -> ClusterPolicy:
+        try:
+            overhead = parse_mib(self.cuda_context_overhead)
+            default = parse_mib(self.default_tenant_vram) if self.default_tenant_vram else None
+        except QuantityError as exc:
+            raise ConfigError(f"cuda_context_overhead/default_tenant_vram: {exc}") from None
+        shared = {name: getattr(self, name) for name in PolicyDefaults.model_fields}
+        return ClusterPolicy(
+            **shared,
+            exempt_namespaces=tuple(dict.fromkeys((*self.exempt_namespaces, self.guard_namespace))),
+            cuda_context_overhead_mib=overhead,
+            default_tenant_vram_mib=default,
+        )
+
+
+def load_settings(policy_file: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from the policy file (if any), the environment and explicit overrides."""
+    from_file: dict[str, Any] = {}
+    if policy_file is not None:
+        try:
+            loaded = yaml.safe_load(policy_file.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"policy file {policy_file}: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"policy file {policy_file}: expected a mapping of settings")
+        from_file = {str(k).replace("-", "_"): v for k, v in loaded.items()}
+    try:
+        env_only = Settings()
+        merged = {**from_file, **{k: getattr(env_only, k) for k in env_only.model_fields_set}, **overrides}
+        settings = Settings.model_validate(merged)
+        settings.cluster_policy()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"setting {where}: {first['msg']}") from None
+    return settings

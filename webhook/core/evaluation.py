@@ -1,0 +1,335 @@
+"""One evaluation of a pod (or a pod template) against policy and capacity, shared by the
+validating webhook and the audit so both always reach the same verdict.
+
+Produces `Violation`s (rule, HTTP-style code, message for the pod's author); the caller decides
+what the namespace's enforcement mode makes of them. Capacity is checked against the committed
+figures the caller passes in (the ledger's, so pending reservations count). Pure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from webhook.core.catalog import Catalog, normalize_ref
+from webhook.core.demand import ENV_CONTEXT, ENV_MAX_LOADED, ENV_PARALLEL, PodDemand, compute_demand
+from webhook.core.explain import CAPACITY_FIX, describe_demand, list_fits
+from webhook.core.ledger import Fit, fits
+from webhook.core.policy import ClusterPolicy, NamespacePolicy
+from webhook.core.quantity import format_mib
+from webhook.core.scheduling import iter_candidates
+from webhook.core.tenants import ANN_DEMAND, DeclarationError, PodFacts, read_pod
+from webhook.core.view import ClusterView
+
+Severity = Literal["fail", "warn"]
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    rule: str
+    #: the full text for a denial: what was asked, what is free, which rule, how to fix it
+    message: str
+    code: int = 403
+    severity: Severity = "fail"
+    #: one line for a kubectl warning (≤ 120 characters); the message when empty
+    short: str = ""
+
+    @property
+    def summary(self) -> str:
+        return self.short or self.message
+
+
+class PendingUsage(Protocol):
+    """`Ledger.pending_usage`: a namespace's VRAM not in the view yet, besides one pod."""
+
+    def __call__(self, namespace: str, *, besides: str = "") -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PodEvaluation:
+    pod: PodFacts
+    policy: NamespacePolicy
+    demand: PodDemand | None
+    violations: tuple[Violation, ...] = ()
+    notes: tuple[str, ...] = ()
+    fits: tuple[Fit, ...] = ()
+    #: why the guard does not look at this pod ("" when it does)
+    skipped: str = ""
+
+    @property
+    def failures(self) -> tuple[Violation, ...]:
+        return tuple(v for v in self.violations if v.severity == "fail")
+
+
+def skip_reason(pod: PodFacts, ns: NamespacePolicy) -> str:
+    if ns.exempt:
+        return f"namespace {ns.namespace} is exempt"
+    if ns.enforcement == "off" and not ns.problems:
+        return f"enforcement is off in namespace {ns.namespace}"
+    if pod.mirror:
+        return "mirror (static) pod"
+    if not pod.is_ollama and not pod.is_gpu_tenant:
+        return "not an Ollama pod and requests no GPU"
+    if pod.uses_mig and not pod.is_gpu_tenant:
+        return "uses MIG slices (hard-partitioned by the hardware)"
+    return ""
+
+
+def evaluate_pod(
+    raw: Mapping[str, Any],
+    *,
+    namespace: str,
+    cluster: ClusterPolicy,
+    catalog: Catalog,
+    view: ClusterView,
+    committed: Callable[[str], int],
+    replicas: int = 1,
+    one_per_node: bool = False,
+    require_settings: bool = True,
+    facts: PodFacts | None = None,
+    pending_usage: PendingUsage | None = None,
+) -> PodEvaluation:
+    """Every check of design §7 for a Pod CREATE (or `replicas` copies of a pod template).
+
+    `facts` replaces what `raw` says about its containers (a template evaluated as mutated);
+    `raw` still gives the scheduling constraints.
+    """
+    pod = facts or read_pod(raw, gpu_resources=cluster.gpu_resources, namespace=namespace)
+    ns = view.namespace_policy(cluster, pod.namespace)
+    skipped = skip_reason(pod, ns)
+    if skipped:
+        return PodEvaluation(pod, ns, None, skipped=skipped)
+    violations = [Violation("namespace-policy", str(p), 400) for p in ns.problems]
+    try:
+        demand = compute_demand(pod, ns=ns, cluster=cluster, catalog=catalog)
+    except DeclarationError as exc:
+        return PodEvaluation(pod, ns, None, (*violations, Violation("declaration", str(exc), 400)))
+    violations += _setting_checks(pod, ns, demand, require_settings=require_settings)
+    violations += _model_checks(demand, ns, catalog)
+    if one_per_node:
+        result = _per_node_checks(raw, pod, demand, view=view, committed=committed)
+        replicas = len(result[1])
+    else:
+        result = _capacity_checks(raw, pod, demand, view=view, committed=committed, replicas=replicas)
+    violations += result[0]
+    if pod.is_gpu_tenant:
+        quota_set = ns.vram_quota_mib is not None
+        pending = pending_usage(pod.namespace, besides=pod.key) if pending_usage is not None and quota_set else 0
+        violations += _quota_checks(pod, ns, demand, view, replicas, result[1], pending)
+    notes = demand.notes
+    return PodEvaluation(pod, ns, demand, tuple(violations), notes, tuple(result[1]))
+
+
+def _setting_checks(
+    pod: PodFacts, ns: NamespacePolicy, demand: PodDemand, *, require_settings: bool
+) -> list[Violation]:
+    out: list[Violation] = []
+    settings = demand.settings
+    if pod.is_ollama and settings is not None:
+        caps = (
+            (ENV_MAX_LOADED, settings.max_loaded_models, ns.max_loaded_models, "ollama-guard.io/max-loaded-models"),
+            (ENV_CONTEXT, settings.context_length, ns.context_length, "ollama-guard.io/context-length"),
+            (ENV_PARALLEL, settings.num_parallel, ns.num_parallel, "ollama-guard.io/num-parallel"),
+        )
+        pod_context = demand.declaration.context_length
+        for env, value, cap, ann in caps:
+            if value <= cap:
+                continue
+            origin = (
+                " (from the pod's ollama-guard.io/context-length)"
+                if env == ENV_CONTEXT and pod_context == value
+                else ""
+            )
+            out.append(
+                Violation(
+                    "settings-cap",
+                    f"{env}={value}{origin} is above namespace {ns.namespace}'s cap of {cap} ({ann}); "
+                    f"set it to {cap} or less, or ask an admin to raise the cap",
+                    short=f"{env}={value} is above the namespace cap {cap}",
+                )
+            )
+        if require_settings:
+            missing = sorted(
+                {
+                    e
+                    for c in pod.ollama_containers
+                    for e in (ENV_MAX_LOADED, ENV_CONTEXT, ENV_PARALLEL)
+                    if e not in c.env
+                }
+            )
+            if missing:
+                out.append(
+                    Violation(
+                        "settings-missing",
+                        f"Ollama container(s) lack {', '.join(missing)}: the mutating webhook did not run, so "
+                        "Ollama will pick its own defaults (recent releases size the context from the whole GPU); "
+                        "the estimate assumes the namespace defaults. Set them explicitly",
+                        severity="warn",
+                        short=f"{', '.join(missing)} not set; estimate assumes the namespace defaults",
+                    )
+                )
+    if pod.is_ollama and not pod.is_gpu_tenant and require_settings:
+        visible = {c.env.get("NVIDIA_VISIBLE_DEVICES") for c in pod.ollama_containers}
+        if visible != {"void"}:
+            out.append(
+                Violation(
+                    "gpu-request",
+                    "Ollama pod requests no GPU but the ollama/ollama image sees every GPU "
+                    "(NVIDIA_VISIBLE_DEVICES=all); request nvidia.com/gpu: 1, or set NVIDIA_VISIBLE_DEVICES=void",
+                    short="Ollama pod requests no GPU but would see every GPU; request nvidia.com/gpu: 1",
+                )
+            )
+    stamp = pod.annotations.get(ANN_DEMAND)
+    if stamp is not None and demand.demand_mib is not None and stamp != str(demand.demand_mib):
+        out.append(
+            Violation(
+                "guard-annotation",
+                f'{ANN_DEMAND}="{stamp[:40]}" does not match the guard\'s computation ({demand.demand_mib}); '
+                "this annotation is written by the guard: remove it from the pod spec",
+                short=f"{ANN_DEMAND} is written by the guard; remove it from the pod spec",
+            )
+        )
+    return out
+
+
+def _model_checks(demand: PodDemand, ns: NamespacePolicy, catalog: Catalog) -> list[Violation]:
+    if ns.allowed_models == ("*",):
+        return []
+    resolved = {m.requested: m.tag for m in demand.estimate.models} if demand.estimate else {}
+    refused = []
+    for ref in demand.declaration.models:
+        name, tag = normalize_ref(ref)
+        candidates = {f"{name}:{tag}", ref.strip().lower()}
+        if ref in resolved:
+            candidates.add(resolved[ref])
+        else:
+            with contextlib.suppress(LookupError):
+                candidates.add(catalog.resolve(ref).tag)
+        if not any(ns.model_allowed(c) for c in candidates):
+            refused.append(ref)
+    if not refused:
+        return []
+    return [
+        Violation(
+            "allowed-models",
+            f"model{'s' if len(refused) > 1 else ''} {', '.join(refused)} not allowed in namespace {ns.namespace} "
+            f"(ollama-guard.io/allowed-models: {', '.join(ns.allowed_models)}); use an allowed model or ask an admin",
+            short=f"model {refused[0]} is not allowed here (allowed: {', '.join(ns.allowed_models)[:40]})",
+        )
+    ]
+
+
+def _capacity_checks(
+    raw: Mapping[str, Any],
+    pod: PodFacts,
+    demand: PodDemand,
+    *,
+    view: ClusterView,
+    committed: Callable[[str], int],
+    replicas: int,
+) -> tuple[list[Violation], list[Fit]]:
+    """Allow as soon as an unguarded candidate or enough guarded room is found (cost stays flat as
+    clusters grow); only a denial walks every candidate, to list each one's free VRAM."""
+    if not pod.is_gpu_tenant or replicas <= 0:
+        return [], []
+    spec = raw.get("spec") if isinstance(raw.get("spec"), Mapping) else {}
+    results: list[Fit] = []
+    placeable = 0
+    for node in iter_candidates(spec or {}, view.nodes.values()):
+        if not node.guarded:
+            return [], []  # unguarded room: not the guard's call (the binding check still guards the rest)
+        demand_mib = demand.on_node(even_share_mib=node.even_share_mib)
+        fit = fits(node, committed_mib=committed(node.name), demand_mib=demand_mib, gpus=pod.gpus)
+        results.append(fit)
+        placeable += _copies(fit)
+        if placeable >= replicas:
+            return [], results
+    if not results:
+        return [], []  # nowhere to go: the scheduler keeps it pending, not the guard's call
+    what = f"pod {pod.namespace}/{pod.name or '(generated)'}"
+    if replicas > 1:
+        what = f"{replicas} replicas of {what}, {placeable} fit;"
+    where = f"node {pod.node_name}" if pod.node_name else "no time-sliced GPU node it can run on has that free"
+    node_ = view.nodes.get(pod.node_name)
+    share = (node_ or view.nodes[results[0].node]).even_share_mib
+    message = (
+        f"{what} needs {describe_demand(demand, even_share_mib=share)} of VRAM, but {where}: "
+        f"{list_fits(results)}. {CAPACITY_FIX}"
+    )
+    best = max(results, key=lambda f: f.free_mib)
+    need = format_mib(results[0].demand_mib)
+    short = f"needs {need} VRAM x{replicas}; most free: {best.node} {format_mib(best.free_mib)}"
+    return [Violation("capacity", message, short=short)], results
+
+
+def _per_node_checks(
+    raw: Mapping[str, Any], pod: PodFacts, demand: PodDemand, *, view: ClusterView, committed: Callable[[str], int]
+) -> tuple[list[Violation], list[Fit]]:
+    """A DaemonSet's pods cannot move: every guarded candidate node must hold its copy."""
+    if not pod.is_gpu_tenant:
+        return [], []
+    spec = raw.get("spec") if isinstance(raw.get("spec"), Mapping) else {}
+    results = [
+        fits(
+            n,
+            committed_mib=committed(n.name),
+            demand_mib=demand.on_node(even_share_mib=n.even_share_mib),
+            gpus=pod.gpus,
+        )
+        for n in iter_candidates(spec or {}, view.nodes.values())
+        if n.guarded
+    ]
+    short_of = [f for f in results if not f.ok]
+    if not short_of:
+        return [], results
+    message = (
+        f"daemon pod {pod.namespace}/{pod.name} needs {describe_demand(demand, even_share_mib=short_of[0].budget_mib)} "
+        f"of VRAM on every node it runs on, but {len(short_of)} of {len(results)} time-sliced nodes cannot hold it: "
+        f"{list_fits(short_of)}. {CAPACITY_FIX}, or narrow the DaemonSet's nodeSelector"
+    )
+    short = f"{len(short_of)} of {len(results)} nodes lack room for a {format_mib(short_of[0].demand_mib)} daemon pod"
+    return [Violation("capacity", message, short=short)], results
+
+
+def _copies(fit: Fit) -> int:
+    if fit.problem or fit.exceeds_gpu or fit.demand_mib <= 0:
+        return 0 if fit.problem or fit.exceeds_gpu else 1 << 30
+    return max(fit.budget_mib - fit.committed_mib, 0) // fit.demand_mib
+
+
+def _quota_checks(
+    pod: PodFacts,
+    ns: NamespacePolicy,
+    demand: PodDemand,
+    view: ClusterView,
+    replicas: int,
+    results: list[Fit],
+    pending: int,
+) -> list[Violation]:
+    if ns.vram_quota_mib is None:
+        return []
+    each = (
+        demand.demand_mib
+        if demand.demand_mib is not None
+        else max(
+            (f.demand_mib for f in results), default=max((n.even_share_mib for n in view.nodes.values()), default=0)
+        )
+    )
+    used = view.namespace_usage.get(ns.namespace, 0) + pending
+    own = view.tenants.get(pod.key)
+    if own is not None and own.uid == pod.uid and pod.uid:
+        used -= own.demand_mib or 0
+    asked = each * replicas
+    if used + asked <= ns.vram_quota_mib:
+        return []
+    return [
+        Violation(
+            "vram-quota",
+            f"namespace {ns.namespace} VRAM quota exceeded: {format_mib(used)} in use + {format_mib(asked)} asked "
+            f"> quota {format_mib(ns.vram_quota_mib)} (ollama-guard.io/vram-quota); free VRAM in this namespace or "
+            "ask an admin for more quota",
+            short=f"VRAM quota {format_mib(ns.vram_quota_mib)}: {format_mib(used)} used + {format_mib(asked)} asked",
+        )
+    ]

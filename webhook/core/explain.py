@@ -1,0 +1,56 @@
+"""Human text for demands, fits and fixes: the words a pod's author reads in a denial.
+
+Kept in one place so the webhook, the audit and the CLI say the same thing the same way. Pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from webhook.core.demand import PodDemand
+from webhook.core.estimate import MIB, model_demand_mib
+from webhook.core.ledger import Fit
+from webhook.core.quantity import format_mib
+
+
+def describe_demand(demand: PodDemand, *, even_share_mib: int | None = None) -> str:
+    """E.g. '6.9 GiB (llama3.1:8b 5.8 GiB at context 8192 ×1 parallel; + 512 MiB CUDA context; +10% margin)'."""
+    if demand.demand_mib is None:
+        share = f"{format_mib(even_share_mib)} " if even_share_mib is not None else ""
+        return f"{share}(no VRAM declared: one replica's even share of the GPU)".strip()
+    total = format_mib(demand.demand_mib)
+    if demand.estimate is None:
+        return f"{total} (declared in ollama-guard.io/vram)"
+    est = demand.estimate
+    parts = [f"{m.tag} {format_mib(model_demand_mib(m))}" for m in est.loaded_models]
+    settings = est.settings
+    loaded = f"{est.loaded} of {len(est.models)} models loaded at once; " if len(est.models) > 1 else ""
+    detail = (
+        f"{' + '.join(parts)} at context {settings.context_length} ×{settings.num_parallel} parallel; "
+        f"{loaded}+ {format_mib(est.cuda_overhead_bytes // MIB)} CUDA context; "
+        f"+{round(est.safety_margin * 100)}% margin"
+    )
+    if demand.source == "max(declared, estimate)":
+        detail += "; the estimate is above the declared ollama-guard.io/vram"
+    return f"{total} ({detail})"
+
+
+def describe_fit(fit: Fit) -> str:
+    if fit.problem:
+        return f"{fit.node}: {fit.problem}"
+    text = f"{fit.node}: {format_mib(fit.free_mib)} free of {format_mib(fit.budget_mib)}"
+    if fit.exceeds_gpu:
+        text += f" (needs {format_mib(fit.per_gpu_mib)} per GPU, more than one GPU's {format_mib(fit.gpu_memory_mib)})"
+    return text
+
+
+def list_fits(fits: Sequence[Fit], *, limit: int = 8) -> str:
+    shown = "; ".join(describe_fit(f) for f in sorted(fits, key=lambda f: -f.free_mib)[:limit])
+    more = f"; and {len(fits) - limit} more node(s)" if len(fits) > limit else ""
+    return shown + more
+
+
+CAPACITY_FIX = (
+    "Fix: use a smaller or more quantised model, lower OLLAMA_CONTEXT_LENGTH or OLLAMA_NUM_PARALLEL, "
+    "or wait until other GPU tenants free VRAM"
+)

@@ -1,0 +1,249 @@
+"""Committed VRAM per node, the fit rule, and atomic binding reservations (design §6, §7).
+
+`fits` is the one rule: committed + demand ≤ capacity − reserved, and no GPU's share of the pod
+may exceed one physical GPU. `Ledger` owns the current `ClusterView` plus the reservations taken
+by admitted bindings that the view does not show yet; check-and-take happens under one lock, so
+two concurrent bindings can never both take the last free VRAM. A reservation ends when a
+published view shows the pod bound (confirm), when the pod goes away (`release`), or after the
+TTL. It also remembers pods admitted at CREATE for a short while, so a binding that races the
+watch still finds its pod. The clock is injected (monotonic); no I/O.
+
+Every call on the request path costs O(reservations on one node), never O(all reservations):
+reservations are indexed by node and by namespace, and kept in expiry order (one TTL, a
+monotonic clock), so expiring them only looks at the oldest.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from webhook.core.inventory import GpuNode
+from webhook.core.view import ClusterView, Tenant
+
+#: pods remembered between their CREATE and their binding (a scheduler backlog far beyond any cluster's)
+MAX_ADMITTED = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class Fit:
+    node: str
+    demand_mib: int
+    committed_mib: int
+    budget_mib: int
+    per_gpu_mib: int
+    gpu_memory_mib: int
+    problem: str = ""
+
+    @property
+    def free_mib(self) -> int:
+        return max(self.budget_mib - self.committed_mib, 0)
+
+    @property
+    def exceeds_gpu(self) -> bool:
+        return self.gpu_memory_mib > 0 and self.per_gpu_mib > self.gpu_memory_mib
+
+    @property
+    def ok(self) -> bool:
+        return not self.problem and not self.exceeds_gpu and self.committed_mib + self.demand_mib <= self.budget_mib
+
+
+def fits(node: GpuNode, *, committed_mib: int, demand_mib: int, gpus: int) -> Fit:
+    """Whether `demand_mib` fits on `node` given what is already committed there."""
+    return Fit(
+        node=node.name,
+        demand_mib=demand_mib,
+        committed_mib=committed_mib,
+        budget_mib=node.budget_mib,
+        per_gpu_mib=-(-demand_mib // max(gpus, 1)),
+        gpu_memory_mib=node.gpu_memory_mib,
+        problem="; ".join(node.problems),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    uid: str
+    key: str
+    node: str
+    demand_mib: int
+    expires_at: float
+
+
+class Ledger:
+    """The single owner of committed VRAM: the published view plus pending reservations."""
+
+    def __init__(
+        self, view: ClusterView, *, ttl_seconds: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._lock = threading.Lock()
+        self._view = view
+        self._ttl = ttl_seconds
+        self._clock = clock
+        self._reservations: dict[str, Reservation] = {}  # by pod UID, oldest (first to expire) first
+        self._on_node: dict[str, dict[str, Reservation]] = {}
+        self._of_namespace: dict[str, dict[str, Reservation]] = {}
+        self._admitted: dict[str, tuple[Tenant, float]] = {}  # by namespace/name, oldest first
+        self._admitted_in: dict[str, dict[str, Tenant]] = {}  # namespace -> namespace/name -> tenant
+
+    @property
+    def view(self) -> ClusterView:
+        return self._view
+
+    def publish(self, view: ClusterView) -> None:
+        """Swap in a new view; a reservation whose pod it shows bound is done (dropped): on the
+        reserved node the view now counts it, and on another node (the binding we admitted did
+        not land, a later one did) the view counts it there. Admitted pods it holds are forgotten
+        (`find_tenant` and the quota read them from the view)."""
+        with self._lock:
+            self._view = view
+            for uid, res in list(self._reservations.items()):
+                tenant = view.tenants.get(res.key)
+                if tenant is not None and tenant.uid == uid and tenant.node:
+                    self._drop_locked(uid)
+            delivered = [
+                key
+                for key, (admitted, _) in self._admitted.items()
+                if (shown := view.tenants.get(key)) is not None and admitted.uid in ("", shown.uid)
+            ]
+            for key in delivered:
+                self._forget_locked(key)  # the watch delivered it: the view answers for it now
+
+    def committed(self, node: str) -> int:
+        with self._lock:
+            self._expire_locked()  # an expired reservation holds nothing, even if no binding came since
+            return self._committed_locked(node)
+
+    def reservations(self) -> tuple[Reservation, ...]:
+        with self._lock:
+            self._expire_locked()
+            return tuple(self._reservations.values())
+
+    def reserve(self, tenant: Tenant, node: GpuNode, *, dry_run: bool = False, force: bool = False) -> Fit:
+        """Check that `tenant` fits `node` and, unless dry run, take the VRAM in the same step.
+
+        `force` records the reservation even when it does not fit (a binding allowed by the
+        namespace's warn/audit mode still lands on the node and must be counted).
+        """
+        with self._lock:
+            self._expire_locked()
+            committed = self._committed_locked(node.name) - self._own_share_locked(tenant, node)
+            demand = tenant.demand_on(node)
+            fit = fits(node, committed_mib=committed, demand_mib=demand, gpus=tenant.gpus)
+            if (fit.ok or force) and not dry_run:
+                self._add_locked(Reservation(tenant.uid, tenant.key, node.name, demand, self._clock() + self._ttl))
+            return fit
+
+    def pending_usage(self, namespace: str, *, besides: str = "") -> int:
+        """VRAM of this namespace's pods that the view does not hold yet (snapshot mode, or a pod
+        the watch has not delivered): reserved by an admitted binding, or admitted at CREATE and
+        not bound yet. Counted against the namespace's quota, so a burst of pods admitted before
+        any is scheduled cannot overrun it. `besides` (namespace/name) is the pod being judged."""
+        with self._lock:
+            self._expire_locked()
+            tenants = self._view.tenants
+            reserved = self._of_namespace.get(namespace, {})
+            total = sum(r.demand_mib for r in reserved.values() if r.key not in tenants and r.key != besides)
+            held = {r.uid for r in reserved.values()}
+            for key, tenant in self._admitted_in.get(namespace, {}).items():
+                if key not in tenants and key != besides and tenant.uid not in held:
+                    total += tenant.demand_mib or 0
+            return total
+
+    def release(self, uid: str, key: str = "") -> None:
+        """The pod (`uid`, and `key` namespace/name) is gone or holds nothing any more: its
+        reservation ends, and so does its record of admission (it must not count against the
+        quota once the view has dropped it)."""
+        with self._lock:
+            self._drop_locked(uid)
+            entry = self._admitted.get(key)
+            if entry is not None and entry[0].uid in (uid, ""):
+                self._forget_locked(key)
+
+    def remember_admitted(self, tenant: Tenant) -> None:
+        """Keep a pod admitted at CREATE findable by its binding until the watch has it.
+
+        Bounded: with no expiry (snapshot mode) the oldest entries give way after MAX_ADMITTED.
+        """
+        with self._lock:
+            self._forget_locked(tenant.key)
+            self._admitted[tenant.key] = (tenant, self._clock() + self._ttl)
+            self._admitted_in.setdefault(tenant.namespace, {})[tenant.key] = tenant
+            while len(self._admitted) > MAX_ADMITTED:
+                self._forget_locked(next(iter(self._admitted)))
+
+    def find_tenant(self, key: str) -> Tenant | None:
+        """The tenant by namespace/name: the view first, then recently admitted pods."""
+        found = self._view.tenants.get(key)
+        if found is not None:
+            return found
+        with self._lock:
+            entry = self._admitted.get(key)
+            if entry is None or entry[1] < self._clock():
+                return None
+            return entry[0]
+
+    def _own_share_locked(self, tenant: Tenant, node: GpuNode) -> int:
+        """What this pod already holds on `node` (a repeated binding must not count it twice)."""
+        existing = self._reservations.get(tenant.uid)
+        if existing is not None and existing.node == node.name:
+            return existing.demand_mib
+        bound = self._view.tenants.get(tenant.key)
+        if bound is not None and bound.uid == tenant.uid and bound.node == node.name:
+            return bound.demand_on(node)
+        return 0
+
+    def _committed_locked(self, node: str) -> int:
+        view = self._view
+        total = view.committed.get(node, 0)
+        for res in self._on_node.get(node, {}).values():
+            tenant = view.tenants.get(res.key)
+            if tenant is not None and tenant.uid == res.uid and tenant.node == node:
+                continue  # the view already counts it
+            total += res.demand_mib
+        return total
+
+    def _add_locked(self, res: Reservation) -> None:
+        self._drop_locked(res.uid)  # re-inserted at the end: the dict stays in expiry order
+        self._reservations[res.uid] = res
+        self._on_node.setdefault(res.node, {})[res.uid] = res
+        self._of_namespace.setdefault(_namespace_of(res.key), {})[res.uid] = res
+
+    def _drop_locked(self, uid: str) -> None:
+        res = self._reservations.pop(uid, None)
+        if res is None:
+            return
+        for index, group in ((self._on_node, res.node), (self._of_namespace, _namespace_of(res.key))):
+            members = index[group]
+            del members[uid]
+            if not members:
+                del index[group]
+
+    def _expire_locked(self) -> None:
+        now = self._clock()
+        reservations, admitted = self._reservations, self._admitted
+        while reservations:
+            oldest = next(iter(reservations.values()))
+            if oldest.expires_at >= now:
+                break
+            self._drop_locked(oldest.uid)
+        while admitted:
+            key, (_, expires_at) = next(iter(admitted.items()))
+            if expires_at >= now:
+                break
+            self._forget_locked(key)
+
+    def _forget_locked(self, key: str) -> None:
+        entry = self._admitted.pop(key, None)
+        if entry is None:
+            return
+        members = self._admitted_in[entry[0].namespace]
+        del members[key]
+        if not members:
+            del self._admitted_in[entry[0].namespace]
+
+
+def _namespace_of(key: str) -> str:
+    return key.partition("/")[0]

@@ -1,0 +1,257 @@
+"""One admission webhook's HTTP edge as a bare ASGI app: the hot path, kept free of framework layers.
+
+Per request: the content type (415), the body limit (413, checked on Content-Length and while
+reading), JSON + AdmissionReview decoding (400 with a JSON error body), the decision within the
+request's `?timeout=` (see `Deadline`), serialisation, metrics and one structured log line.
+Anything our own code raises becomes an AdmissionReview with `status.code: 500`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import re
+import signal
+import threading
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qs
+
+import anyio
+import orjson
+
+from webhook.admission import review as rv
+from webhook.admission.context import Guard
+from webhook.admission.review import AdmissionRequest, AdmissionResponse
+from webhook.http.metrics import Metrics
+
+log = logging.getLogger("ollama_guard")
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Handler = Callable[[AdmissionRequest, Guard], AdmissionResponse]
+
+DEFAULT_TIMEOUT = 10.0
+#: answer this much before kube-apiserver gives up, so it gets our reason rather than a timeout
+TIMEOUT_HEADROOM = 0.2
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)$")
+_JSON = [(b"content-type", b"application/json")]
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class DeadlineExceeded(Exception):
+    pass
+
+
+def parse_timeout(raw: str | None) -> float:
+    """kube-apiserver's `?timeout=5s` (a Go duration); unknown forms fall back to the default."""
+    match = _DURATION.match(raw or "")
+    if not match:
+        return DEFAULT_TIMEOUT
+    value = float(match.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0}[match.group(2)]
+    return min(max(value, 0.05), 30.0)
+
+
+@functools.lru_cache(maxsize=64)
+def query_timeout(query: bytes | None) -> float:
+    """The decision budget for a request's query string: every request of one webhook has the same."""
+    values = parse_qs((query or b"").decode("latin-1")).get("timeout")
+    return parse_timeout(values[0] if values else None)
+
+
+class Deadline:
+    """Runs a decision so that it ends by its budget.
+
+    On the main thread (how `ollama-guard serve` runs uvicorn) the decision runs inline, bounded by
+    a SIGALRM interval timer: no thread hand-off on the hot path. Elsewhere (a server embedded in
+    another program's thread) it runs in a worker thread bounded by `asyncio.wait_for`.
+
+    The timer is not armed and disarmed around every decision (two system calls per review): a
+    decision records its deadline, and arms the timer only when none is pending or the pending
+    one would fire after that deadline. When the timer fires, it interrupts the running decision
+    if its deadline has passed, re-arms for the rest of its budget if not, and stays quiet when no
+    decision is running. Under steady traffic with one budget that is one system call per budget,
+    and no decision can outlive its deadline. The process's SIGALRM belongs to this class.
+    """
+
+    _installed = False
+    #: the running inline decision's deadline (time.monotonic), None between decisions
+    _deadline: float | None = None
+    #: when the pending timer fires (time.monotonic), None when no timer is pending
+    _alarm_at: float | None = None
+
+    @classmethod
+    def _on_alarm(cls, signum: int, frame: object) -> None:
+        cls._alarm_at = None
+        deadline = cls._deadline
+        if deadline is None:
+            return  # between decisions: nothing to bound, nothing to re-arm
+        left = deadline - time.monotonic()
+        if left <= 0:
+            cls._deadline = None  # cleared before raising: a stale deadline can never fire later
+            raise DeadlineExceeded
+        cls._arm(deadline, left)
+
+    @classmethod
+    def _arm(cls, deadline: float, seconds: float) -> None:
+        cls._alarm_at = deadline
+        signal.setitimer(signal.ITIMER_REAL, max(seconds, 1e-4))
+
+    @classmethod
+    def inline_ok(cls) -> bool:
+        """Whether decisions on this thread can run inline under SIGALRM (installs the handler once)."""
+        if threading.get_ident() != _MAIN_THREAD or not hasattr(signal, "setitimer"):
+            return False
+        if not cls._installed:
+            signal.signal(signal.SIGALRM, cls._on_alarm)
+            cls._installed = True
+        return True
+
+    @classmethod
+    def run_inline(cls, call: Callable[[], AdmissionResponse], budget: float) -> AdmissionResponse:
+        deadline = time.monotonic() + budget
+        cls._deadline = deadline  # set first: a timer firing from here on bounds this decision
+        pending = cls._alarm_at
+        if pending is None or pending > deadline:
+            cls._arm(deadline, budget)
+        try:
+            return call()
+        finally:
+            cls._deadline = None
+
+    @classmethod
+    async def run(cls, call: Callable[[], AdmissionResponse], budget: float) -> AdmissionResponse:
+        budget = max(budget, 0.01)
+        if cls.inline_ok():
+            return cls.run_inline(call, budget)
+        try:
+            return await asyncio.wait_for(anyio.to_thread.run_sync(call), timeout=budget)
+        except TimeoutError:
+            raise DeadlineExceeded from None
+
+
+_MAIN_THREAD = threading.main_thread().ident
+
+
+class AdmissionEndpoint:
+    """`POST /mutate` or `POST /validate` as an ASGI app."""
+
+    def __init__(
+        self, *, webhook: str, handler: Handler, guard: Callable[[], Guard], metrics: Metrics, max_body_bytes: int
+    ) -> None:
+        self.webhook = webhook
+        self.handler = handler
+        self.guard = guard
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+        self._stats = metrics.admissions
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        status, body = await self.answer(scope, receive)
+        if status == 200:  # a decided review (rejected requests are counted in bad_requests)
+            self._stats.observe(self.webhook, time.perf_counter() - started)
+        headers = [*_JSON, (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def answer(self, scope: Scope, receive: Receive) -> tuple[int, bytes]:
+        headers = dict(scope.get("headers") or [])
+        ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower().decode("latin-1")
+        if ctype != "application/json":
+            return self.reject(415, f"content type must be application/json, got {ctype or 'none'!r}")
+        try:
+            raw = await self.read_body(headers, receive)
+        except BodyTooLarge:
+            return self.reject(413, f"request body exceeds the {self.max_body_bytes} byte limit")
+        try:
+            req = rv.parse_review(orjson.loads(raw))
+        except (ValueError, RecursionError) as exc:
+            message = str(exc) if isinstance(exc, rv.ReviewError) else f"body is not valid JSON: {str(exc)[:200]}"
+            return self.reject(400, message)
+        started = time.perf_counter()
+        response = await self.decide(req, query_timeout(scope.get("query_string")) - TIMEOUT_HEADROOM)
+        review = rv.build_review(req.uid, response, mutating=self.webhook == "mutate")
+        self.record(req, response, time.perf_counter() - started)
+        return 200, orjson.dumps(review)
+
+    async def read_body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
+        declared = headers.get(b"content-length", b"")
+        if declared.isdigit() and (len(declared) > 18 or int(declared) > self.max_body_bytes):
+            raise BodyTooLarge
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise BodyTooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+    async def decide(self, req: AdmissionRequest, budget: float) -> AdmissionResponse:
+        def call() -> AdmissionResponse:
+            return self.handler(req, self.guard())
+
+        try:
+            if Deadline.inline_ok():  # the common case, without another coroutine in between
+                return Deadline.run_inline(call, max(budget, 0.01))
+            return await Deadline.run(call, budget)
+        except DeadlineExceeded:
+            log.error("decision timed out", extra={"fields": {"uid": req.uid, "budget_s": round(budget, 3)}})
+            return rv.errored(f"ollama-guard could not decide within the request timeout ({budget:.2f}s)")
+        except Exception:  # our own bug: report it inside the review, never as a dropped connection
+            log.exception("internal error", extra={"fields": {"uid": req.uid}})
+            return rv.errored("ollama-guard internal error while evaluating this request; see the guard's logs")
+
+    def reject(self, status: int, message: str) -> tuple[int, bytes]:
+        self.metrics.bad_requests.labels(self.webhook, str(status)).inc()
+        return status, json.dumps({"error": message, "status": status}).encode()
+
+    def record(self, req: AdmissionRequest, response: AdmissionResponse, elapsed: float) -> None:
+        decision = decision_of(response)
+        self._stats.count(self.webhook, req.kind.kind, req.operation, decision)
+        # plain admissions at DEBUG (they are most of the traffic); anything with a reason at INFO+
+        level = logging.DEBUG if decision in ("allowed", "patched") else logging.INFO
+        if decision == "error":
+            level = logging.ERROR
+        if not log.isEnabledFor(level):
+            return
+        fields = {
+            "uid": req.uid,
+            "webhook": self.webhook,
+            "kind": req.kind.kind,
+            "subresource": req.sub_resource,
+            "operation": req.operation,
+            "namespace": req.namespace,
+            "name": req.name,
+            "dryRun": req.dry_run,
+            "decision": decision,
+            "code": response.code,
+            "latency_ms": round(elapsed * 1000, 3),
+        }
+        if not response.allowed:
+            fields["reason"] = response.message
+        if response.warnings:
+            fields["warnings"] = list(response.warnings)
+        log.log(level, "admission", extra={"fields": fields})
+
+
+def decision_of(response: AdmissionResponse) -> str:
+    if not response.allowed:
+        return "error" if response.code == 500 else "denied"
+    if response.patch:
+        return "patched"
+    return "warned" if response.warnings else "allowed"

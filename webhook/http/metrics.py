@@ -1,0 +1,151 @@
+"""Prometheus metrics: the only importer of `prometheus_client`.
+
+Request counts by webhook, kind, operation and decision; a latency histogram up to 5 s;
+audit-mode would-be denials by namespace and rule; and, read from the ledger at scrape time,
+per guarded node capacity / committed / free VRAM and the number of over-committed nodes.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from webhook.core.ledger import Ledger
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class AdmissionStats(Collector):
+    """Answered reviews by webhook, kind, operation and decision, and the latency histogram per
+    webhook, kept as plain numbers: the request path adds to a dict entry and a list slot (no lock,
+    no labelled-child lookup) and the metric families are built at scrape time. Updated and
+    scraped on the server's event-loop thread only."""
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[str, str, str, str], int] = {}
+        #: webhook -> [count per bucket (le), count above the last bucket, sum of seconds]
+        self._latency: dict[str, list[float]] = {}
+
+    def count(self, webhook: str, kind: str, operation: str, decision: str) -> None:
+        key = (webhook, kind, operation, decision)
+        self._counts[key] = self._counts.get(key, 0) + 1
+
+    def observe(self, webhook: str, seconds: float) -> None:
+        row = self._latency.get(webhook)
+        if row is None:
+            row = self._latency[webhook] = [0.0] * (len(BUCKETS) + 2)
+        row[bisect_left(BUCKETS, seconds)] += 1  # the first bucket whose bound is >= seconds
+        row[-1] += seconds
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "ollama_guard_admission_requests",
+            "Admission reviews answered",
+            labels=["webhook", "kind", "operation", "decision"],
+        )
+        for key, total in sorted(self._counts.items()):
+            requests.add_metric(list(key), total)
+        latency = HistogramMetricFamily(
+            "ollama_guard_admission_duration_seconds", "Time to answer an admission review", labels=["webhook"]
+        )
+        for webhook, row in sorted(self._latency.items()):
+            running, buckets = 0.0, []
+            for bound, seen in zip((*BUCKETS, float("inf")), row[:-1], strict=True):
+                running += seen
+                buckets.append(("+Inf" if bound == float("inf") else repr(bound), running))
+            latency.add_metric([webhook], buckets, sum_value=row[-1])
+        yield from (requests, latency)
+
+
+class _WatchCollector(Collector):
+    """Staleness of the live view: seconds since the last watch event, per kind (live mode only)."""
+
+    def __init__(self, readiness: Callable[[], tuple[bool, Mapping[str, Any]]]) -> None:
+        self._readiness = readiness
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        ready, detail = self._readiness()
+        age = GaugeMetricFamily(
+            "ollama_guard_watch_last_event_age_seconds",
+            "Seconds since the last watch event or bookmark",
+            labels=["kind"],
+        )
+        for kind, status in (detail.get("kinds") or {}).items():
+            seconds = status.get("lastEventAgeSeconds") if isinstance(status, Mapping) else None
+            if isinstance(seconds, int | float):
+                age.add_metric([str(kind)], float(seconds))
+        up = GaugeMetricFamily("ollama_guard_ready", "1 when the view is complete and decisions are served")
+        up.add_metric([], 1.0 if ready else 0.0)
+        yield from (age, up)
+
+
+class _NodeCollector(Collector):
+    def __init__(self, ledger: Callable[[], Ledger]) -> None:
+        self._ledger = ledger
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        ledger = self._ledger()
+        capacity = GaugeMetricFamily(
+            "ollama_guard_node_vram_capacity_mib",
+            "Usable VRAM of a guarded node (capacity minus reserved), MiB",
+            labels=["node"],
+        )
+        committed = GaugeMetricFamily(
+            "ollama_guard_node_vram_committed_mib",
+            "VRAM committed on a guarded node (tenants + pending reservations), MiB",
+            labels=["node"],
+        )
+        free = GaugeMetricFamily(
+            "ollama_guard_node_vram_free_mib",
+            "Free VRAM of a guarded node, MiB (negative when over-committed)",
+            labels=["node"],
+        )
+        over = GaugeMetricFamily(
+            "ollama_guard_overcommitted_nodes", "Guarded nodes whose committed VRAM exceeds their budget"
+        )
+        count = 0
+        for node in ledger.view.nodes.values():
+            if not node.guarded:
+                continue
+            used = ledger.committed(node.name)
+            capacity.add_metric([node.name], node.budget_mib)
+            committed.add_metric([node.name], used)
+            free.add_metric([node.name], node.budget_mib - used)
+            count += used > node.budget_mib
+        over.add_metric([], count)
+        yield from (capacity, committed, free, over)
+
+
+class Metrics:
+    """One registry per app (tests build many apps in one process)."""
+
+    def __init__(
+        self, ledger: Callable[[], Ledger], readiness: Callable[[], tuple[bool, Mapping[str, Any]]] | None = None
+    ) -> None:
+        self.registry = CollectorRegistry()
+        self.admissions = AdmissionStats()
+        self.registry.register(self.admissions)
+        self.would_deny = Counter(
+            "ollama_guard_would_deny",
+            "Violations allowed by audit mode",
+            ["namespace", "reason"],
+            registry=self.registry,
+        )
+        self.bad_requests = Counter(
+            "ollama_guard_bad_requests",
+            "Requests rejected before admission (400/413/415)",
+            ["webhook", "status"],
+            registry=self.registry,
+        )
+        self.registry.register(_NodeCollector(ledger))
+        if readiness is not None:
+            self.registry.register(_WatchCollector(readiness))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

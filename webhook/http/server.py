@@ -1,0 +1,174 @@
+"""The HTTPS server: `create_app(...) -> FastAPI` and the uvicorn runner. The only importer of
+FastAPI and uvicorn.
+
+`/mutate` and `/validate` are `endpoint.AdmissionEndpoint`s (bare ASGI: the hot path); the
+framework serves `/healthz`, `/readyz` and `/metrics`, and runs the state source in `lifespan`.
+The request path reads in-memory state only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from webhook.admission.context import Guard
+from webhook.admission.mutation import mutate
+from webhook.admission.validation import validate
+from webhook.core.catalog import Catalog
+from webhook.core.policy import ClusterPolicy
+from webhook.http.endpoint import AdmissionEndpoint, Receive, Scope, Send
+from webhook.http.metrics import CONTENT_TYPE, Metrics
+from webhook.http.tls import ReloadingTLS
+from webhook.state.snapshot import StateSource
+
+log = logging.getLogger("ollama_guard")
+
+
+def create_app(
+    *,
+    cluster: ClusterPolicy,
+    catalog: Catalog,
+    source: StateSource,
+    max_body_bytes: int = 3 << 20,
+) -> FastAPI:
+    """The admission server for one state source. Startup/shutdown of the source in `lifespan`."""
+    metrics = Metrics(lambda: source.ledger, source.readiness)
+    templates = source.templates  # watched or read from the snapshot, and fed by admitted workloads
+
+    def would_deny(namespace: str, rule: str, message: str) -> None:
+        metrics.would_deny.labels(namespace, rule).inc()
+        log.info("audit: would deny", extra={"fields": {"namespace": namespace, "rule": rule, "reason": message}})
+
+    current: list[Guard] = []
+
+    def guard() -> Guard:
+        """The request's Guard: one frozen value, rebuilt only if the source swaps its ledger."""
+        ledger = source.ledger
+        if not current or current[0].ledger is not ledger:
+            current[:] = [
+                Guard(
+                    cluster=cluster,
+                    catalog=catalog,
+                    ledger=ledger,
+                    templates=templates,
+                    on_bound=source.on_bound,
+                    on_would_deny=would_deny,
+                )
+            ]
+        return current[0]
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        source.start()
+        gc.freeze()  # the startup view is long-lived: keep it out of every later collection
+        try:
+            yield
+        finally:
+            source.stop()
+
+    app = FastAPI(title="ollama-guard", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.metrics = metrics
+    app.state.source = source
+    app.state.admission = {}
+    for webhook, handler in (("mutate", mutate), ("validate", validate)):
+        endpoint = AdmissionEndpoint(
+            webhook=webhook, handler=handler, guard=guard, metrics=metrics, max_body_bytes=max_body_bytes
+        )
+        app.router.routes.append(Route(f"/{webhook}", endpoint=endpoint, methods=["POST"]))
+        app.state.admission[f"/{webhook}"] = endpoint
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        ready, detail = source.readiness()
+        return JSONResponse(status_code=200 if ready else 503, content={"ready": ready, **detail})
+
+    @app.get("/metrics")
+    async def metrics_endpoint() -> Response:
+        return Response(content=metrics.render(), media_type=CONTENT_TYPE)
+
+    return app
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, message and the record's structured fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "msg": record.getMessage(),
+        }
+        entry.update(getattr(record, "fields", {}) or {})
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info).splitlines()[-1]
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger("ollama_guard")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+class AdmissionFront:
+    """ASGI front door: `POST /mutate` and `POST /validate` go straight to their endpoints (no
+    framework middleware on the hot path); everything else, lifespan included, to the FastAPI app."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        self.endpoints: dict[str, AdmissionEndpoint] = dict(app.state.admission)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("method") == "POST":
+            endpoint = self.endpoints.get(scope.get("path", ""))
+            if endpoint is not None:
+                await endpoint(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def build_server(app: FastAPI, *, host: str, port: int, tls: ReloadingTLS) -> uvicorn.Server:
+    """A uvicorn server on the reloading TLS context (keep-alive long enough for kube-apiserver)."""
+    admission = getattr(getattr(app, "state", None), "admission", None)
+    config = uvicorn.Config(
+        AdmissionFront(app) if admission else app,
+        host=host,
+        port=port,
+        ssl_context_factory=tls.ssl_context_factory,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_keep_alive=60,
+        limit_concurrency=2048,
+    )
+    return uvicorn.Server(config)
+
+
+async def serve_https(server: uvicorn.Server, tls: ReloadingTLS, *, reload_interval: float = 2.0) -> None:
+    """Serve until stopped, checking the certificate files for rotation meanwhile."""
+    watcher = asyncio.create_task(tls.watch(interval=reload_interval))
+    try:
+        await server.serve()
+    finally:
+        watcher.cancel()
+
+
+def run_https(app: FastAPI, *, host: str, port: int, tls: ReloadingTLS) -> None:
+    asyncio.run(serve_https(build_server(app, host=host, port=port, tls=tls), tls))
