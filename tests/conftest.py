@@ -31,6 +31,14 @@ from typing import Any
 
 import httpx
 import pytest
+
+# Most of this suite predates design §14 and asserts what a fixed-size cluster wants: "no node has
+# room right now" denied at admission. It runs with that cluster policy (`capacity_at_admission:
+# deny`, set before any test module reads its settings; subprocess guards inherit it). The product
+# default, `warn` (admit and wait Pending on the scheduler's Insufficient ollama-guard.io/vram-mib),
+# is asserted by tests that ask for it explicitly: `load_settings(capacity_at_admission="warn")`
+# (tests/test_capacity_policy.py).
+os.environ.setdefault("OLLAMA_GUARD_CAPACITY_AT_ADMISSION", "deny")
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 

@@ -113,6 +113,7 @@ def stamped_pod(
     annotations: dict[str, str] = meta["annotations"]
     if demand is not None:
         annotations[ANN_DEMAND] = str(demand)
+        _request_vram(pod, demand)  # as the guard would have requested it (design §14)
     if stamp == "old":
         annotations[ANN_ESTIMATE] = json.dumps({"v": 0, "demandMiB": 1})
         annotations[ANN_DEMAND] = "1"  # what an older guard wrote: never trusted now
@@ -122,6 +123,14 @@ def stamped_pod(
         pod["spec"]["nodeName"] = node
     pod["status"] = {"phase": phase}
     return pod
+
+
+def _request_vram(pod: dict[str, Any], demand: int) -> None:
+    for container in pod["spec"]["containers"]:
+        for section in ("limits", "requests"):
+            values = container.get("resources", {}).get(section, {})
+            if "ollama-guard.io/vram-mib" in values:
+                values["ollama-guard.io/vram-mib"] = str(demand)
 
 
 def unmutated_pod(

@@ -142,9 +142,14 @@ def test_mutate_injects_gpu_request_when_none_and_respects_existing_values() -> 
     container = review["request"]["object"]["spec"]["containers"][0]
     del container["resources"]
     container["env"].append({"name": "OLLAMA_NUM_PARALLEL", "value": "2"})
-    pod = apply(review, mutate(request(review), guard))
+    response = mutate(request(review), guard)
+    assert [op["path"] for op in response.patch].count("/spec/containers/0/resources") == 1
+    pod = apply(review, response)
     c = pod["spec"]["containers"][0]
-    assert c["resources"] == {"limits": {"nvidia.com/gpu": "1"}, "requests": {"nvidia.com/gpu": "1"}}
+    demand = pod["metadata"]["annotations"]["ollama-guard.io/vram-demand"]
+    # the GPU and the VRAM resource request (design §8) arrive together, in one `add /resources`
+    wanted = {"nvidia.com/gpu": "1", "ollama-guard.io/vram-mib": demand}
+    assert c["resources"] == {"limits": wanted, "requests": wanted}
     env = {e["name"]: e["value"] for e in c["env"]}
     assert env["OLLAMA_NUM_PARALLEL"] == "2" and env["OLLAMA_CONTEXT_LENGTH"] == "4096"
 
@@ -522,7 +527,8 @@ def test_deployment_whose_replicas_cannot_fit_is_denied_at_apply() -> None:
     guard, _ = make_guard()
     response = validate(request(deployment_review(10)), guard)
     assert not response.allowed
-    assert "10 replicas" in response.message and "6 fit" in response.message
+    assert "10 replicas" in response.message and "hold 6 more right now" in response.message
+    assert "gpu-h100-a can hold 6 more" in response.message
 
 
 @requires_fixtures
@@ -592,7 +598,7 @@ def test_workload_kinds_count_their_copies(kind: str, spec: dict[str, Any], api:
     response = validate(request(workload_review(kind, spec, api=api)), guard)
     assert response.allowed is allowed, response.message
     if not allowed:
-        assert f"{kind.lower()} team-a/w denied" in response.message and "fit;" in response.message
+        assert f"{kind.lower()} team-a/w denied" in response.message and "more right now:" in response.message
 
 
 @requires_fixtures

@@ -45,7 +45,7 @@ from webhook.state.snapshot import SnapshotSource
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "tests" / "golden"
 NOW = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
-CLUSTER = ClusterPolicy()
+CLUSTER = ClusterPolicy(capacity_at_admission="deny")  # as the whole suite runs (conftest)
 CATALOG = load_catalog()
 GOLDEN_FILES = {
     Format.table: "audit.txt",
@@ -223,7 +223,8 @@ def test_example_audit_says_what_the_examples_are_for(example_report: AuditRepor
     assert (subjects["ollama"].verdict, subjects["ollama"].models_from) == ("admit", "discovered")
     assert subjects["ollama"].models == ("llama3.1:8b", "nomic-embed-text")
     assert subjects["ollama"].inject[0] == (
-        "container ollama: env OLLAMA_MAX_LOADED_MODELS=1, OLLAMA_CONTEXT_LENGTH=8192, OLLAMA_NUM_PARALLEL=1"
+        "container ollama: env OLLAMA_MAX_LOADED_MODELS=1, OLLAMA_CONTEXT_LENGTH=8192, OLLAMA_NUM_PARALLEL=1; "
+        "limits ollama-guard.io/vram-mib=7949; requests ollama-guard.io/vram-mib=7949"
     )
     assert (subjects["qwen-chat"].verdict, subjects["qwen-chat"].admission) == ("deny", "warned")
     assert [v.rule for v in subjects["llama-70b-eval"].violations] == ["settings-cap", "capacity"]

@@ -200,6 +200,9 @@ def test_a_plain_pod_is_not_kept() -> None:
     assert project("Pod", plain) is None
 
 
+LLAMA_MIB = 7949  # llama3.1:8b at the namespace defaults, as the mutating webhook requests it
+
+
 def test_replicas_share_their_projection_and_a_current_stamp_is_reduced() -> None:
     first, second = (project("Pod", stamped_pod(f"r{i}", node=NODE, phase="Running")) for i in range(2))
     assert first is not None and second is not None
@@ -211,10 +214,13 @@ def test_replicas_share_their_projection_and_a_current_stamp_is_reduced() -> Non
         assert a is b, path
     assert first["metadata"]["annotations"][ANN_ESTIMATE] == ESTIMATE_STUB == '{"v":1}'
     assert first["spec"]["containers"] == [
-        {  # the stamp is the demand and the models are declared
+        {  # the stamp is the demand and the models are declared; the VRAM request counts too (design §14)
             "name": "ollama",
             "image": "ollama/ollama:0.6.8",
-            "resources": {"limits": {"nvidia.com/gpu": "1"}, "requests": {"nvidia.com/gpu": "1"}},
+            "resources": {
+                "limits": {"nvidia.com/gpu": "1", "ollama-guard.io/vram-mib": str(LLAMA_MIB)},
+                "requests": {"nvidia.com/gpu": "1", "ollama-guard.io/vram-mib": str(LLAMA_MIB)},
+            },
         }
     ]
     old = project("Pod", stamped_pod("old", stamp="old"))

@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import copy
 import fnmatch
-import json
 import shutil
 import subprocess
 import sys
@@ -137,9 +136,12 @@ def unwrapped_base64(objects: Iterable[Mapping[str, Any]]) -> dict[Key, dict[str
 
 BASE_KINDS = {
     ("Namespace", "", DEFAULT_NAMESPACE),
+    ("ResourceQuota", DEFAULT_NAMESPACE, "ollama-guard-critical-pods"),
     ("ServiceAccount", DEFAULT_NAMESPACE, "ollama-guard"),
     ("ClusterRole", "", "ollama-guard"),
     ("ClusterRoleBinding", "", "ollama-guard"),
+    ("Role", DEFAULT_NAMESPACE, "ollama-guard-advertiser"),
+    ("RoleBinding", DEFAULT_NAMESPACE, "ollama-guard-advertiser"),
     ("ConfigMap", DEFAULT_NAMESPACE, "ollama-guard-policy"),
     ("Service", DEFAULT_NAMESPACE, "ollama-guard"),
     ("Deployment", DEFAULT_NAMESPACE, "ollama-guard"),
@@ -235,12 +237,12 @@ MUTATING, VALIDATING = "MutatingWebhookConfiguration", "ValidatingWebhookConfigu
 POD_CONDITIONS = ["ollama-or-gpu-pod", "not-a-mirror-pod"]
 # name: (configuration kind, path, failurePolicy, rules, matchCondition names)
 EXPECTED_WEBHOOKS = {
-    "pods.mutate.ollama-guard.io": (MUTATING, "/mutate", "Ignore", POD_CREATE, POD_CONDITIONS),
+    "pods.mutate.ollama-guard.io": (MUTATING, "/mutate", "Fail", POD_CREATE, POD_CONDITIONS),
     "pods.validate.ollama-guard.io": (VALIDATING, "/validate", "Fail", POD_CREATE, POD_CONDITIONS),
     "bindings.validate.ollama-guard.io": (
         VALIDATING,
         "/validate",
-        "Fail",
+        "Ignore",
         [rule("", ["pods/binding", "bindings"], C)],
         [],
     ),
@@ -277,6 +279,46 @@ def test_webhook_route_rules_and_failure_policy(builds: dict[str, list[dict[str,
     assert hook["failurePolicy"] == failure_policy
     assert hook["rules"] == rules
     assert [c["name"] for c in hook.get("matchConditions", [])] == conditions
+
+
+# Design §14, failure policies by blast radius: (webhook, failurePolicy, narrowed by matchConditions
+# to Ollama/GPU pods, their workloads or guard-annotated namespaces). scale-up has a condition, but
+# it tells a scale-up from a scale-down, not a GPU workload from any other.
+BLAST_RADIUS = [
+    pytest.param("pods.mutate.ollama-guard.io", "Fail", True, id="pods.mutate"),
+    pytest.param("pods.validate.ollama-guard.io", "Fail", True, id="pods.validate"),
+    pytest.param("workloads.validate.ollama-guard.io", "Fail", True, id="workloads"),
+    pytest.param("cronjobs.validate.ollama-guard.io", "Fail", True, id="cronjobs"),
+    pytest.param("namespaces.validate.ollama-guard.io", "Fail", True, id="namespaces"),
+    pytest.param("bindings.validate.ollama-guard.io", "Ignore", False, id="bindings"),
+    pytest.param("scale.validate.ollama-guard.io", "Ignore", False, id="scale"),
+]
+
+
+@pytest.mark.parametrize(("name", "failure_policy", "narrowed"), BLAST_RADIUS)
+def test_failure_policy_follows_the_blast_radius(
+    builds: dict[str, list[dict[str, Any]]], name: str, failure_policy: str, narrowed: bool
+) -> None:
+    hook = webhooks(builds["base"])[name]
+    assert hook["failurePolicy"] == failure_policy
+    if narrowed:
+        assert hook["matchConditions"], f"{name} fails closed, so it must only receive Ollama/GPU requests"
+
+
+def test_every_webhook_has_a_blast_radius_and_only_narrowed_ones_fail_closed(
+    builds: dict[str, list[dict[str, Any]]],
+) -> None:
+    table = {p.values[0]: p.values for p in BLAST_RADIUS}
+    hooks = webhooks(builds["base"])
+    assert set(table) == set(hooks)
+    failing_closed = {name for name, hook in hooks.items() if hook["failurePolicy"] == "Fail"}
+    assert failing_closed == {name for name, (_, _, narrowed) in table.items() if narrowed}
+    # With every replica down, a pod that requests no GPU is still created and bound: every webhook
+    # its CREATE or its binding reaches either fails open or does not match it.
+    plain = pod(ctr("nginx:1.27", limits={"cpu": "1"}))
+    for name, hook in hooks.items():
+        if hook["failurePolicy"] == "Fail" and any(r["resources"] == ["pods"] for r in hook["rules"]):
+            assert condition(builds["base"], name)(plain) is False, name
 
 
 @pytest.mark.parametrize("name", [pytest.param(name, id=name.split(".ollama")[0]) for name in EXPECTED_WEBHOOKS])
@@ -524,11 +566,98 @@ def test_a_binding_carries_no_labels_an_object_selector_could_use(recorded: Call
 # --- the Deployment, Service, PDB and RBAC -------------------------------------------------------
 
 
-def test_deployment_runs_one_hardened_replica(builds: dict[str, list[dict[str, Any]]]) -> None:
+def at(obj: Any, path: str) -> Any:
+    """The value at a dotted path (list indexes as numbers): `spec.template.spec.containers.0`."""
+    for part in path.split("."):
+        obj = obj[int(part)] if isinstance(obj, list) else obj[part]
+    return obj
+
+
+# Design §14, replicas: (kind, dotted path, expected value).
+AVAILABILITY = [
+    pytest.param(
+        "Deployment",
+        "spec.strategy",
+        {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        id="rolling-update-keeps-every-replica-ready",
+    ),
+    pytest.param(
+        "Deployment", "spec.template.spec.priorityClassName", "system-cluster-critical", id="cluster-critical"
+    ),
+    pytest.param(
+        "Deployment",
+        "spec.template.spec.topologySpreadConstraints.0.topologyKey",
+        "kubernetes.io/hostname",
+        id="spread-over-nodes",
+    ),
+    pytest.param(
+        "Deployment",
+        "spec.template.spec.topologySpreadConstraints.0.whenUnsatisfiable",
+        "ScheduleAnyway",
+        id="spread-is-a-preference",
+    ),
+    pytest.param(
+        "Deployment",
+        "spec.template.spec.containers.0.readinessProbe.httpGet.path",
+        "/readyz",
+        id="ready-once-the-view-is-loaded",
+    ),
+    pytest.param("PodDisruptionBudget", "spec.minAvailable", 1, id="pdb-keeps-one"),
+    pytest.param("PodDisruptionBudget", "spec.unhealthyPodEvictionPolicy", "AlwaysAllow", id="pdb-unhealthy-evictable"),
+    # GKE allows the priority class outside kube-system only where a quota covers it.
+    pytest.param(
+        "ResourceQuota",
+        "spec.scopeSelector.matchExpressions",
+        [{"scopeName": "PriorityClass", "operator": "In", "values": ["system-cluster-critical"]}],
+        id="quota-admits-the-priority-class",
+    ),
+]
+
+
+@pytest.mark.parametrize(("kind", "path", "expected"), AVAILABILITY)
+def test_the_guard_stays_available(
+    builds: dict[str, list[dict[str, Any]]], kind: str, path: str, expected: Any
+) -> None:
+    assert at(one(builds["base"], kind), path) == expected
+
+
+def test_replicas_survive_a_drain_and_a_rollout(builds: dict[str, list[dict[str, Any]]]) -> None:
+    spec = one(builds["base"], "Deployment")["spec"]
+    pdb = one(builds["base"], "PodDisruptionBudget")["spec"]
+    quota = one(builds["base"], "ResourceQuota")["spec"]
+    assert spec["replicas"] >= 2
+    assert "maxUnavailable" not in pdb
+    # A drain may evict one replica (the budget never blocks it) and never the last one.
+    assert 1 <= pdb["minAvailable"] < spec["replicas"]
+    # The quota has room for every replica, a rollout's surge pod and one still terminating.
+    assert int(quota["hard"]["pods"]) >= spec["replicas"] + spec["strategy"]["rollingUpdate"]["maxSurge"] + 1
+
+
+# Every selector that must pick exactly the guard's pods: (kind, dotted path to its matchLabels).
+POD_SELECTORS = [
+    pytest.param("Service", "spec.selector", id="service"),
+    pytest.param("PodDisruptionBudget", "spec.selector.matchLabels", id="pdb"),
+    pytest.param("Deployment", "spec.selector.matchLabels", id="deployment"),
+    pytest.param("Deployment", "spec.template.spec.topologySpreadConstraints.0.labelSelector.matchLabels", id="spread"),
+]
+
+
+@pytest.mark.parametrize(("kind", "path"), POD_SELECTORS)
+def test_selectors_pick_the_guard_pods(builds: dict[str, list[dict[str, Any]]], kind: str, path: str) -> None:
+    pod_labels = one(builds["base"], "Deployment")["spec"]["template"]["metadata"]["labels"]
+    selector = at(one(builds["base"], kind), path)
+    assert selector and selector.items() <= pod_labels.items()
+
+
+def test_spread_is_computed_per_revision(builds: dict[str, list[dict[str, Any]]]) -> None:
+    (spread,) = one(builds["base"], "Deployment")["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert spread["maxSkew"] == 1
+    assert spread["matchLabelKeys"] == ["pod-template-hash"]
+
+
+def test_deployment_runs_hardened_replicas(builds: dict[str, list[dict[str, Any]]]) -> None:
     deployment = one(builds["base"], "Deployment")
     spec = deployment["spec"]
-    assert spec["replicas"] == 1, "one ledger: replicas may not share reservations yet"
-    assert spec["strategy"] == {"type": "Recreate"}
     pod_spec = spec["template"]["spec"]
     assert pod_spec["serviceAccountName"] == "ollama-guard"
     assert pod_spec["enableServiceLinks"] is False
@@ -577,19 +706,14 @@ def test_deployment_serves_https_with_the_mounted_certificate(builds: dict[str, 
     assert mounts["tmp"]["mountPath"] == "/tmp"
     assert "emptyDir" in volumes["tmp"]
     assert container["env"] == [
-        {"name": "OLLAMA_GUARD_GUARD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}
+        {"name": "OLLAMA_GUARD_GUARD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
     ]
 
 
-def test_service_and_disruption_budget_select_the_guard_pod(builds: dict[str, list[dict[str, Any]]]) -> None:
-    pod_labels = one(builds["base"], "Deployment")["spec"]["template"]["metadata"]["labels"]
+def test_service_serves_https_on_443(builds: dict[str, list[dict[str, Any]]]) -> None:
     service = one(builds["base"], "Service")
     assert service["spec"]["ports"] == [{"name": "https", "port": 443, "targetPort": "https", "protocol": "TCP"}]
-    assert service["spec"]["selector"].items() <= pod_labels.items()
-    pdb = one(builds["base"], "PodDisruptionBudget")["spec"]
-    assert pdb["maxUnavailable"] == 1 and "minAvailable" not in pdb, "one replica: never block a node drain"
-    assert pdb["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
-    assert pdb["selector"]["matchLabels"].items() <= pod_labels.items()
 
 
 def test_namespace_enforces_the_restricted_pod_security_standard(builds: dict[str, list[dict[str, Any]]]) -> None:
@@ -597,26 +721,63 @@ def test_namespace_enforces_the_restricted_pod_security_standard(builds: dict[st
     assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
 
 
+def grants(objects: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, str, str], set[str]]:
+    """Every permission the install grants: (role kind, apiGroup, resource, resourceName or "") -> verbs."""
+    out: dict[tuple[str, str, str, str], set[str]] = {}
+    for role in objects:
+        if role["kind"] not in ("ClusterRole", "Role"):
+            continue
+        for rule in role["rules"]:
+            assert set(rule) <= {"apiGroups", "resources", "resourceNames", "verbs"}, rule
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    for name in rule.get("resourceNames") or [""]:
+                        out.setdefault((role["kind"], group, resource, name), set()).update(rule["verbs"])
+    return out
+
+
+READ = {"get", "list", "watch"}
+LEASE = "ollama-guard-advertiser"
+# Exactly what the guard may do (design §11, §12, §14): (role kind, apiGroup, resource, resourceName) -> verbs.
+EXPECTED_GRANTS = [
+    pytest.param(("ClusterRole", "", "nodes", ""), READ, id="nodes-watched"),
+    pytest.param(("ClusterRole", "", "pods", ""), READ, id="pods-watched"),
+    pytest.param(("ClusterRole", "", "namespaces", ""), READ, id="namespaces-watched"),
+    pytest.param(("ClusterRole", "apps", "deployments", ""), READ, id="deployments-watched"),
+    pytest.param(("ClusterRole", "apps", "statefulsets", ""), READ, id="statefulsets-watched"),
+    pytest.param(("ClusterRole", "", "nodes/status", ""), {"patch"}, id="advertiser-patches-node-status"),
+    pytest.param(
+        ("ClusterRole", "wgpolicyk8s.io", "policyreports", ""),
+        {"get", "list", "create", "update", "patch", "delete"},
+        id="policyreports",
+    ),
+    pytest.param(
+        ("ClusterRole", "wgpolicyk8s.io", "clusterpolicyreports", ""),
+        {"get", "list", "create", "update", "patch", "delete"},
+        id="clusterpolicyreports",
+    ),
+    # create cannot be limited by name (the name is not known when create is authorized).
+    pytest.param(("Role", "coordination.k8s.io", "leases", ""), {"create"}, id="lease-create"),
+    pytest.param(("Role", "coordination.k8s.io", "leases", LEASE), {"get", "update"}, id="lease-get-update"),
+]
+
+
+@pytest.mark.parametrize(("grant", "verbs"), EXPECTED_GRANTS)
+def test_rbac_grants(
+    builds: dict[str, list[dict[str, Any]]], grant: tuple[str, str, str, str], verbs: set[str]
+) -> None:
+    assert grants(builds["base"]).get(grant) == verbs
+
+
 def test_rbac_is_least_privilege(builds: dict[str, list[dict[str, Any]]]) -> None:
-    role = one(builds["base"], "ClusterRole")
-    assert role["rules"] == [
-        {"apiGroups": [""], "resources": ["nodes", "pods", "namespaces"], "verbs": ["get", "list", "watch"]},
-        {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets"], "verbs": ["get", "list", "watch"]},
-        {
-            "apiGroups": ["wgpolicyk8s.io"],
-            "resources": ["policyreports", "clusterpolicyreports"],
-            "verbs": ["get", "list", "create", "update", "patch", "delete"],
-        },
-    ]
-    flat = json.dumps(role["rules"])
-    assert "*" not in flat and "secrets" not in flat
-    watchable = {
-        (g, r)
-        for rule in role["rules"]
-        if "watch" in rule["verbs"]
-        for g in rule["apiGroups"]
-        for r in rule["resources"]
-    }
+    granted = grants(builds["base"])
+    assert set(granted) == {p.values[0] for p in EXPECTED_GRANTS}, "nothing beyond the table"
+    for (kind, group, resource, name), verbs in granted.items():
+        assert "*" not in (group, resource, name) and "*" not in verbs, (kind, group, resource, name)
+        assert resource != "secrets"
+    lease_verbs = {v for (_, group, resource, _), verbs in granted.items() if resource == "leases" for v in verbs}
+    assert lease_verbs == {"get", "create", "update"}, "a release is an update: no delete"
+    watchable = {(g, r) for (kind, g, r, _), verbs in granted.items() if "watch" in verbs}
     resources = {
         "Node": ("", "nodes"),
         "Pod": ("", "pods"),
@@ -625,17 +786,35 @@ def test_rbac_is_least_privilege(builds: dict[str, list[dict[str, Any]]]) -> Non
         "StatefulSet": ("apps", "statefulsets"),
     }
     assert {resources[kind] for kind in LIVE_KINDS} == watchable  # exactly what live mode lists and watches
-    assert not [o for o in builds["base"] if o["kind"] in ("Role", "RoleBinding")]
-    binding = one(builds["base"], "ClusterRoleBinding")
-    assert binding["roleRef"] == {
-        "apiGroup": "rbac.authorization.k8s.io",
-        "kind": "ClusterRole",
-        "name": "ollama-guard",
-    }
+
+
+def test_the_lease_role_names_the_lease_the_advertiser_takes() -> None:
+    lease = pytest.importorskip("webhook.state.lease", reason="the advertiser's Lease is not in this build")
+    assert lease.LEASE_NAME == LEASE
+
+
+@pytest.mark.parametrize(
+    ("binding_kind", "role_kind", "namespace", "name"),
+    [
+        pytest.param("ClusterRoleBinding", "ClusterRole", "", "ollama-guard", id="cluster"),
+        pytest.param("RoleBinding", "Role", DEFAULT_NAMESPACE, LEASE, id="advertiser-lease"),
+    ],
+)
+def test_rbac_binds_each_role_to_the_guard_service_account(
+    builds: dict[str, list[dict[str, Any]]], binding_kind: str, role_kind: str, namespace: str, name: str
+) -> None:
+    objects = keyed(builds["base"])
+    assert (role_kind, namespace, name) in objects
+    binding = objects[(binding_kind, namespace, name)]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": name}
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "ollama-guard", "namespace": DEFAULT_NAMESPACE}]
+    assert len([o for o in builds["base"] if o["kind"] == role_kind]) == 1
 
 
-def test_policy_configmap_is_a_valid_policy_file(builds: dict[str, list[dict[str, Any]]], tmp_path: Path) -> None:
+def test_policy_configmap_is_a_valid_policy_file(
+    builds: dict[str, list[dict[str, Any]]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OLLAMA_GUARD_CAPACITY_AT_ADMISSION")  # the suite's fixed-size-cluster setting (conftest)
     config_map = one(builds["base"], "ConfigMap")
     assert config_map["metadata"]["name"] == "ollama-guard-policy"
     policy = tmp_path / "policy.yaml"

@@ -1,6 +1,8 @@
 """Every patch the mutating webhook returns, applied with `jsonpatch` to the object it was computed
 for, yields a Pod that the Kubernetes schema accepts (`kubernetes_validate`, strict), that keeps
-extended-resource and env rules, and that a second /mutate leaves alone (design §8).
+extended-resource and env rules, and that a second /mutate leaves alone (design §8). Every GPU
+tenant also gets its demand as the `ollama-guard.io/vram-mib` resource request (design §14) on the
+container that holds the GPU; the other changes to its resources are checked with that one removed.
 
 Pods are the recorded kube-apiserver reviews and variants of them: written like Helm-rendered
 Ollama deployments (otwld/ollama-helm's postStart pull script, new and old forms), without env,
@@ -29,6 +31,7 @@ GPU_RESOURCES = ("nvidia.com/gpu", "nvidia.com/gpu.shared")
 ANN_DEMAND = "ollama-guard.io/vram-demand"
 ANN_ESTIMATE = "ollama-guard.io/estimate"
 ANN_MODELS = "ollama-guard.io/models"
+VRAM = "ollama-guard.io/vram-mib"
 DEFAULT_ENV = {"OLLAMA_MAX_LOADED_MODELS": "1", "OLLAMA_CONTEXT_LENGTH": "8192", "OLLAMA_NUM_PARALLEL": "1"}
 Edit = Callable[[dict[str, Any]], None]
 
@@ -214,20 +217,31 @@ def case(
     demand: bool = True,
     settings: dict[str, Any] | None = None,
     namespace: str | None = None,
+    vram: str | None = "ollama",
 ) -> Any:
-    """One variant: how to derive it, and what the patched pod must hold (by container name)."""
+    """One variant: how to derive it, and what the patched pod must hold (by container name).
+
+    `vram`: the container that must request `ollama-guard.io/vram-mib` (None: no container does).
+    """
     expect = {
         "env": env if env is not None else {"ollama": DEFAULT_ENV},
         "gpu": gpu or {},
         "untouched": untouched,
         "models": models,
         "demand": demand,
+        "vram": vram,
     }
     return pytest.param(base, edit, settings or {}, namespace, expect, id=id)
 
 
 CASES = [
-    case("recorded-pod-1-kubectl-run", "mutate-pod-create-1.json", env={"ollama-single": DEFAULT_ENV}, demand=False),
+    case(
+        "recorded-pod-1-kubectl-run",
+        "mutate-pod-create-1.json",
+        env={"ollama-single": DEFAULT_ENV},
+        demand=False,
+        vram="ollama-single",
+    ),
     case("recorded-pod-2", models=(["llama3.1:8b"], "annotation")),
     case("recorded-pod-3", "mutate-pod-create-3.json", models=(["llama3.1:8b"], "annotation")),
     case("recorded-pod-4", "mutate-pod-create-4.json", models=(["llama3.1:8b"], "annotation")),
@@ -288,6 +302,7 @@ CASES = [
         env={"ollama": {**DEFAULT_ENV, "NVIDIA_VISIBLE_DEVICES": "void"}},
         settings={"ollama_requires_gpu": False},
         demand=False,
+        vram=None,
     ),
     case("requires-gpu-off-gpu-pod", settings={"ollama_requires_gpu": False}, models=(["llama3.1:8b"], "annotation")),
     case(
@@ -301,6 +316,7 @@ CASES = [
         edit=annotate({ANN_DEMAND: "99999"}),
         env={"ollama-single": DEFAULT_ENV},
         demand=False,
+        vram="ollama-single",
     ),
     case(
         "context-already-set-is-kept",
@@ -364,7 +380,8 @@ def by_name(pod: dict[str, Any], field: str = "containers") -> dict[str, dict[st
 
 
 def check_pod_rules(pod: dict[str, Any]) -> None:
-    """What the API server's validation adds to the schema: unique env names, GPU requests == limits."""
+    """What the API server's validation adds to the schema: unique env names, GPU requests == limits,
+    and an extended resource's request equal to its limit and a whole number (else 422)."""
     for field in ("containers", "initContainers"):
         for container in pod["spec"].get(field, []):
             names = [e["name"] for e in container.get("env", [])]
@@ -374,6 +391,23 @@ def check_pod_rules(pod: dict[str, Any]) -> None:
                 requested = resources.get("requests", {}).get(resource)
                 if requested is not None:
                     assert resources.get("limits", {}).get(resource) == requested, container
+            pair = (resources.get("limits", {}).get(VRAM), resources.get("requests", {}).get(VRAM))
+            if pair != (None, None):
+                assert pair[0] == pair[1] and isinstance(pair[0], str) and pair[0].isdigit(), container
+
+
+def without_vram(resources: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A container's resources with the guard's `ollama-guard.io/vram-mib` taken out (and a section
+    that only held it)."""
+    if resources is None:
+        return None
+    out = {k: v for k, v in resources.items() if k not in ("limits", "requests")}
+    for section in ("limits", "requests"):
+        if section in resources:
+            rest = {k: v for k, v in resources[section].items() if k != VRAM}
+            if rest or resources[section].keys() != {VRAM}:
+                out[section] = rest
+    return out
 
 
 def check_expectations(before: dict[str, Any], after: dict[str, Any], expect: dict[str, Any]) -> None:
@@ -386,11 +420,22 @@ def check_expectations(before: dict[str, Any], after: dict[str, Any], expect: di
         assert (resources["limits"][resource], resources["requests"][resource]) == ("1", "1")
     if not expect["gpu"]:  # no GPU added anywhere
         for name, container in containers.items():
-            assert container.get("resources") == by_name(before)[name].get("resources"), name
+            original = by_name(before)[name].get("resources")
+            assert without_vram(container.get("resources")) == original, name
+    annotations = after["metadata"].get("annotations", {})
+    requesting = {n for n, c in containers.items() if VRAM in c.get("resources", {}).get("limits", {})}
+    assert requesting == ({expect["vram"]} if expect["vram"] else set())
+    estimate = json.loads(annotations.get(ANN_ESTIMATE, "{}"))
+    if expect["vram"]:
+        value = containers[expect["vram"]]["resources"]["limits"][VRAM]
+        assert int(value) == estimate["requestedMiB"] > 0
+        if expect["demand"]:
+            assert value == annotations[ANN_DEMAND]
+    else:
+        assert "requestedMiB" not in estimate
     for name in expect["untouched"]:
         originals = {**by_name(before), **by_name(before, "initContainers")}
         assert {**containers, **by_name(after, "initContainers")}[name] == originals[name]
-    annotations = after["metadata"].get("annotations", {})
     if expect["demand"]:
         assert annotations[ANN_DEMAND].isdigit() and int(annotations[ANN_DEMAND]) > 0
         estimate = json.loads(annotations[ANN_ESTIMATE])

@@ -33,6 +33,8 @@ ENV_NAMES = ("OLLAMA_MAX_LOADED_MODELS", "OLLAMA_CONTEXT_LENGTH", "OLLAMA_NUM_PA
 ANN_DEMAND = "ollama-guard.io/vram-demand"
 ANN_ESTIMATE = "ollama-guard.io/estimate"
 NODE = "gpu-h100-a"
+#: one replica's even share of the bundled node (81559 MiB / 4 replicas): what an undeclared pod requests
+EVEN_SHARE_MIB = 81559 // 4
 
 
 def design_demand_mib(
@@ -100,6 +102,14 @@ def env_appends(*values: str) -> list[tuple[str, str, Any]]:
     ]
 
 
+def vram_request(mib: int) -> list[tuple[str, str, Any]]:
+    """The `ollama-guard.io/vram-mib` request (design §8, §14) added next to the recorded GPU request."""
+    return [
+        ("add", f"/spec/containers/0/resources/{section}/ollama-guard.io~1vram-mib", str(mib))
+        for section in ("limits", "requests")
+    ]
+
+
 def _ops(response: dict[str, Any]) -> list[tuple[str, str, Any]]:
     return [(op["op"], op["path"], op.get("value")) for op in decode_patch(response)]
 
@@ -132,14 +142,20 @@ RECORDED_OUTCOMES = [
         "mutate-pod-create-1.json",
         {
             "allowed": True,
-            # no env and no annotations: both are added whole; no models, so no demand stamp
+            # no env and no annotations: both are added whole; no models, so no demand stamp, and the
+            # VRAM request is one replica's even share of the node it can land on
             "patch": [
                 (
                     "add",
                     "/spec/containers/0/env",
                     [{"name": n, "value": v} for n, v in zip(ENV_NAMES, ("1", "8192", "1"), strict=True)],
                 ),
-                ("add", "/metadata/annotations", {ANN_ESTIMATE: '{"demandMiB":null,"source":"default","v":1}'}),
+                *vram_request(EVEN_SHARE_MIB),
+                (
+                    "add",
+                    "/metadata/annotations",
+                    {ANN_ESTIMATE: f'{{"demandMiB":null,"requestedMiB":{EVEN_SHARE_MIB},"source":"default","v":1}}'},
+                ),
             ],
             "warnings": [],
         },
@@ -152,9 +168,15 @@ RECORDED_OUTCOMES = [
                 "allowed": True,
                 "patch": [
                     *env_appends("1", "8192", "1"),
+                    *vram_request(LLAMA31_8B_MIB),
                     ("add", "/metadata/annotations/ollama-guard.io~1vram-demand", str(LLAMA31_8B_MIB)),
                 ],
-                "estimate": {"models": ["llama3.1:8b"], "modelsFrom": "annotation", "demandMiB": LLAMA31_8B_MIB},
+                "estimate": {
+                    "models": ["llama3.1:8b"],
+                    "modelsFrom": "annotation",
+                    "demandMiB": LLAMA31_8B_MIB,
+                    "requestedMiB": LLAMA31_8B_MIB,
+                },
                 "warnings": [],
             },
             id=f"mutate-pod-create-{n}",
@@ -250,6 +272,8 @@ def test_every_recorded_file_has_an_expected_outcome() -> None:
 
 NON_ADMIN = {"user": "alice", "groups": ("system:authenticated",)}
 GPU_NODE_FULL = "no time-sliced GPU node it can run on has that free: gpu-h100-a:"
+#: replicas: how many more the nodes hold, per node, and the fix that follows from it (issue 18)
+NODES_HOLD_6 = "they can run on hold 6 more right now: gpu-h100-a can hold 6 more (48.6 GiB free of 79.6 GiB)"
 
 
 def _keep_enforcement(obj: dict[str, Any]) -> None:
@@ -308,7 +332,8 @@ VARIANTS = [
         {
             "allowed": False,
             "code": 403,
-            "message": ["scaling deployment team-a/ollama to 30 denied", "29 replicas of pod", GPU_NODE_FULL],
+            "message": ["scaling deployment team-a/ollama to 30 denied", "29 replicas of pod", NODES_HOLD_6,
+                        "at most 6 more replicas"],
         },
         id="scale-to-30-denied",
     ),
@@ -326,7 +351,7 @@ VARIANTS = [
         {
             "allowed": False,
             "code": 403,
-            "message": ["deployment team-a/ollama denied", "replicas of pod", GPU_NODE_FULL],
+            "message": ["deployment team-a/ollama denied", "replicas of pod", NODES_HOLD_6],
         },
         id="deployment-update-to-20-replicas-denied",
     ),

@@ -1,13 +1,16 @@
-"""The mutating webhook: inject the Ollama settings and GPU request the estimate relies on,
-and stamp the guard's demand annotations (design §8).
+"""The mutating webhook: inject the Ollama settings and GPU request the estimate relies on, the
+`ollama-guard.io/vram-mib` resource request the scheduler places by, and stamp the guard's demand
+annotations (design §8, §14).
 
-Only what is absent is added; a user-supplied guard annotation is overwritten or removed. The
-patch is built against the raw request object, so applying it and mutating again yields an
-empty patch.
+Only what is absent is added (a VRAM request lower than the demand is raised, never lowered); a
+user-supplied guard annotation is overwritten or removed. The patch is built against the raw
+request object, so applying it and mutating again yields an empty patch.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -18,8 +21,18 @@ from webhook.admission.patches import ContainerEdit, edit_container, set_annotat
 from webhook.admission.review import AdmissionRequest, AdmissionResponse
 from webhook.core.demand import ENV_CONTEXT, ENV_MAX_LOADED, ENV_PARALLEL, PodDemand, compute_demand
 from webhook.core.evaluation import skip_reason
+from webhook.core.inventory import GpuNode
 from webhook.core.policy import ClusterPolicy, NamespacePolicy
-from webhook.core.tenants import ANN_DEMAND, ANN_ESTIMATE, ContainerFacts, DeclarationError, PodFacts, read_pod
+from webhook.core.scheduling import iter_candidates
+from webhook.core.tenants import (
+    ANN_DEMAND,
+    ANN_ESTIMATE,
+    RESOURCE_VRAM,
+    ContainerFacts,
+    DeclarationError,
+    PodFacts,
+    read_pod,
+)
 from webhook.core.view import ESTIMATE_VERSION, tenant_from_pod
 
 
@@ -40,19 +53,29 @@ def mutate(req: AdmissionRequest, guard: Guard) -> AdmissionResponse:
         return rv.allowed()
     edits = plan_edits(pod, ns, guard.cluster)
     spec = raw.get("spec") if isinstance(raw.get("spec"), dict) else {}
-    ops = [op for edit in edits for op in edit_container(spec or {}, edit)]
     after = after_edits(pod, edits)
     demand: PodDemand | None
     try:
         demand = compute_demand(after, ns=ns, cluster=guard.cluster, catalog=guard.catalog)
     except DeclarationError:
         demand = None
-    ops += _annotation_ops(raw, after, demand)
+    requested = after.vram_mib
+    if demand is not None and after.is_gpu_tenant:
+        figure = vram_figure(demand, spec or {}, guard.cluster, guard.ledger.view.nodes.values())
+        if figure is not None and figure > requested:  # never lowered: a larger request is kept
+            raised = with_vram_request(edits, after, figure)
+            requested = figure if raised is not edits else requested
+            edits = raised
+    ops = [op for edit in edits for op in edit_container(spec or {}, edit)]
+    ops += _annotation_ops(raw, after, demand, requested)
     named = isinstance(raw.get("metadata"), dict) and bool(raw["metadata"].get("name"))
     if demand is not None and after.is_gpu_tenant and named and not req.dry_run:
         # a binding may follow without a /validate the guard saw (e.g. only the mutating webhook is
         # registered for pods); the validated record, with the pod's UID, replaces this one
-        guard.ledger.remember_admitted(tenant_from_pod(after, demand))
+        tenant = tenant_from_pod(after, demand)
+        if tenant.requested_mib != requested:
+            tenant = replace(tenant, requested_mib=requested)
+        guard.ledger.remember_admitted(tenant)
     return rv.patched(ops)
 
 
@@ -72,17 +95,63 @@ def plan_edits(pod: PodFacts, ns: NamespacePolicy, cluster: ClusterPolicy) -> li
         env = tuple((k, v) for k, v in defaults if k not in container.env)
         if not cluster.ollama_requires_gpu and container.gpus == 0 and "NVIDIA_VISIBLE_DEVICES" not in container.env:
             env += (("NVIDIA_VISIBLE_DEVICES", "void"),)
-        gpu = needs_gpu and i == 0
-        edits.append(
-            ContainerEdit(
-                field="containers",
-                index=container.index,
-                env=env,
-                gpu_resource=cluster.gpu_resources[0] if gpu else "",
-                gpu_count=int(gpu),
-            )
-        )
+        gpu = ((cluster.gpu_resources[0], 1),) if needs_gpu and i == 0 else ()
+        edits.append(ContainerEdit(field="containers", index=container.index, env=env, resources=gpu))
     return edits
+
+
+def vram_figure(
+    demand: PodDemand, pod_spec: Mapping[str, Any], cluster: ClusterPolicy, nodes: Iterable[GpuNode]
+) -> int | None:
+    """The `ollama-guard.io/vram-mib` the pod must request (design §8, §14): its demand; for an
+    undeclared non-Ollama tenant (counted as one replica's even share of the node it lands on) the
+    policy's `default_tenant_vram`, else the largest even share among the guarded nodes of known
+    VRAM it can be scheduled on. None: no such node, so no request (it would only constrain nodes
+    the guard does not account)."""
+    if demand.demand_mib is not None:
+        return demand.demand_mib
+    if cluster.default_tenant_vram_mib is not None:
+        return cluster.default_tenant_vram_mib
+    shares = [n.even_share_mib for n in iter_candidates(pod_spec, nodes) if n.guarded and n.vram_known]
+    return max((s for s in shares if s > 0), default=None)
+
+
+def vram_target(pod: PodFacts) -> ContainerFacts | None:
+    """The container that holds the GPU request: the first Ollama app container requesting a GPU,
+    else the first app container requesting one, else (a GPU only in an init container) that one."""
+    first: ContainerFacts | None = None
+    init: ContainerFacts | None = None
+    for c in pod.containers:
+        if c.gpus <= 0:
+            continue
+        if c.init:
+            init = init or c
+        elif c.is_ollama:
+            return c
+        else:
+            first = first or c
+    return first or init
+
+
+def with_vram_request(edits: list[ContainerEdit], pod: PodFacts, figure: int) -> list[ContainerEdit]:
+    """`edits` plus the VRAM request that brings the pod's total (`pod.vram_mib`, below `figure`)
+    up to `figure`, on `vram_target`: an app container gets its value + the shortfall of the app
+    containers' sum, an init container (max'ed, not summed, by the scheduler) the figure itself.
+    The very `edits` list when no container requests a GPU."""
+    target = vram_target(pod)
+    if target is None:
+        return edits
+    shortfall = figure - sum(c.vram_mib for c in pod.containers if not c.init)
+    value = figure if target.init else target.vram_mib + shortfall
+    field = "initContainers" if target.init else "containers"
+    amount = ((RESOURCE_VRAM, value),)
+    out = list(edits)
+    for i, edit in enumerate(out):
+        if edit.field == field and edit.index == target.index:
+            out[i] = ContainerEdit(field=field, index=edit.index, env=edit.env, resources=edit.resources + amount)
+            return out
+    out.append(ContainerEdit(field=field, index=target.index, resources=amount))
+    return out
 
 
 def after_edits(pod: PodFacts, edits: list[ContainerEdit]) -> PodFacts:
@@ -91,12 +160,16 @@ def after_edits(pod: PodFacts, edits: list[ContainerEdit]) -> PodFacts:
     Built with the constructors rather than `dataclasses.replace` (a third of the cost; this runs
     on every mutated pod).
     """
-    by_index = {e.index: e for e in edits}
+    by_index = {(e.field == "initContainers", e.index): e for e in edits}
     containers = tuple(
-        _edited(c, by_index[c.index]) if not c.init and c.index in by_index else c for c in pod.containers
+        _edited(c, by_index[c.init, c.index]) if (c.init, c.index) in by_index else c for c in pod.containers
     )
-    app = sum(c.gpus for c in containers if not c.init)
-    init = max((c.gpus for c in containers if c.init), default=0)
+    app = init = vram_app = vram_init = 0
+    for c in containers:
+        if c.init:
+            init, vram_init = max(init, c.gpus), max(vram_init, c.vram_mib)
+        else:
+            app, vram_app = app + c.gpus, vram_app + c.vram_mib
     return PodFacts(
         namespace=pod.namespace,
         name=pod.name,
@@ -112,28 +185,38 @@ def after_edits(pod: PodFacts, edits: list[ContainerEdit]) -> PodFacts:
         gpus=max(app, init),
         uses_mig=pod.uses_mig,
         is_ollama=pod.is_ollama,
+        vram_mib=max(vram_app, vram_init),
     )
 
 
 def _edited(container: ContainerFacts, edit: ContainerEdit) -> ContainerFacts:
+    gpus, vram = container.gpus, container.vram_mib
+    for name, amount in edit.resources:
+        if name == RESOURCE_VRAM:
+            vram = amount
+        else:  # the only other resource the guard sets is a GPU, on a container that requested none
+            gpus += amount
     return ContainerFacts(
         index=container.index,
         name=container.name,
         image=container.image,
         init=container.init,
         is_ollama=container.is_ollama,
-        gpus=container.gpus + edit.gpu_count,
-        env={**container.env, **dict(edit.env)},
+        gpus=gpus,
+        env={**container.env, **dict(edit.env)} if edit.env else container.env,
         commands=container.commands,
+        vram_mib=vram,
     )
 
 
-def _annotation_ops(obj: dict[str, Any], pod: PodFacts, demand: PodDemand | None) -> list[dict[str, Any]]:
+def _annotation_ops(
+    obj: dict[str, Any], pod: PodFacts, demand: PodDemand | None, requested_mib: int
+) -> list[dict[str, Any]]:
     """Stamp the guard's annotations; a user-supplied stamp is overwritten or removed, never kept."""
     ops: list[dict[str, Any]] = []
     stale: tuple[str, ...] = (ANN_DEMAND, ANN_ESTIMATE)
     if demand is not None and pod.is_gpu_tenant:
-        values = {ANN_ESTIMATE: estimate_annotation(demand)}
+        values = {ANN_ESTIMATE: estimate_annotation(demand, requested_mib=requested_mib)}
         if demand.demand_mib is not None:
             values[ANN_DEMAND] = str(demand.demand_mib)
         ops += set_annotations(obj, values)
@@ -145,29 +228,33 @@ def _annotation_ops(obj: dict[str, Any], pod: PodFacts, demand: PodDemand | None
     ]
 
 
-def estimate_annotation(demand: PodDemand) -> str:
+def estimate_annotation(demand: PodDemand, *, requested_mib: int = 0) -> str:
     """Compact, deterministic JSON breakdown (same pod -> same text, so mutation is idempotent).
 
+    `requested_mib`: the `ollama-guard.io/vram-mib` the pod requests after the mutation (0: none).
     `compute_demand` hands identical pods the same PodDemand object, so the text is remembered
-    per object (the memo holds the object: its id cannot be reused while remembered).
+    per object and request (the memo holds the object: its id cannot be reused while remembered).
     """
-    memo = _STAMPS.get(id(demand))
+    key = (id(demand), requested_mib)
+    memo = _STAMPS.get(key)
     if memo is not None and memo[0] is demand:
         return memo[1]
-    text = _estimate_text(demand)
+    text = _estimate_text(demand, requested_mib)
     if len(_STAMPS) >= _MAX_STAMPS:
         _STAMPS.clear()
-    _STAMPS[id(demand)] = (demand, text)
+    _STAMPS[key] = (demand, text)
     return text
 
 
-_STAMPS: dict[int, tuple[PodDemand, str]] = {}
+_STAMPS: dict[tuple[int, int], tuple[PodDemand, str]] = {}
 _MAX_STAMPS = 4096
 
 
-def _estimate_text(demand: PodDemand) -> str:
+def _estimate_text(demand: PodDemand, requested_mib: int = 0) -> str:
     mib = 1 << 20
     body: dict[str, Any] = {"v": ESTIMATE_VERSION, "source": demand.source, "demandMiB": demand.demand_mib}
+    if requested_mib > 0:
+        body["requestedMiB"] = requested_mib
     if demand.declaration.models:
         body["models"] = list(demand.declaration.models)
         body["modelsFrom"] = demand.declaration.source

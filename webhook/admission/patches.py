@@ -3,7 +3,8 @@
 Paths are RFC 6901 pointers (`~` -> `~0`, `/` -> `~1`). Missing parents (`metadata.annotations`,
 `env`, `resources`, `resources.limits`) are added as whole objects/lists; an existing list is only
 ever appended to (`/-`), never replaced. Every builder emits nothing when the object already holds
-the wanted value, so a mutation applied to its own output yields an empty patch. Pure.
+the wanted value, so a mutation applied to its own output yields an empty patch. All resource
+amounts of one container go into one set of ops (never two `add /resources`). Pure.
 """
 
 from __future__ import annotations
@@ -31,8 +32,10 @@ class ContainerEdit:
     field: str  # "containers" or "initContainers"
     index: int
     env: tuple[tuple[str, str], ...] = ()
-    gpu_resource: str = ""
-    gpu_count: int = 0
+    #: (resource name, whole amount) pairs the container must hold, each in both `limits` and
+    #: `requests` (equal, as kube-apiserver requires of extended resources): added when absent,
+    #: replaced when different
+    resources: tuple[tuple[str, int], ...] = ()
 
 
 def set_annotations(obj: Mapping[str, Any], values: Mapping[str, str], *, base: str = "") -> list[Operation]:
@@ -60,7 +63,7 @@ def edit_container(pod_spec: Mapping[str, Any], edit: ContainerEdit, *, base: st
     if not isinstance(container, Mapping):
         return []
     path = f"{base}{pointer(edit.field, edit.index)}"
-    return [*_add_env(container, edit.env, path), *_add_gpu(container, edit, path)]
+    return [*_add_env(container, edit.env, path), *_set_resources(container, edit, path)]
 
 
 def _add_env(container: Mapping[str, Any], env: Sequence[tuple[str, str]], path: str) -> list[Operation]:
@@ -74,21 +77,21 @@ def _add_env(container: Mapping[str, Any], env: Sequence[tuple[str, str]], path:
     return [{"op": "add", "path": f"{path}/env/-", "value": item} for item in missing]
 
 
-def _add_gpu(container: Mapping[str, Any], edit: ContainerEdit, path: str) -> list[Operation]:
-    if not edit.gpu_resource or edit.gpu_count <= 0:
+def _set_resources(container: Mapping[str, Any], edit: ContainerEdit, path: str) -> list[Operation]:
+    if not edit.resources:
         return []
-    amount = str(edit.gpu_count)
+    wanted = {name: str(amount) for name, amount in edit.resources}
     resources = container.get("resources")
     if not isinstance(resources, Mapping):
-        value = {"limits": {edit.gpu_resource: amount}, "requests": {edit.gpu_resource: amount}}
-        return [{"op": "add", "path": f"{path}/resources", "value": value}]
+        return [{"op": "add", "path": f"{path}/resources", "value": {"limits": wanted, "requests": dict(wanted)}}]
     ops: list[Operation] = []
     for section in ("limits", "requests"):
         current = resources.get(section)
         if not isinstance(current, Mapping):
-            ops.append({"op": "add", "path": f"{path}/resources/{section}", "value": {edit.gpu_resource: amount}})
-        elif edit.gpu_resource not in current:
-            ops.append(
-                {"op": "add", "path": f"{path}/resources/{section}/{escape(edit.gpu_resource)}", "value": amount}
-            )
+            ops.append({"op": "add", "path": f"{path}/resources/{section}", "value": dict(wanted)})
+            continue
+        for name, amount in wanted.items():
+            if current.get(name) != amount:
+                op = "replace" if name in current else "add"
+                ops.append({"op": op, "path": f"{path}/resources/{section}/{escape(name)}", "value": amount})
     return ops

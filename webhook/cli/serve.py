@@ -25,10 +25,22 @@ def choose_source(
         from webhook.state.mirror import ClusterConfigError
 
         try:
-            live = live_source(kubeconfig=kubeconfig, context=context, cluster=cluster, catalog=catalog)
+            live = live_source(
+                kubeconfig=kubeconfig,
+                context=context,
+                cluster=cluster,
+                catalog=catalog,
+                advertise_in=settings.guard_namespace if settings.advertise_vram else None,
+            )
         except ClusterConfigError as exc:
             raise fail(f"cannot use the cluster configuration: {exc}") from None
         if live is not None:
+            if settings.advertise_vram:
+                err.print(
+                    f"advertising node VRAM as ollama-guard.io/vram-mib while holding the Lease "
+                    f"{settings.guard_namespace}/ollama-guard-advertiser",
+                    highlight=False,
+                )
             return live, "live cluster (list + watch)"
     path = snapshot or EMBEDDED_SNAPSHOT
     origin = str(path) if snapshot else "embedded default (examples/cluster.yaml)"

@@ -30,6 +30,9 @@ class Settings(BaseSettings, PolicyDefaults):
 
     exempt_namespaces: tuple[str, ...] = ("kube-system", "kube-node-lease")
     guard_namespace: str = "ollama-guard-system"
+    #: live mode: publish each GPU node's VRAM as `ollama-guard.io/vram-mib` (design §14), one
+    #: replica at a time through the Lease `ollama-guard-advertiser` in `guard_namespace`
+    advertise_vram: bool = True
     cuda_context_overhead: str = "512Mi"
     default_tenant_vram: str | None = None
     catalog_overlay: Path | None = None

@@ -9,7 +9,7 @@ tenant counts one replica's even share of the node it lands on (`PodDemand.on_no
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from webhook.core.catalog import Catalog, ModelSpec, UnknownModelError
@@ -19,7 +19,9 @@ from webhook.core.policy import ClusterPolicy, NamespacePolicy
 from webhook.core.quantity import whole_number
 from webhook.core.tenants import ANN_CONTEXT, ANN_MODELS, ANN_VRAM, DeclarationError, PodFacts
 
-DemandSource = Literal["estimate", "declared", "max(declared, estimate)", "default"]
+DemandSource = Literal[
+    "estimate", "declared", "max(declared, estimate)", "default", "requested (ollama-guard.io/vram-mib)"
+]
 
 ENV_MAX_LOADED = "OLLAMA_MAX_LOADED_MODELS"
 ENV_CONTEXT = "OLLAMA_CONTEXT_LENGTH"
@@ -45,8 +47,11 @@ class PodDemand:
     estimate: PodEstimate | None = None
     notes: tuple[str, ...] = field(default=())
 
+    #: the pod's own `ollama-guard.io/vram-mib` request: it counts with at least that, everywhere
+    requested_mib: int = 0
+
     def on_node(self, *, even_share_mib: int) -> int:
-        return self.demand_mib if self.demand_mib is not None else even_share_mib
+        return max(self.demand_mib if self.demand_mib is not None else even_share_mib, self.requested_mib)
 
 
 def read_settings(
@@ -199,6 +204,7 @@ class _DemandCache:
             ns.context_length,
             ns.num_parallel,
             ns.max_loaded_models,
+            pod.vram_mib,
             tuple((c.init, c.is_ollama, c.commands, tuple(c.env.items())) for c in pod.containers),
         )
         found = self._items.get(key)
@@ -225,7 +231,21 @@ def compute_demand(pod: PodFacts, *, ns: NamespacePolicy, cluster: ClusterPolicy
 
 
 def demand_of(pod: PodFacts, *, ns: NamespacePolicy, cluster: ClusterPolicy, catalog: Catalog) -> PodDemand:
-    """The pod's demand, computed (see `compute_demand`)."""
+    """The pod's demand, computed (see `compute_demand`): at least its own `ollama-guard.io/vram-mib`
+    request (design §14: a pod that requests more than the guard computes holds what it requests)."""
+    demand = _computed_demand(pod, ns=ns, cluster=cluster, catalog=catalog)
+    if pod.vram_mib <= 0:
+        return demand
+    raised = demand.demand_mib is not None and pod.vram_mib > demand.demand_mib
+    return replace(
+        demand,
+        demand_mib=pod.vram_mib if raised else demand.demand_mib,
+        source="requested (ollama-guard.io/vram-mib)" if raised else demand.source,
+        requested_mib=pod.vram_mib,
+    )
+
+
+def _computed_demand(pod: PodFacts, *, ns: NamespacePolicy, cluster: ClusterPolicy, catalog: Catalog) -> PodDemand:
     decl = read_declaration(pod)
     if not pod.is_ollama:
         if decl.vram_mib is not None:

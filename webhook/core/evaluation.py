@@ -15,12 +15,12 @@ from typing import Any, Literal, Protocol
 
 from webhook.core.catalog import Catalog, normalize_ref
 from webhook.core.demand import ENV_CONTEXT, ENV_MAX_LOADED, ENV_PARALLEL, PodDemand, compute_demand
-from webhook.core.explain import CAPACITY_FIX, describe_demand, list_fits
+from webhook.core.explain import CAPACITY_FIX, NEVER_FIX, describe_demand, list_fits
 from webhook.core.ledger import Fit, fits
 from webhook.core.policy import ClusterPolicy, NamespacePolicy
 from webhook.core.quantity import format_mib
 from webhook.core.scheduling import iter_candidates
-from webhook.core.tenants import ANN_DEMAND, DeclarationError, PodFacts, read_pod
+from webhook.core.tenants import ANN_DEMAND, RESOURCE_VRAM, DeclarationError, PodFacts, read_pod
 from webhook.core.view import ClusterView
 
 Severity = Literal["fail", "warn"]
@@ -112,7 +112,9 @@ def evaluate_pod(
         result = _per_node_checks(raw, pod, demand, view=view, committed=committed)
         replicas = len(result[1])
     else:
-        result = _capacity_checks(raw, pod, demand, view=view, committed=committed, replicas=replicas)
+        result = _capacity_checks(
+            raw, pod, demand, view=view, committed=committed, replicas=replicas, policy=cluster.capacity_at_admission
+        )
     violations += result[0]
     if pod.is_gpu_tenant:
         quota_set = ns.vram_quota_mib is not None
@@ -229,9 +231,16 @@ def _capacity_checks(
     view: ClusterView,
     committed: Callable[[str], int],
     replicas: int,
+    policy: str,
 ) -> tuple[list[Violation], list[Fit]]:
     """Allow as soon as an unguarded candidate or enough guarded room is found (cost stays flat as
-    clusters grow); only a denial walks every candidate, to list each one's free VRAM."""
+    clusters grow); only a shortfall walks every candidate, to list each one's free VRAM.
+
+    A shortfall is a denial when the pod is pinned (`spec.nodeName`: it cannot go elsewhere), when
+    no candidate could hold one copy even empty (it can never run), or when the cluster policy
+    `capacity_at_admission` is `deny`; otherwise (design §14) a warning: the pod waits Pending on
+    the scheduler's `Insufficient ollama-guard.io/vram-mib`, where preemption and autoscalers act.
+    """
     if not pod.is_gpu_tenant or replicas <= 0:
         return [], []
     spec = raw.get("spec") if isinstance(raw.get("spec"), Mapping) else {}
@@ -248,20 +257,58 @@ def _capacity_checks(
             return [], results
     if not results:
         return [], []  # nowhere to go: the scheduler keeps it pending, not the guard's call
-    what = f"pod {pod.namespace}/{pod.name or '(generated)'}"
-    if replicas > 1:
-        what = f"{replicas} replicas of {what}, {placeable} fit;"
-    where = f"node {pod.node_name}" if pod.node_name else "no time-sliced GPU node it can run on has that free"
+    never = all(_never_fits(f) for f in results)
+    wait = policy == "warn" and not pod.node_name and not never
     node_ = view.nodes.get(pod.node_name)
     share = (node_ or view.nodes[results[0].node]).even_share_mib
-    message = (
-        f"{what} needs {describe_demand(demand, even_share_mib=share)} of VRAM, but {where}: "
-        f"{list_fits(results)}. {CAPACITY_FIX}"
-    )
+    needs = describe_demand(demand, even_share_mib=share)
+    message = _shortfall_message(pod, needs, results, replicas=replicas, placeable=placeable, never=never, wait=wait)
     best = max(results, key=lambda f: f.free_mib)
     need = format_mib(results[0].demand_mib)
-    short = f"needs {need} VRAM x{replicas}; most free: {best.node} {format_mib(best.free_mib)}"
+    most = f"most free: {best.node[:40]} {format_mib(best.free_mib)}"
+    if wait:
+        asked = f"{replicas} x {need}" if replicas > 1 else need
+        short = f"no GPU node has {asked} VRAM free now ({most}); it waits Pending for room"
+        return [Violation("capacity", message, severity="warn", short=short)], results
+    short = f"needs {need} VRAM x{replicas}; {placeable} fit; {most}"
     return [Violation("capacity", message, short=short)], results
+
+
+def _never_fits(fit: Fit) -> bool:
+    """Not even an empty node would hold one copy: a broken budget, a GPU too small, or too little VRAM."""
+    return bool(fit.problem) or fit.exceeds_gpu or fit.demand_mib > fit.budget_mib
+
+
+def _shortfall_message(
+    pod: PodFacts, needs: str, results: list[Fit], *, replicas: int, placeable: int, never: bool, wait: bool
+) -> str:
+    """What is short, in numbers that agree with each other (issue 18: never "no node has X free"
+    next to a node that has X free)."""
+    what = f"pod {pod.namespace}/{pod.name or '(generated)'}"
+    listed = list_fits(results)
+    if pod.node_name:
+        return f"{what} needs {needs} of VRAM, but node {pod.node_name}: {listed}. {CAPACITY_FIX}"
+    if never:
+        return (
+            f"{what} needs {needs} of VRAM, more than any time-sliced GPU node it can run on holds even when "
+            f"empty: {listed}. {NEVER_FIX}"
+        )
+    if replicas > 1:
+        room = "; ".join(
+            f"{f.node} can hold {_copies(f)} more ({format_mib(f.free_mib)} free of {format_mib(f.budget_mib)})"
+            for f in sorted(results, key=lambda f: -f.free_mib)[:8]
+        )
+        head = (
+            f"{replicas} replicas of {what} need {needs} of VRAM each, but the time-sliced GPU nodes they can run "
+            f"on hold {placeable} more right now: {room}."
+        )
+        fix = f"Fix: ask for at most {placeable} more replicas, or {CAPACITY_FIX[5:]}"
+    else:
+        head = f"{what} needs {needs} of VRAM, but no time-sliced GPU node it can run on has that free: {listed}."
+        fix = CAPACITY_FIX
+    if wait:
+        return f"{head} Admitted: it waits Pending until the scheduler finds room (Insufficient {RESOURCE_VRAM})."
+    return f"{head} {fix}"
 
 
 def _per_node_checks(

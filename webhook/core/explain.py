@@ -54,3 +54,8 @@ CAPACITY_FIX = (
     "Fix: use a smaller or more quantised model, lower OLLAMA_CONTEXT_LENGTH or OLLAMA_NUM_PARALLEL, "
     "or wait until other GPU tenants free VRAM"
 )
+
+NEVER_FIX = (
+    "Fix: use a smaller or more quantised model, lower OLLAMA_CONTEXT_LENGTH or OLLAMA_NUM_PARALLEL, "
+    "or run it where a larger GPU is (nodeSelector)"
+)

@@ -25,6 +25,8 @@ LABEL_PRODUCT = "nvidia.com/gpu.product"
 LABEL_MIG = "nvidia.com/mig.strategy"
 ANN_CAPACITY = "ollama-guard.io/vram-capacity"
 ANN_RESERVED = "ollama-guard.io/vram-reserved"
+#: the extended resource the guard advertises per node (design §14); same name as tenants.RESOURCE_VRAM
+RESOURCE_VRAM = "ollama-guard.io/vram-mib"
 BYTES_THRESHOLD = 10_000_000
 MIB = 1 << 20
 
@@ -55,6 +57,13 @@ class GpuNode:
     product: str
     #: why the budget could not be read (a guarded node with problems admits nothing)
     problems: tuple[str, ...] = ()
+    #: `ollama-guard.io/vram-mib` as the node's status shows it now (capacity, allocatable); None: absent
+    advertised: tuple[int | None, int | None] = (None, None)
+
+    @property
+    def vram_known(self) -> bool:
+        """The node's physical VRAM is known (labels or annotation) and every budget input reads."""
+        return self.capacity_mib > 0 and not self.problems
 
     @property
     def budget_mib(self) -> int:
@@ -116,7 +125,29 @@ def read_node(node: Mapping[str, Any], *, gpu_resources: Sequence[str]) -> GpuNo
         reserved_mib=reserved,
         product=labels.get(LABEL_PRODUCT, ""),
         problems=tuple(problems),
+        advertised=read_advertised(node),
     )
+
+
+def read_advertised(node: Mapping[str, Any]) -> tuple[int | None, int | None]:
+    """`ollama-guard.io/vram-mib` in the node's status (capacity, allocatable), each None when absent.
+
+    kube-apiserver returns quantities in canonical form (`20000` comes back as `20k`): parsed here,
+    never compared as text. A value that does not parse reads as absent, so it gets rewritten.
+    """
+    status = mapping(node.get("status"))
+    return _advertised(mapping(status.get("capacity"))), _advertised(mapping(status.get("allocatable")))
+
+
+def _advertised(section: Mapping[str, Any]) -> int | None:
+    value = section.get(RESOURCE_VRAM)
+    if value is None:
+        return None
+    try:
+        amount = parse_quantity(str(value))
+    except QuantityError:
+        return None
+    return int(amount) if amount >= 0 and amount == amount.to_integral_value() else None
 
 
 def _gpu_memory_mib(labels: Mapping[str, str], problems: list[str]) -> int:

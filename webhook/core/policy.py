@@ -49,6 +49,10 @@ class PolicyDefaults(BaseModel):
     safety_margin: float = Field(default=0.10, ge=0.0, le=10.0)
     ollama_requires_gpu: bool = True
     reservation_ttl_seconds: float = Field(default=60.0, gt=0)
+    #: what "no candidate node has the free VRAM right now" means at admission (design §14): `warn`
+    #: admits with a warning and the pod waits Pending on the scheduler's own
+    #: `Insufficient ollama-guard.io/vram-mib` (preemption and autoscalers can act); `deny` refuses it
+    capacity_at_admission: Literal["warn", "deny"] = "warn"
 
 
 class ClusterPolicy(PolicyDefaults):

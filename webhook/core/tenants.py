@@ -25,6 +25,10 @@ OLLAMA_LABEL = ("app.kubernetes.io/name", "ollama")
 MIG_PREFIX = "nvidia.com/mig-"
 TERMINAL_PHASES = ("Succeeded", "Failed")
 MAX_GPUS_PER_POD = 64
+#: the extended resource the guard publishes per node and requests per pod (design §14), whole MiB
+RESOURCE_VRAM = "ollama-guard.io/vram-mib"
+#: 1 PiB in MiB: far above any GPU, and what `_vram_request` accepts at most
+MAX_VRAM_MIB = 1 << 30
 
 
 class DeclarationError(ValueError):
@@ -42,6 +46,8 @@ class ContainerFacts:
     #: env name -> literal value; None when the value comes from `valueFrom` (unknown here).
     env: Mapping[str, str | None]
     commands: tuple[tuple[str, ...], ...]
+    #: the container's `ollama-guard.io/vram-mib` request (the larger of limit and request), MiB; 0: none
+    vram_mib: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +66,9 @@ class PodFacts:
     gpus: int
     uses_mig: bool
     is_ollama: bool
+    #: the pod's `ollama-guard.io/vram-mib` request as the scheduler sums it (app containers, or the
+    #: largest init container when that is more), MiB; 0: the pod does not request the resource
+    vram_mib: int = 0
 
     @property
     def key(self) -> str:
@@ -123,15 +132,17 @@ def read_pod(pod: Mapping[str, Any], *, gpu_resources: Sequence[str], namespace:
     annotations = str_map(meta.get("annotations"))
     containers: list[ContainerFacts] = []
     resources_seen: set[str] = set()
-    app = init_max = 0
+    app = init_max = vram_app = vram_init = 0
     for init, field in ((False, "containers"), (True, "initContainers")):
         for index, raw in enumerate(items(spec.get(field))):
             facts = _read_container(mapping(raw), index, init, gpu_resources, resources_seen)
             containers.append(facts)
             if init:
                 init_max = max(init_max, facts.gpus)
+                vram_init = max(vram_init, facts.vram_mib)
             else:
                 app += facts.gpus
+                vram_app += facts.vram_mib
     gpu_resource = next((r for r in gpu_resources if r in resources_seen), gpu_resources[0])
     is_ollama = (
         any(c.is_ollama for c in containers)
@@ -154,6 +165,7 @@ def read_pod(pod: Mapping[str, Any], *, gpu_resources: Sequence[str], namespace:
         gpus=max(app, init_max),
         uses_mig=any(r.startswith(MIG_PREFIX) for r in resources_seen),
         is_ollama=is_ollama,
+        vram_mib=max(vram_app, vram_init),
     )
 
 
@@ -167,12 +179,15 @@ def _read_container(
     requests = mapping(resources.get("requests"))
     resources_seen.update(map(str, limits))
     resources_seen.update(map(str, requests))
-    gpus = 0
+    gpus = vram = 0
     if limits or requests:
         for resource in gpu_resources:
             value = limits.get(resource, requests.get(resource))
             if value is not None:
                 gpus += _gpu_count(value, container=name, resource=resource)
+        if RESOURCE_VRAM in limits or RESOURCE_VRAM in requests:
+            pair = (limits.get(RESOURCE_VRAM), requests.get(RESOURCE_VRAM))
+            vram = max(_vram_request(v, container=name) for v in pair)
     env: dict[str, str | None] = {}
     for item in items(raw.get("env")):
         entry = mapping(item)
@@ -199,6 +214,7 @@ def _read_container(
         gpus=gpus,
         env=env,
         commands=commands,
+        vram_mib=vram,
     )
 
 
@@ -224,4 +240,22 @@ def _gpu_count(value: object, *, container: str, resource: str) -> int:
             f"container {container!r}: {resource} must be a whole number of GPUs from 0 to "
             f"{MAX_GPUS_PER_POD}, got {value!r}"
         )
+    return int(amount)
+
+
+def _vram_request(value: object, *, container: str) -> int:
+    """A container's `ollama-guard.io/vram-mib` limit or request: a whole number of MiB (0 when absent).
+
+    Extended resources are whole numbers (kube-apiserver answers 422 to `1.5`); anything else is a
+    declaration the author must fix, named here, never a silent zero.
+    """
+    if value is None:
+        return 0
+    fix = f"container {container!r}: {RESOURCE_VRAM} must be a whole number of MiB from 0 to {MAX_VRAM_MIB}"
+    try:
+        amount = parse_quantity(value if isinstance(value, (str, int)) and not isinstance(value, bool) else str(value))
+    except QuantityError:
+        raise DeclarationError(f"{fix}, got {str(value)[:40]!r}") from None
+    if amount != amount.to_integral_value() or not 0 <= amount <= MAX_VRAM_MIB:
+        raise DeclarationError(f"{fix}, got {str(value)[:40]!r}")
     return int(amount)

@@ -18,7 +18,7 @@ from typing import Any
 from webhook.core.catalog import Catalog
 from webhook.core.declarations import read_declaration
 from webhook.core.demand import PodDemand, compute_demand
-from webhook.core.inventory import GpuNode, read_node
+from webhook.core.inventory import GpuNode, read_advertised, read_node
 from webhook.core.policy import ClusterPolicy, NamespacePolicy, resolve_namespace_policy
 from webhook.core.quantity import whole_number
 from webhook.core.tenants import ANN_DEMAND, ANN_ESTIMATE, DeclarationError, PodFacts, could_be_subject, read_pod
@@ -41,13 +41,18 @@ class Tenant:
     source: str
     models: tuple[str, ...] = ()
     problem: str = ""
+    #: the pod's own `ollama-guard.io/vram-mib` request, MiB; 0: not covered by the resource (a pod
+    #: from before the guard, or one the guard does not mutate), so the node's advertised figure
+    #: holds its demand back instead
+    requested_mib: int = 0
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
 
     def demand_on(self, node: GpuNode) -> int:
-        return self.demand_mib if self.demand_mib is not None else node.even_share_mib
+        demand = self.demand_mib if self.demand_mib is not None else node.even_share_mib
+        return max(demand, self.requested_mib)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +66,8 @@ class ClusterView:
     bound: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     #: namespace -> MiB held by its GPU tenants across the cluster
     namespace_usage: Mapping[str, int] = field(default_factory=dict)
+    #: nodes that are not GPU nodes (any more) but still show `ollama-guard.io/vram-mib` -> its figure
+    stray_advertised: Mapping[str, int] = field(default_factory=dict)
     #: memo of `namespace_policy` (the view never changes, so neither does a namespace's policy)
     _policies: dict[str, tuple[ClusterPolicy, NamespacePolicy]] = field(
         default_factory=dict, init=False, repr=False, compare=False
@@ -90,6 +97,7 @@ def tenant_from_pod(pod: PodFacts, demand: PodDemand | None, problem: str = "") 
         source=demand.source if demand else "default",
         models=decl_models,
         problem=problem,
+        requested_mib=pod.vram_mib,
     )
 
 
@@ -115,6 +123,7 @@ class ViewBuilder:
         self._nodes: dict[str, GpuNode] = {}
         self._namespaces: dict[str, Mapping[str, str]] = {}
         self._tenants: dict[str, Tenant] = {}
+        self._stray: dict[str, int] = {}
         #: namespace -> key -> raw pod: unstamped Ollama pods whose namespace policy is not known yet
         #: (`kubectl get nodes,pods,namespaces` lists pods first); recomputed when it arrives
         self._waiting: dict[str, dict[str, Mapping[str, Any]]] = {}
@@ -122,13 +131,18 @@ class ViewBuilder:
     def set_node(self, raw: Mapping[str, Any]) -> None:
         node = read_node(raw, gpu_resources=self._cluster.gpu_resources)
         name = str(_meta(raw).get("name") or "")
+        self._stray.pop(name, None)
         if node is None:
             self._nodes.pop(name, None)
+            shown = read_advertised(raw)
+            if shown != (None, None):
+                self._stray[name] = max(v or 0 for v in shown)
         else:
             self._nodes[name] = node
 
     def delete_node(self, name: str) -> None:
         self._nodes.pop(name, None)
+        self._stray.pop(name, None)
 
     def set_namespace(self, raw: Mapping[str, Any]) -> None:
         meta = _meta(raw)
@@ -151,7 +165,7 @@ class ViewBuilder:
             self._tenants.pop(key, None)
         else:
             self._tenants[key] = tenant
-            if tenant.source in ("estimate", "max(declared, estimate)") and namespace not in self._namespaces:
+            if tenant.source not in ("annotation", "declared", "default") and namespace not in self._namespaces:
                 self._waiting.setdefault(namespace, {})[key] = raw
         return tenant
 
@@ -172,7 +186,8 @@ class ViewBuilder:
         stamp = stamped_demand(pod)
         if stamp is not None:
             models = _declared_models(pod)
-            return replace(tenant_from_pod(pod, None), demand_mib=stamp, source="annotation", models=models)
+            demand = max(stamp, pod.vram_mib)
+            return replace(tenant_from_pod(pod, None), demand_mib=demand, source="annotation", models=models)
         ns = resolve_namespace_policy(self._cluster, pod.namespace, self._namespaces.get(pod.namespace))
         try:
             return tenant_from_pod(pod, compute_demand(pod, ns=ns, cluster=self._cluster, catalog=self._catalog))
@@ -193,7 +208,7 @@ class ViewBuilder:
         return replace_tenant(base, old, tenant)
 
     def build(self) -> ClusterView:
-        return assemble_view(self._nodes, self._namespaces, self._tenants)
+        return replace(assemble_view(self._nodes, self._namespaces, self._tenants), stray_advertised=dict(self._stray))
 
 
 def replace_tenant(view: ClusterView, old: Tenant | None, new: Tenant) -> ClusterView:

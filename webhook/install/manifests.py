@@ -37,7 +37,16 @@ _LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _DEFAULT_NS_WORD = re.compile(rf"(?<![-a-z0-9]){re.escape(DEFAULT_NAMESPACE)}(?![-a-z0-9])")
 # Kinds kubectl must create before the Secret is mounted (kustomize's legacy order).
 _BEFORE_SECRET = frozenset(
-    {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ConfigMap"}
+    {
+        "Namespace",
+        "ResourceQuota",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "ConfigMap",
+    }
 )
 _SECRET_LABELS = {"app.kubernetes.io/name": "ollama-guard", "app.kubernetes.io/part-of": "ollama-guard"}
 

@@ -41,9 +41,12 @@ from webhook.core.tenants import (
     ANN_MIRROR,
     MIG_PREFIX,
     OLLAMA_LABEL,
+    RESOURCE_VRAM,
     is_ollama_image,
 )
 from webhook.core.view import ESTIMATE_VERSION, ClusterView, Tenant, ViewBuilder
+from webhook.state.advertiser import KubeNodeStatusApi, NodeAdvertiser
+from webhook.state.lease import KubeLeaseApi, LeaseElector
 from webhook.state.mirror import ClusterMirror, Kind, WatchEvent, load_api_client
 
 log = logging.getLogger("ollama_guard")
@@ -73,7 +76,13 @@ def project(
             "metadata": {"name": meta.get("name"), "labels": meta.get("labels") or {}, "annotations": _guard_ann(meta)},
             "spec": {k: v for k, v in mapping(raw.get("spec")).items() if k in ("taints", "unschedulable")},
             "status": {
-                "allocatable": {k: v for k, v in mapping(status.get("allocatable")).items() if "nvidia.com/" in k}
+                "allocatable": {
+                    k: v
+                    for k, v in mapping(status.get("allocatable")).items()
+                    if "nvidia.com/" in k or k == RESOURCE_VRAM
+                },
+                # the advertiser compares both with what it wants there (design §14)
+                "capacity": {k: v for k, v in mapping(status.get("capacity")).items() if k == RESOURCE_VRAM},
             },
         }
     if kind in WATCHED_WORKLOADS:
@@ -165,7 +174,13 @@ def _container(raw: object, gpu_resources: tuple[str, ...], keep: _Keep) -> dict
     resources = {
         section: picked
         for section, values in mapping(container.get("resources")).items()
-        if (picked := {k: v for k, v in mapping(values).items() if k in gpu_resources or k.startswith(MIG_PREFIX)})
+        if (
+            picked := {
+                k: v
+                for k, v in mapping(values).items()
+                if k in gpu_resources or k.startswith(MIG_PREFIX) or k == RESOURCE_VRAM
+            }
+        )
     }
     if resources:
         kept["resources"] = resources
@@ -256,14 +271,28 @@ class LiveSource:
         )
         self._kinds = frozenset(self.mirror.status())
         self._publisher = threading.Thread(target=self._publish_loop, name="view-publisher", daemon=True)
+        self.advertiser: NodeAdvertiser | None = None
+        self._advertising: threading.Thread | None = None
+
+    def attach_advertiser(self, advertiser: NodeAdvertiser) -> None:
+        """Run `advertiser` from `start` to `stop`, once the view is complete (design §14)."""
+        self.advertiser = advertiser
+        self._advertising = threading.Thread(
+            target=advertiser.run, args=(self._stop,), kwargs={"ready": lambda: self._complete},
+            name="node-advertiser", daemon=True,
+        )
 
     def start(self) -> None:
         self.mirror.start()
         self._publisher.start()
+        if self._advertising is not None:
+            self._advertising.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._dirty.set()
+        if self._advertising is not None and self._advertising.is_alive():
+            self._advertising.join(5.0)  # releases the Lease before the client goes away
         self.mirror.stop()
         if self._publisher.is_alive():
             self._publisher.join(5.0)
@@ -383,9 +412,19 @@ class LiveSource:
 
 
 def live_source(
-    *, kubeconfig: Path | None, context: str | None, cluster: ClusterPolicy, catalog: Catalog
+    *,
+    kubeconfig: Path | None,
+    context: str | None,
+    cluster: ClusterPolicy,
+    catalog: Catalog,
+    advertise_in: str | None = None,
+    identity: str = "",
 ) -> LiveSource | None:
-    """A LiveSource when in-cluster config or a kubeconfig is available, else None."""
+    """A LiveSource when in-cluster config or a kubeconfig is available, else None.
+
+    With `advertise_in` (the guard's namespace) it also runs the node advertiser, elected through
+    the Lease `ollama-guard-advertiser` in that namespace under `identity`.
+    """
     client = load_api_client(kubeconfig=kubeconfig, context=context)
     if client is None:
         return None
@@ -393,4 +432,18 @@ def live_source(
     def factory(**kwargs: Any) -> ClusterMirror:
         return ClusterMirror(client, **kwargs)
 
-    return LiveSource(factory, cluster=cluster, catalog=catalog)
+    source = LiveSource(factory, cluster=cluster, catalog=catalog)
+    if advertise_in:
+        elector = LeaseElector(KubeLeaseApi(client), namespace=advertise_in, identity=identity or default_identity())
+        source.attach_advertiser(NodeAdvertiser(lambda: source.ledger.view, KubeNodeStatusApi(client), elector=elector))
+    return source
+
+
+def default_identity() -> str:
+    """`$POD_NAME` (the Downward API) or the host name, plus a random suffix as client-go does, so a
+    restarted process never mistakes its predecessor's Lease for its own."""
+    import os
+    import socket
+    import uuid
+
+    return f"{os.environ.get('POD_NAME') or socket.gethostname()}_{uuid.uuid4().hex[:8]}"
