@@ -296,3 +296,49 @@ def test_lease_conflict_means_not_leader(api: KubeApiFixture, guard: Start, tmp_
         t.join()
     assert sorted(results) == [False, True]
     assert elector.is_leader != other.is_leader
+
+
+# --- metrics: what the node shows, what the guard wants there, and what is held back ---------------
+
+
+@pytest.mark.parametrize(
+    ("objects", "on_node", "target", "uncovered"),
+    [
+        pytest.param([gpu_node("a")], None, 81559, 0, id="not-advertised-yet"),
+        pytest.param([shown(gpu_node("a"), "81559")], 81559, 81559, 0, id="in-step"),
+        pytest.param([gpu_node("a"), tenant("t", "a")], None, 61559, 20000, id="legacy-tenant-held-back"),
+        pytest.param([shown(gpu_node("a", memory="20000"), "20k")], 20000, 20000, 0, id="canonical-read"),
+    ],
+)
+def test_metrics_show_advertised_target_and_uncovered(
+    start_guard: Callable[..., Any], objects: list[dict[str, Any]], on_node: int | None, target: int, uncovered: int
+) -> None:
+    guard = start_guard(objects=[namespace("team-a"), *objects])
+    assert guard.metric("ollama_guard_node_vram_advertised_mib", node="a") == on_node
+    assert guard.metric("ollama_guard_node_vram_advertise_target_mib", node="a") == target
+    assert guard.metric("ollama_guard_node_vram_uncovered_mib", node="a") == uncovered
+
+
+# --- the audit: advertised next to committed and free, and who the resource does not cover -------
+
+
+def test_audit_shows_the_advertised_figure_and_the_uncovered_tenants() -> None:
+    from datetime import UTC, datetime
+
+    from webhook.audit.model import Manifest
+    from webhook.audit.run import run_audit
+
+    state = [namespace("team-a"), shown(gpu_node("a"), "70000"), tenant("legacy", "a"),
+             tenant("covered", "a", requested=10000)]
+    planned = tenant("planned", "a")
+    del planned["spec"]["nodeName"], planned["status"]
+    report = run_audit(state, cluster=CLUSTER, catalog=CATALOG, now=datetime(2026, 1, 1, tzinfo=UTC),
+                       state_origin="test", manifests=[Manifest("planned.yaml", planned)])
+    (line,) = report.nodes
+    assert line.advertised_mib == 70000
+    assert line.advertise_target_mib == 81559 - 20000  # only the running pod without a request is held back
+    assert {t.name: t.covered for t in line.tenants} == {"legacy": False, "covered": True, "planned": True}
+    finding = next(f for f in report.findings if f.rule == "node-vram-budget")
+    assert "1 not covered by ollama-guard.io/vram-mib" in finding.message
+    assert "team-a/legacy 19.5 GiB" in finding.message
+    assert ("advertisedMiB", "70000") in finding.properties

@@ -103,16 +103,17 @@ def plan_edits(pod: PodFacts, ns: NamespacePolicy, cluster: ClusterPolicy) -> li
 def vram_figure(
     demand: PodDemand, pod_spec: Mapping[str, Any], cluster: ClusterPolicy, nodes: Iterable[GpuNode]
 ) -> int | None:
-    """The `ollama-guard.io/vram-mib` the pod must request (design §8, §14): its demand; for an
-    undeclared non-Ollama tenant (counted as one replica's even share of the node it lands on) the
-    policy's `default_tenant_vram`, else the largest even share among the guarded nodes of known
-    VRAM it can be scheduled on. None: no such node, so no request (it would only constrain nodes
-    the guard does not account)."""
+    """The `ollama-guard.io/vram-mib` the pod must request (design §8, §14): its demand. A tenant
+    that declares nothing (a non-Ollama pod, or an Ollama pod without models: counted as one
+    replica's even share of the node it lands on) requests the policy's `default_tenant_vram`, else
+    the largest even share among the guarded nodes of known VRAM it can be scheduled on."""
     if demand.demand_mib is not None:
         return demand.demand_mib
     if cluster.default_tenant_vram_mib is not None:
         return cluster.default_tenant_vram_mib
     shares = [n.even_share_mib for n in iter_candidates(pod_spec, nodes) if n.guarded and n.vram_known]
+    # None: no guarded node it can land on, so no request (there it would only constrain nodes the
+    # guard does not account, where the resource is not advertised to constrain anything)
     return max((s for s in shares if s > 0), default=None)
 
 

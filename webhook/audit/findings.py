@@ -16,6 +16,7 @@ from webhook.audit.model import Finding, NamespaceLine, NodeLine, ObjectRef, Oth
 from webhook.core.catalog import Catalog
 from webhook.core.demand import resolve_models
 from webhook.core.evaluation import PodEvaluation, Violation
+from webhook.core.inventory import RESOURCE_VRAM
 from webhook.core.quantity import format_mib
 from webhook.core.tenants import ANN_ESTIMATE
 
@@ -133,6 +134,8 @@ def node_findings(line: NodeLine) -> list[Finding]:
         "reservedMiB": str(node.reserved_mib),
         "committedMiB": str(line.committed_mib),
         "plannedMiB": str(line.planned_mib),
+        "advertisedMiB": "" if line.advertised_mib is None else str(line.advertised_mib),
+        "advertiseTargetMiB": "" if line.advertise_target_mib is None else str(line.advertise_target_mib),
     }
     if node.problems:
         text = f"node {node.name}: {'; '.join(node.problems)}. The guard admits no GPU tenant on it until this is fixed"
@@ -158,6 +161,14 @@ def node_findings(line: NodeLine) -> list[Finding]:
         f"{format_mib(line.committed_mib)} of {budget} committed ({_percent(line.committed_mib, node.budget_mib)})"
         f"{planned}; {format_mib(line.free_mib)} free; {len(line.tenants)} tenant(s)"
     )
+    uncovered = line.uncovered
+    if uncovered:
+        held = ", ".join(f"{t.key} {format_mib(t.demand_mib)}" for t in uncovered[:5])
+        more = f" and {len(uncovered) - 5} more" if len(uncovered) > 5 else ""
+        text += (
+            f"; {len(uncovered)} not covered by {RESOURCE_VRAM} (held back from the figure the scheduler sees): "
+            f"{held}{more}"
+        )
     return [_finding(rule, "pass", text, ref, properties=props)]
 
 

@@ -69,6 +69,9 @@ class TenantLine:
     planned: bool = False
     owner: str = ""
     problem: str = ""
+    #: requests `ollama-guard.io/vram-mib`, so the scheduler counts it (design §14); False: held back
+    #: from the node's advertised figure instead (a pod from before the guard, an exempt namespace)
+    covered: bool = False
 
     @property
     def key(self) -> str:
@@ -81,6 +84,14 @@ class NodeLine:
 
     node: GpuNode
     tenants: tuple[TenantLine, ...]
+    #: `ollama-guard.io/vram-mib` the node shows the scheduler now (allocatable), None when absent
+    advertised_mib: int | None = None
+    #: the figure the advertiser keeps there: usable VRAM minus the tenants the resource does not cover
+    advertise_target_mib: int | None = None
+
+    @property
+    def uncovered(self) -> tuple[TenantLine, ...]:
+        return tuple(t for t in self.tenants if not t.covered)
 
     @property
     def committed_mib(self) -> int:

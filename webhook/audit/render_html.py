@@ -13,7 +13,15 @@ from collections.abc import Iterable, Sequence
 from html import escape
 
 from webhook.audit.model import RESULTS, AuditReport, Finding, NodeLine, OtherNode, Subject, TenantLine
-from webhook.audit.render_text import admission_text, gpu_text, header_lines, iso, placement_text, verdict_text
+from webhook.audit.render_text import (
+    admission_text,
+    advertised_text,
+    gpu_text,
+    header_lines,
+    iso,
+    placement_text,
+    verdict_text,
+)
 from webhook.core.quantity import format_mib
 
 PALETTE = ("#4e79a7", "#f28e2b", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#e15759")
@@ -140,7 +148,7 @@ def _node_card(line: NodeLine) -> str:
     figures = (
         f"capacity {format_mib(node.capacity_mib)}{reserved} · budget {format_mib(node.budget_mib)} · "
         f"committed <strong>{format_mib(line.committed_mib)}</strong>{planned} · {free} · "
-        f"{round(line.used_ratio * 100)}% used"
+        f"{round(line.used_ratio * 100)}% used · advertised {escape(advertised_text(line).replace(chr(10), ' '))}"
     )
     problems = "".join(f'<p class="note"><span class="badge error">error</span> {escape(p)}</p>' for p in node.problems)
     return (

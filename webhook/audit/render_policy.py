@@ -1,5 +1,7 @@
 """Machine-readable renderings of an `AuditReport`: the `json` format, and `wgpolicyk8s.io/v1alpha2`
-PolicyReport / ClusterPolicyReport documents (the format Kyverno and Policy Reporter read).
+PolicyReport / ClusterPolicyReport documents (the format Kyverno and Policy Reporter read). The
+report building is shared with `render_openreports` (`ReportApi`, `report_documents`,
+`stale_reports`, `render_documents`): the OpenReports group has the same results and summary.
 
 PolicyReports follow the v1alpha2 CRD (kubernetes-sigs/wg-policy-prototypes, Kyverno's
 `api/policyreport/v1alpha2`): one `PolicyReport` named `ollama-guard` per namespace (its pods,
@@ -46,6 +48,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -56,15 +59,42 @@ from webhook.core.evaluation import Violation
 SCHEMA_VERSION = 1
 POLICY = "ollama-guard"
 SOURCE = "ollama-guard"
-GROUP, VERSION = "wgpolicyk8s.io", "v1alpha2"
-API_VERSION = f"{GROUP}/{VERSION}"
 REPORT_NAME = "ollama-guard"
 LABELS = {"app.kubernetes.io/managed-by": "ollama-guard"}
 
 
+@dataclass(frozen=True, slots=True)
+class ReportApi:
+    """A policy-report API group: its version, the namespaced and cluster kinds and resources."""
+
+    group: str
+    version: str
+    kind: str
+    cluster_kind: str
+    resource: str
+    cluster_resource: str
+    #: whether the report itself has a `source` field (OpenReports does, v1alpha2 does not)
+    report_source: bool = False
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}"
+
+
+WGPOLICY = ReportApi(
+    "wgpolicyk8s.io", "v1alpha2", "PolicyReport", "ClusterPolicyReport", "policyreports", "clusterpolicyreports"
+)
+
+
 # --- PolicyReport --------------------------------------------------------------------------------
 def policy_reports(report: AuditReport) -> list[dict[str, Any]]:
-    """The ClusterPolicyReport (nodes), then one PolicyReport per namespace, sorted by namespace.
+    """The ClusterPolicyReport (nodes), then one PolicyReport per namespace, sorted by namespace."""
+    return report_documents(report, WGPOLICY)
+
+
+def report_documents(report: AuditReport, api: ReportApi) -> list[dict[str, Any]]:
+    """The cluster-scoped report (nodes), then one namespaced report per namespace, sorted by
+    namespace, in the group `api`.
 
     A namespace listed in the audit gets a report even with no results, so writing the reports
     replaces results that no longer hold.
@@ -74,15 +104,16 @@ def policy_reports(report: AuditReport) -> list[dict[str, Any]]:
         if finding.namespace:
             grouped.setdefault(finding.namespace, []).append(finding)
     cluster = [f for f in report.findings if not f.namespace]
-    docs = [_report_document(report, "ClusterPolicyReport", "", cluster)]
-    docs += [_report_document(report, "PolicyReport", ns, grouped[ns]) for ns in sorted(grouped)]
+    docs = [_report_document(report, api, "", cluster)]
+    docs += [_report_document(report, api, ns, grouped[ns]) for ns in sorted(grouped)]
     return docs
 
 
 def stale_reports(report: AuditReport, existing: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Namespaces whose ollama-guard PolicyReport (`existing`: the cluster's, listed by our label)
-    this report no longer writes: a namespace that lost its last GPU tenant and its annotations.
-    Only namespaces within the audit's scope (`--namespace`) are candidates."""
+    """Namespaces whose ollama-guard report (`existing`: the cluster's namespaced reports of one
+    group, listed by our label) this report no longer writes: a namespace that lost its last GPU
+    tenant and its annotations. Only namespaces within the audit's scope (`--namespace`) are
+    candidates."""
     written = {line.policy.namespace for line in report.namespaces} | {f.namespace for f in report.findings}
     stale = set()
     for item in existing:
@@ -97,18 +128,26 @@ def stale_reports(report: AuditReport, existing: Sequence[Mapping[str, Any]]) ->
 
 def render_policy_reports(report: AuditReport) -> str:
     """Multi-document YAML, `kubectl apply -f`-able."""
-    return yaml.safe_dump_all(
-        policy_reports(report), sort_keys=False, allow_unicode=True, explicit_start=True, width=4096
-    )
+    return render_documents(policy_reports(report))
 
 
-def _report_document(report: AuditReport, kind: str, namespace: str, findings: Sequence[Finding]) -> dict[str, Any]:
+def render_documents(docs: Sequence[Mapping[str, Any]]) -> str:
+    """Documents as multi-document YAML, in their own key order."""
+    return yaml.safe_dump_all(docs, sort_keys=False, allow_unicode=True, explicit_start=True, width=4096)
+
+
+def _report_document(
+    report: AuditReport, api: ReportApi, namespace: str, findings: Sequence[Finding]
+) -> dict[str, Any]:
     metadata: dict[str, Any] = {"name": REPORT_NAME}
     if namespace:
         metadata["namespace"] = namespace
     metadata["labels"] = dict(LABELS)
     timestamp = {"seconds": int(report.generated_at.timestamp()), "nanos": report.generated_at.microsecond * 1000}
-    doc: dict[str, Any] = {"apiVersion": API_VERSION, "kind": kind, "metadata": metadata}
+    kind = api.kind if namespace else api.cluster_kind
+    doc: dict[str, Any] = {"apiVersion": api.api_version, "kind": kind, "metadata": metadata}
+    if api.report_source:
+        doc["source"] = SOURCE
     doc["summary"] = count_results(findings)
     doc["results"] = [_result(f, timestamp) for f in findings]
     return doc
@@ -226,6 +265,8 @@ def _node(line: NodeLine) -> dict[str, Any]:
         "plannedMiB": line.planned_mib,
         "freeMiB": line.free_mib,
         "usedPercent": round(line.used_ratio * 100, 1),
+        "advertisedMiB": line.advertised_mib,
+        "advertiseTargetMiB": line.advertise_target_mib,
         "problems": list(node.problems),
         "tenants": [
             {
@@ -237,6 +278,7 @@ def _node(line: NodeLine) -> dict[str, Any]:
                 "planned": t.planned,
                 "owner": t.owner,
                 "problem": t.problem,
+                "coveredByResource": t.covered,
             }
             for t in line.tenants
         ],

@@ -125,8 +125,18 @@ def _table(title: str, *columns: str) -> Table:
     return table
 
 
+def advertised_text(line: NodeLine) -> str:
+    """`ollama-guard.io/vram-mib` on the node now, and what the advertiser wants there when that differs."""
+    shown = "—" if line.advertised_mib is None else format_mib(line.advertised_mib)
+    target = line.advertise_target_mib
+    if target is None or target == line.advertised_mib:
+        return shown
+    return f"{shown}\n(target {format_mib(target)})"
+
+
 def _nodes_table(report: AuditReport) -> Table:
-    table = _table("Guarded GPU nodes (time-sliced)", "node", "GPUs", "budget", "committed", "free", "VRAM")
+    columns = ("node", "GPUs", "budget", "committed", "free", "advertised", "VRAM")
+    table = _table("Guarded GPU nodes (time-sliced)", *columns)
     for line in report.nodes:
         node = line.node
         budget = format_mib(node.budget_mib)
@@ -139,9 +149,9 @@ def _nodes_table(report: AuditReport) -> Table:
         bar = Text(usage_bar(line.used_ratio), style="bold red" if line.free_mib < 0 else "")
         if node.problems:
             bar = Text("; ".join(node.problems), style="bold magenta")
-        table.add_row(Text(node.name), Text(gpu_text(line)), budget, committed, free, bar)
+        table.add_row(Text(node.name), Text(gpu_text(line)), budget, committed, free, advertised_text(line), bar)
     if not report.nodes:
-        table.add_row("—", "no time-sliced GPU node", "", "", "", "")
+        table.add_row("—", "no time-sliced GPU node", "", "", "", "", "")
     return table
 
 
@@ -254,12 +264,13 @@ def _md_nodes(report: AuditReport) -> list[str]:
             format_mib(line.node.budget_mib),
             format_mib(line.committed_mib),
             format_mib(line.free_mib) if line.free_mib >= 0 else f"**{format_mib(-line.free_mib)} over**",
+            md(advertised_text(line).replace("\n", " ")),
             f"`{usage_bar(line.used_ratio)}`",
         ]
         for line in report.nodes
     ]
     out += (
-        _md_table(["node", "GPUs", "budget", "committed", "free", "VRAM"], rows, "llrrrl")
+        _md_table(["node", "GPUs", "budget", "committed", "free", "advertised", "VRAM"], rows, "llrrrrl")
         if rows
         else ["No time-sliced GPU node.", ""]
     )

@@ -73,6 +73,7 @@ from webhook.audit.model import (
     Verdict,
     count_results,
 )
+from webhook.core.advertise import figure_for
 from webhook.core.catalog import Catalog
 from webhook.core.evaluation import PodEvaluation, Violation, evaluate_pod
 from webhook.core.explain import describe_demand
@@ -437,7 +438,7 @@ class _Run:
         by_key = {f"{s.resource.namespace}/{s.resource.name}": s for s in self.subjects}
         ordered = sorted(view.nodes.values(), key=lambda n: n.name)
         nodes = tuple(
-            NodeLine(n, tuple(self.tenant_line(view.tenants[k], n, by_key) for k in view.bound.get(n.name, ())))
+            _with_figures(n, tuple(self.tenant_line(view.tenants[k], n, by_key) for k in view.bound.get(n.name, ())))
             for n in ordered
             if n.guarded
         )
@@ -459,16 +460,29 @@ class _Run:
 
     def tenant_line(self, tenant: Tenant, node: GpuNode, subjects: Mapping[str, Subject]) -> TenantLine:
         subject = subjects.get(tenant.key)
+        planned = tenant.key not in self.existing or tenant.uid.startswith("audit:")
         return TenantLine(
             namespace=tenant.namespace,
             name=tenant.name,
             demand_mib=tenant.demand_on(node),
             source=tenant.source,
             models=tenant.models or (subject.models if subject else ()),
-            planned=tenant.key not in self.existing or tenant.uid.startswith("audit:"),
+            planned=planned,
             owner=self.owners.get(tenant.key, ""),
             problem=tenant.problem,
+            # a running pod is covered only by its own request; one the manifests add is admitted now,
+            # through the mutating webhook that requests the resource for it (design §8, §14)
+            covered=tenant.requested_mib > 0 or planned,
         )
+
+
+def _with_figures(node: GpuNode, tenants: tuple[TenantLine, ...]) -> NodeLine:
+    """The node's line with what it advertises now and what the advertiser would keep there once the
+    manifests are admitted (their pods request the resource, so only running uncovered tenants are held back)."""
+    target = figure_for(node, ClusterView()).figure
+    if target is not None and node.vram_known:
+        target = max(node.budget_mib - sum(t.demand_mib for t in tenants if not t.covered), 0)
+    return NodeLine(node, tenants, advertised_mib=node.advertised[1], advertise_target_mib=target)
 
 
 def _error_subject(ref: ObjectRef, origin: str, message: str) -> Subject:

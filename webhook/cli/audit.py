@@ -3,7 +3,8 @@
 The edge of the audit: reads the snapshot and manifest files, or lists the live cluster (one
 paginated list per kind through the official client, raw JSON, read-only), renders the pure
 `run_audit` result in the chosen format, and with `--write-reports` creates or replaces the
-PolicyReports in the cluster. Exit codes: 0 done, 1 a result at or above `--fail-on`, 2 a usage
+reports in the cluster, in the group `--report-api` names or, by default, the one the cluster serves
+(API discovery, `/apis`). Exit codes: 0 done, 1 a result at or above `--fail-on`, 2 a usage
 or input error (with a message naming the file and line, or the option).
 """
 
@@ -21,10 +22,12 @@ import typer
 from rich.console import Console
 
 from webhook.audit.render_html import render_html
-from webhook.audit.render_policy import GROUP, VERSION, render_json, render_policy_reports
+from webhook.audit.render_openreports import OPENREPORTS, render_open_reports
+from webhook.audit.render_policy import WGPOLICY, ReportApi, render_json, render_policy_reports
 from webhook.audit.render_text import print_table, render_markdown, render_table
 from webhook.audit.run import AuditReport, Manifest, run_audit
 from webhook.cli.app import app, err, fail, settings_and_catalog
+from webhook.core.rawdict import items, mapping
 from webhook.state.files import SnapshotError, iter_files, load_objects
 
 LIST_PAGE = 500
@@ -36,6 +39,20 @@ class Format(StrEnum):
     markdown = "markdown"
     html = "html"
     policyreport = "policyreport"
+    openreports = "openreports"
+
+
+class ReportApiChoice(StrEnum):
+    wgpolicyk8s = "wgpolicyk8s"
+    openreports = "openreports"
+    auto = "auto"
+
+
+#: in the order `auto` prefers them when the cluster serves both (the group earlier runs wrote)
+REPORT_APIS: dict[ReportApiChoice, ReportApi] = {
+    ReportApiChoice.wgpolicyk8s: WGPOLICY,
+    ReportApiChoice.openreports: OPENREPORTS,
+}
 
 
 class FailOn(StrEnum):
@@ -49,6 +66,7 @@ RENDERERS: dict[Format, Callable[[AuditReport], str]] = {
     Format.markdown: render_markdown,
     Format.html: render_html,
     Format.policyreport: render_policy_reports,
+    Format.openreports: render_open_reports,
 }
 
 
@@ -74,21 +92,34 @@ def audit(
         FailOn | None, typer.Option("--fail-on", help="Exit 1 when a result at or above this level exists")
     ] = None,
     write_reports: Annotated[
-        bool, typer.Option("--write-reports", help="Create or update the PolicyReports in the cluster (live only)")
+        bool, typer.Option("--write-reports", help="Create or update the reports in the cluster (live only)")
     ] = False,
+    report_api: Annotated[
+        ReportApiChoice | None,
+        typer.Option(
+            "--report-api",
+            help="Group --write-reports writes: wgpolicyk8s.io/v1alpha2, openreports.io/v1alpha1, "
+            "or auto (default): the one the cluster serves, wgpolicyk8s.io when it serves both",
+        ),
+    ] = None,
 ) -> None:
     """Report what is on the GPUs, what the guard would deny and what it would inject (dry run)."""
     if namespace and all_namespaces:
         raise fail("--namespace and --all-namespaces exclude each other")
     if write_reports and snapshot is not None:
         raise fail("--write-reports writes to a live cluster; it cannot be combined with --snapshot")
+    if report_api is not None and not write_reports:
+        raise fail("--report-api chooses where --write-reports writes: add --write-reports, or use --format openreports")
     settings, catalog = settings_and_catalog(policy)
     manifests = load_manifests(files or [])
     api_client: Any = None
+    target: tuple[ReportApi, str] | None = None
     if snapshot is not None:
         state, origin = read_state(snapshot), f"snapshot {snapshot}"
     else:
         api_client, origin = connect(kubeconfig, context)
+        if write_reports:
+            target = resolve_report_api(api_client, report_api or ReportApiChoice.auto)
         state = list_cluster(api_client)
     report = run_audit(
         state,
@@ -100,8 +131,10 @@ def audit(
         namespace=namespace,
     )
     emit(report, output_format, out)
-    if write_reports:
-        for line in write_policy_reports(api_client, report):
+    if target is not None:
+        api, why = target
+        err.print(f"writing {api.api_version} reports ({why})", highlight=False, soft_wrap=True)
+        for line in write_reports_to(api_client, api, report):
             err.print(line, highlight=False, soft_wrap=True)
     if fail_on is not None and report.reaches(fail_on.value):
         raise typer.Exit(1)
@@ -199,35 +232,80 @@ def _list_all(kind: str, call: Callable[..., Any]) -> list[dict[str, Any]]:
             return items
 
 
-def write_policy_reports(api_client: Any, report: AuditReport) -> list[str]:
-    """Create or replace each report (get; create on 404, else replace at its resourceVersion),
-    then delete our PolicyReports of namespaces in scope that the audit no longer lists (their
-    results would otherwise stay on dashboards for pods long gone)."""
+def resolve_report_api(api_client: Any, choice: ReportApiChoice) -> tuple[ReportApi, str]:
+    """The group to write, and why: the one named, or for `auto` the one API discovery (`/apis`)
+    lists as served (the first of `REPORT_APIS` when both are)."""
+    if choice is not ReportApiChoice.auto:
+        return REPORT_APIS[choice], f"--report-api {choice.value}"
+    from kubernetes.client import ApiException, ApisApi
+
+    try:
+        response: Any = ApisApi(api_client).get_api_versions(_preload_content=False)  # raw: the JSON as sent
+        discovery = json.loads(response.data)
+    except ApiException as exc:
+        raise fail(
+            f"--report-api auto: API discovery (/apis) failed: HTTP {exc.status} {_api_message(exc)}; "
+            "name the group with --report-api wgpolicyk8s|openreports"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise fail(f"--report-api auto: API discovery (/apis) failed: {exc}") from None
+    served = served_group_versions(discovery)
+    found = [(choice, api) for choice, api in REPORT_APIS.items() if api.api_version in served]
+    if not found:
+        raise fail(
+            f"--write-reports: the cluster serves neither {WGPOLICY.api_version} nor {OPENREPORTS.api_version}; "
+            "install the PolicyReport (wgpolicyk8s.io) or the OpenReports (openreports.io) CRDs, "
+            "or leave out --write-reports"
+        )
+    (_, api), *others = found
+    if not others:
+        return api, "auto: the only report group the cluster serves"
+    return api, (
+        f"auto: the cluster serves both {api.api_version} and {others[0][1].api_version}; "
+        f"--report-api {others[0][0].value} writes the other"
+    )
+
+
+def served_group_versions(discovery: Any) -> set[str]:
+    """`group/version` of every version an APIGroupList (`GET /apis`) lists: the served ones."""
+    return {
+        str(mapping(version).get("groupVersion") or "")
+        for group in items(mapping(discovery).get("groups"))
+        for version in items(mapping(group).get("versions"))
+    }
+
+
+def write_reports_to(api_client: Any, api: ReportApi, report: AuditReport) -> list[str]:
+    """Create or replace each report of group `api` (get; create on 404, else replace at its
+    resourceVersion), then delete our namespaced reports of namespaces in scope that the audit no
+    longer lists (their results would otherwise stay on dashboards for pods long gone)."""
     from kubernetes.client import ApiException, CustomObjectsApi
 
-    from webhook.audit.render_policy import LABELS, REPORT_NAME, policy_reports, stale_reports
-    from webhook.core.rawdict import items, mapping
+    from webhook.audit.render_policy import LABELS, REPORT_NAME, report_documents, stale_reports
 
-    api = CustomObjectsApi(api_client)
+    objects = CustomObjectsApi(api_client)
     done: list[str] = []
-    for doc in policy_reports(report):
+    for doc in report_documents(report, api):
         meta = doc["metadata"]
         label = f"{doc['kind']} {meta.get('namespace', '')}/{meta['name']}".replace(" /", " ")
         try:
-            created = _upsert(api, doc, ApiException)
+            created = _upsert(objects, api, doc, ApiException)
         except ApiException as exc:
-            raise fail(f"writing {label} failed: HTTP {exc.status} {_api_message(exc)}") from None
+            hint = f" (does the cluster serve {api.api_version}? its CRDs may be missing)" if exc.status == 404 else ""
+            raise fail(f"writing {label} failed: HTTP {exc.status} {_api_message(exc)}{hint}") from None
         done.append(f"{'created' if created else 'updated'} {label}")
     selector = ",".join(f"{k}={v}" for k, v in LABELS.items())
     try:
-        listed = mapping(api.list_cluster_custom_object(GROUP, VERSION, "policyreports", label_selector=selector))
+        listed = mapping(
+            objects.list_cluster_custom_object(api.group, api.version, api.resource, label_selector=selector)
+        )
     except ApiException as exc:  # e.g. no cluster-wide list permission: the reports above are written
-        done.append(f"not pruned: listing PolicyReports failed: HTTP {exc.status} {_api_message(exc)}")
+        done.append(f"not pruned: listing {api.kind}s failed: HTTP {exc.status} {_api_message(exc)}")
         return done
     for namespace in stale_reports(report, [mapping(i) for i in items(listed.get("items"))]):
-        label = f"PolicyReport {namespace}/{REPORT_NAME}"
+        label = f"{api.kind} {namespace}/{REPORT_NAME}"
         try:
-            api.delete_namespaced_custom_object(GROUP, VERSION, namespace, "policyreports", REPORT_NAME)
+            objects.delete_namespaced_custom_object(api.group, api.version, namespace, api.resource, REPORT_NAME)
         except ApiException as exc:
             if exc.status != 404:
                 raise fail(f"deleting {label} failed: HTTP {exc.status} {_api_message(exc)}") from None
@@ -235,22 +313,22 @@ def write_policy_reports(api_client: Any, report: AuditReport) -> list[str]:
     return done
 
 
-def _upsert(api: Any, doc: dict[str, Any], api_exception: type[Exception]) -> bool:
+def _upsert(objects: Any, api: ReportApi, doc: dict[str, Any], api_exception: type[Exception]) -> bool:
     """True when created, False when replaced."""
     name, namespace = doc["metadata"]["name"], doc["metadata"].get("namespace")
     if namespace:
-        where: tuple[str, ...] = (GROUP, VERSION, namespace, "policyreports")
+        where: tuple[str, ...] = (api.group, api.version, namespace, api.resource)
         get, create, put = (
-            api.get_namespaced_custom_object,
-            api.create_namespaced_custom_object,
-            (api.replace_namespaced_custom_object),
+            objects.get_namespaced_custom_object,
+            objects.create_namespaced_custom_object,
+            objects.replace_namespaced_custom_object,
         )
     else:
-        where = (GROUP, VERSION, "clusterpolicyreports")
+        where = (api.group, api.version, api.cluster_resource)
         get, create, put = (
-            api.get_cluster_custom_object,
-            api.create_cluster_custom_object,
-            (api.replace_cluster_custom_object),
+            objects.get_cluster_custom_object,
+            objects.create_cluster_custom_object,
+            objects.replace_cluster_custom_object,
         )
     try:
         current = get(*where, name)

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from webhook.core.advertise import figures
 from webhook.core.ledger import Ledger
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -110,7 +111,18 @@ class _NodeCollector(Collector):
             "ollama_guard_overcommitted_nodes", "Guarded nodes whose committed VRAM exceeds their budget"
         )
         count = 0
-        for node in ledger.view.nodes.values():
+        shown, wanted, uncovered = _advertised_families()
+        view = ledger.view
+        for name, figure in figures(view).items():
+            node = view.nodes.get(name)
+            if figure.figure is not None:
+                wanted.add_metric([name], figure.figure)
+            uncovered.add_metric([name], figure.uncovered_mib)
+            on_node = node.advertised[1] if node is not None else view.stray_advertised.get(name)
+            if on_node is not None:
+                shown.add_metric([name], on_node)
+        yield from (shown, wanted, uncovered)
+        for node in view.nodes.values():
             if not node.guarded:
                 continue
             used = ledger.committed(node.name)
@@ -120,6 +132,27 @@ class _NodeCollector(Collector):
             count += used > node.budget_mib
         over.add_metric([], count)
         yield from (capacity, committed, free, over)
+
+
+def _advertised_families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+    """Design §14: what each node shows the scheduler, what the guard wants there, and why it differs."""
+    return (
+        GaugeMetricFamily(
+            "ollama_guard_node_vram_advertised_mib",
+            "ollama-guard.io/vram-mib in the node's status.allocatable as the watch shows it now, MiB",
+            labels=["node"],
+        ),
+        GaugeMetricFamily(
+            "ollama_guard_node_vram_advertise_target_mib",
+            "The figure the advertiser keeps on the node: usable VRAM minus tenants the resource does not cover",
+            labels=["node"],
+        ),
+        GaugeMetricFamily(
+            "ollama_guard_node_vram_uncovered_mib",
+            "VRAM of GPU tenants on the node that do not request ollama-guard.io/vram-mib (held back), MiB",
+            labels=["node"],
+        ),
+    )
 
 
 class Metrics:
