@@ -35,16 +35,36 @@ Single objects, for a node VRAM advertiser (behaviour recorded from kube-apiserv
   `acquireTime` / `renewTime` are MicroTimes: exactly six fractional digits or 400, returned in UTC
   (`...Z`); note that the `kubernetes` client writes a whole-second datetime without a fraction.
 - `?dryRun=All` answers without storing. Errors are `meta/v1 Status` bodies in the real shapes.
+- ConfigMaps, `/api/v1/namespaces/{ns}/configmaps[/{name}]`: POST (201, 409 AlreadyExists, 404 when
+  the namespace is not stored), GET (200, 404), PATCH (merge, strategic or JSON patch; 404 when
+  absent); a PATCH of a custom object takes a merge or JSON patch (415 for a strategic merge patch,
+  as for any custom resource); both honour `?dryRun=All`.
+- Custom resources, for the CRDs a test declares with `serve_crd` (no recording of these: modelled on
+  kube-apiserver's documented behaviour for CRDs without subresources):
+  `/apis/{group}/{version}[/namespaces/{ns}]/{plural}[/{name}]` answer POST (201, 409
+  AlreadyExists), GET (200, 404; a collection lists, cluster-wide for namespaced kinds too, with
+  `labelSelector` equality terms), PUT (200 at the stored `metadata.resourceVersion`, 409 when
+  stale, 422 when missing, 404 when absent: no create on update) and DELETE (200, the deleted
+  object; no finalizers, no graceful deletion). Objects keep their apiVersion and kind, as custom
+  objects do; bodies are stored verbatim (no schema pruning: tests check what is stored against the
+  CRD schema). A group no CRD serves gets the server's plain 404. `GET /apis` is the discovery
+  `APIGroupList` (the legacy, non-aggregated form a client gets for `Accept: application/json`):
+  apps, coordination.k8s.io and the CRDs' groups.
 
 Test controls: `add`, `modify`, `delete`, `bookmark`, `compact`, `drop_connections` (abrupt
-close of open watch streams), `hold_watches` (watch requests wait while held), `set_failure`
+close of open watch streams), `stop_listening` / `start_listening` / `outage` (connection refused
+on the same port, every open connection cut, state kept), `hold_watches` (watch requests wait while held), `set_failure`
 (answer a kind's lists or watches, or `"nodes"`, `"nodes/status"`, `"leases"`,
-`"leases:<verb>"` calls, with an HTTP error Status), `open_watches`, `requests` (every request's
+`"leases:<verb>"`, a CRD's `"<plural>"` / `"<plural>:<verb>"` (verb `list` for collections) or
+`"discovery"` calls, with an HTTP error Status), `serve_crd`, `add_custom` and `custom` (stored
+custom objects), `open_watches`, `requests` (every request's
 method, path, query, content type and body, with its arrival time), `node` / `lease` (the stored
 object), and the kubelet's own writes: `kubelet_sync` (allocatable follows capacity) and
 `kubelet_recreate_zero` (a re-created node zeroes its extended resources). `add` / `modify` store
 objects verbatim (seed canonical quantities). One global, monotonically increasing
 resourceVersion.
+`set_failure(..., after=N)` answers the first N matching requests normally (a failure mid-way);
+`config_map(ns, name)` is the stored ConfigMap; `"configmaps"` / `"configmaps:<verb>"` fail its calls.
 """
 
 from __future__ import annotations
@@ -79,7 +99,7 @@ PATHS = {
 }
 API_VERSIONS = {"Deployment": "apps/v1", "StatefulSet": "apps/v1",
                 "Lease": "coordination.k8s.io/v1"}  # the rest: "v1"
-KINDS = (*PATHS.values(), "Lease")  # what the fixture stores (Leases: single-object calls only)
+KINDS = (*PATHS.values(), "Lease", "ConfigMap")  # what the fixture stores (Leases, ConfigMaps: single objects)
 _DEFAULT_WATCH_SECONDS = 1800.0
 _DROP = object()
 
@@ -107,6 +127,19 @@ class _Watcher:
     bookmarks: bool
     sock: socket.socket
     events: queue.Queue[Any] = field(default_factory=queue.Queue)
+
+
+@dataclass(frozen=True, slots=True)
+class _Crd:
+    group: str
+    version: str
+    kind: str
+    plural: str
+    namespaced: bool
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}"
 
 
 def object_key(obj: dict[str, Any]) -> str:
@@ -513,7 +546,7 @@ def _pointer_add(doc: Any, pointer: str, value: Any) -> Any:
 
 # --- API errors ----------------------------------------------------------------------------------
 
-_RESOURCES = {"Node": ("", "nodes"), "Lease": ("coordination.k8s.io", "leases")}
+_RESOURCES = {"Node": ("", "nodes"), "Lease": ("coordination.k8s.io", "leases"), "ConfigMap": ("", "configmaps")}
 _OPTIMISTIC_LOCK = "the object has been modified; please apply your changes to the latest version and try again"
 _PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json",
                 "application/strategic-merge-patch+json", "application/apply-patch+yaml")
@@ -600,8 +633,13 @@ class KubeApiFixture:
         self._snapshots: dict[tuple[str, int], list[dict[str, Any]]] = {}
         self._watchers: list[_Watcher] = []
         self._failures: dict[tuple[str, bool], tuple[int, int | None]] = {}
+        self._failure_skips: dict[tuple[str, bool], int] = {}  # requests to answer before failing
         self._held = False
         self._requests: list[RecordedRequest] = []
+        self._sockets: set[socket.socket] = set()  # open client connections (cut by `stop_listening`)
+        self._listening = True
+        self._crds: dict[tuple[str, str, str], _Crd] = {}  # (group, version, plural)
+        self._custom: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {}  # same key -> objects by key
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
         self._server.api = self  # type: ignore[attr-defined]
@@ -663,6 +701,12 @@ class KubeApiFixture:
         with self._cond:
             stored = self._objects["Node"].get(name)
             return _with_kind("Node", stored) if stored is not None else None
+
+    def config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The stored ConfigMap as a GET returns it (a deep copy), or None."""
+        with self._cond:
+            stored = self._objects["ConfigMap"].get(f"{namespace}/{name}")
+            return _with_kind("ConfigMap", stored) if stored is not None else None
 
     def lease(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The stored Lease as a GET returns it (a deep copy), or None."""
@@ -744,6 +788,41 @@ class KubeApiFixture:
                 watcher.sock.shutdown(socket.SHUT_RDWR)
         return len(watchers)
 
+    def stop_listening(self) -> None:
+        """An API server outage: the port refuses connections and every open connection is cut (watch
+        streams end abruptly, keep-alive connections close); the stored state is kept, and test
+        controls still change it. `start_listening()` serves again on the same port."""
+        with self._cond:
+            self._listening = False
+            sockets = list(self._sockets)
+        self._server.shutdown()
+        self._server.server_close()
+        self.drop_connections()
+        for sock in sockets:
+            with suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def start_listening(self) -> None:
+        """Serve again on the port `stop_listening` closed."""
+        host, port = self._server.server_address[:2]
+        server = ThreadingHTTPServer((str(host), int(port)), _Handler)
+        server.daemon_threads = True
+        server.api = self  # type: ignore[attr-defined]
+        with self._cond:
+            self._listening = True
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+        self._thread.start()
+
+    @contextmanager
+    def outage(self) -> Iterator[None]:
+        """`stop_listening()` for the block, then `start_listening()`."""
+        self.stop_listening()
+        try:
+            yield
+        finally:
+            self.start_listening()
+
     @contextmanager
     def hold_watches(self) -> Iterator[None]:
         """Drop open watches; new watch requests wait (unanswered) until the block exits."""
@@ -758,8 +837,9 @@ class KubeApiFixture:
                 self._cond.notify_all()
 
     def set_failure(self, kind: str, status: int | None, *, watch: bool = False,
-                    times: int | None = None) -> None:
-        """Answer `kind`'s next `times` (default: all) requests with an HTTP error Status.
+                    times: int | None = None, after: int = 0) -> None:
+        """Answer `kind`'s next `times` (default: all) requests with an HTTP error Status; with
+        `after`, the first `after` of them are answered normally (a failure mid-way).
 
         `kind` is a collection's kind (`"Node"`, `"Pod"`...: its lists, or its watches with
         `watch=True`), `"nodes"` (GET / PATCH of one node), `"nodes/status"` (status patches),
@@ -767,6 +847,7 @@ class KubeApiFixture:
         None restores normal answers.
         """
         with self._cond:
+            self._failure_skips[(kind, watch)] = after
             if status is None:
                 self._failures.pop((kind, watch), None)
             else:
@@ -783,6 +864,24 @@ class KubeApiFixture:
         with self._cond:
             return [r for r in self._requests if (kind is None or r.kind == kind)
                     and (watch is None or r.watch == watch) and (method is None or r.method == method)]
+
+    def serve_crd(self, group: str, version: str, kind: str, plural: str, *, namespaced: bool) -> None:
+        """Serve a CustomResourceDefinition's resource from now on (and list its group in `/apis`)."""
+        with self._cond:
+            self._crds[(group, version, plural)] = _Crd(group, version, kind, plural, namespaced)
+            self._custom.setdefault((group, version, plural), {})
+
+    def add_custom(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Store a custom object of a served CRD (found by its apiVersion and kind) as if created."""
+        crd = next(c for c in self._crds.values() if (c.api_version, c.kind) == (obj["apiVersion"], obj["kind"]))
+        code, body = self._create_custom(crd, obj["metadata"].get("namespace"), json.dumps(obj).encode())
+        assert code == 201, body
+        return body
+
+    def custom(self, group: str, version: str, plural: str) -> dict[str, dict[str, Any]]:
+        """The stored objects of a served CRD by `namespace/name` (or `name`), as a GET returns them."""
+        with self._cond:
+            return copy.deepcopy(self._custom[(group, version, plural)])
 
     # --- protocol ------------------------------------------------------------------------------
     def _change(self, kind: str, type_: str, stored: dict[str, Any]) -> dict[str, Any]:
@@ -820,6 +919,9 @@ class KubeApiFixture:
             if watch:  # a held watch request waits before it is answered at all
                 while self._held:
                     self._cond.wait()
+            if self._failure_skips.get((kind, watch), 0) > 0 and (kind, watch) in self._failures:
+                self._failure_skips[(kind, watch)] -= 1
+                return None
             status, times = self._failures.get((kind, watch), (None, None))
             if times is not None:
                 if times <= 1:
@@ -975,6 +1077,225 @@ class KubeApiFixture:
                          "details": _details("Lease", name, uid=meta.get("uid"))}
 
 
+    # --- custom resources and discovery ------------------------------------------------------
+    def _discovery(self) -> dict[str, Any]:
+        """`GET /apis`: the legacy APIGroupList."""
+        versions: dict[str, list[str]] = {"apps": ["v1"], "coordination.k8s.io": ["v1"]}
+        with self._cond:
+            for crd in self._crds.values():
+                if crd.version not in versions.setdefault(crd.group, []):
+                    versions[crd.group].append(crd.version)
+        groups = []
+        for name, served in versions.items():
+            entries = [{"groupVersion": f"{name}/{v}", "version": v} for v in served]
+            groups.append({"name": name, "versions": entries, "preferredVersion": entries[0]})
+        return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
+
+    def _custom_route(self, path: str) -> tuple[_Crd, str | None, str | None] | None:
+        """(CRD, namespace, name) of a custom-resource path, or None when no CRD serves it."""
+        match = _CUSTOM_PATH.fullmatch(path)
+        if match is None:
+            return None
+        group, version, namespace, plural, name = (unquote(g) if g else None for g in match.groups())
+        with self._cond:
+            crd = self._crds.get((str(group), str(version), str(plural)))
+        if crd is None or (namespace is not None and not crd.namespaced):
+            return None
+        if crd.namespaced and namespace is None and name is not None:
+            return None
+        return crd, namespace, name
+
+    def _custom_body(self, crd: _Crd, raw: bytes, namespace: str | None) -> dict[str, Any]:
+        body = _json_object(raw)
+        if body.get("apiVersion") != crd.api_version or body.get("kind") != crd.kind:
+            raise _bad_request(f"the API version in the data ({body.get('apiVersion')}) does not match the "
+                               f"expected API version ({crd.api_version})")
+        meta = body.setdefault("metadata", {})
+        if not isinstance(meta, dict):
+            raise _bad_request(f"{crd.kind} in version \"{crd.version}\" cannot be handled: metadata must be an object")
+        if crd.namespaced and meta.get("namespace") not in (None, "", namespace):
+            raise _bad_request("the namespace of the provided object does not match the namespace sent on the request")
+        if crd.namespaced:
+            meta["namespace"] = namespace
+        return body
+
+    def _custom_error(self, crd: _Crd, code: int, name: str, why: str) -> _ApiError:
+        details = {"name": name, "group": crd.group, "kind": crd.plural}
+        reason = "AlreadyExists" if code == 409 else _REASONS[code]
+        return _ApiError(status_body(code, reason, f'{crd.plural}.{crd.group} "{name}" {why}', details))
+
+    def _create_custom(self, crd: _Crd, namespace: str | None, raw: bytes) -> tuple[int, dict[str, Any]]:
+        body = self._custom_body(crd, raw, namespace)
+        name = str(body["metadata"].get("name") or "")
+        if not name:
+            raise _invalid((crd.group, crd.kind), "", [
+                _FieldError("metadata.name", "name or generateName is required")])
+        key = f"{namespace}/{name}" if crd.namespaced else name
+        with self._cond:
+            objects = self._custom[(crd.group, crd.version, crd.plural)]
+            if key in objects:
+                raise self._custom_error(crd, 409, name, "already exists")
+            stored = _new_lease(body)  # uid and creationTimestamp, as for any new object
+            self._rv += 1
+            stored["metadata"]["resourceVersion"] = str(self._rv)
+            objects[key] = stored
+            return 201, copy.deepcopy(stored)
+
+    def _replace_custom(self, crd: _Crd, namespace: str | None, name: str, raw: bytes) -> tuple[int, dict[str, Any]]:
+        body = self._custom_body(crd, raw, namespace)
+        meta = body["metadata"]
+        if meta.get("name") != name:
+            raise _bad_request(f"the name of the object ({meta.get('name') or ''}) does not match the name on "
+                               f"the URL ({name})")
+        with self._cond:
+            objects = self._custom[(crd.group, crd.version, crd.plural)]
+            key = f"{namespace}/{name}" if crd.namespaced else name
+            current = objects.get(key)
+            if current is None:  # custom resources: no create on update
+                raise self._custom_error(crd, 404, name, "not found")
+            version = str(meta.get("resourceVersion") or "")
+            if not version:
+                raise _invalid((crd.group, crd.kind), name, [
+                    _FieldError("metadata.resourceVersion", "must be specified for an update", "0x0")])
+            if version != current["metadata"]["resourceVersion"]:
+                raise _ApiError(status_body(409, "Conflict", f"Operation cannot be fulfilled on {crd.plural}."
+                                            f'{crd.group} "{name}": {_OPTIMISTIC_LOCK}',
+                                            {"name": name, "group": crd.group, "kind": crd.plural}))
+            meta["uid"] = current["metadata"].get("uid")
+            meta["creationTimestamp"] = current["metadata"].get("creationTimestamp")
+            self._rv += 1
+            meta["resourceVersion"] = str(self._rv)
+            objects[key] = body
+            return 200, copy.deepcopy(body)
+
+    def _custom_call(self, method: str, crd: _Crd, namespace: str | None, name: str | None, raw: bytes,
+                     query: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        if name is None:
+            if method == "POST" and (namespace is not None or not crd.namespaced):
+                return self._create_custom(crd, namespace, raw)
+            if method == "GET":
+                return 200, self._list_custom(crd, namespace, query.get("labelSelector", ""))
+            raise _method_not_allowed()
+        key = f"{namespace}/{name}" if crd.namespaced else name
+        if method == "PUT":
+            return self._replace_custom(crd, namespace, name, raw)
+        if method not in ("GET", "DELETE"):
+            raise _method_not_allowed()
+        with self._cond:
+            objects = self._custom[(crd.group, crd.version, crd.plural)]
+            current = objects.get(key)
+            if current is None:
+                raise self._custom_error(crd, 404, name, "not found")
+            if method == "GET":
+                return 200, copy.deepcopy(current)
+            del objects[key]
+            self._rv += 1
+            return 200, copy.deepcopy(current)  # custom resources return the deleted object
+
+    def _list_custom(self, crd: _Crd, namespace: str | None, selector: str) -> dict[str, Any]:
+        wanted = [term.replace("==", "=").split("=", 1) for term in selector.split(",") if term]
+        with self._cond:
+            objects = self._custom[(crd.group, crd.version, crd.plural)]
+            items = [copy.deepcopy(o) for k, o in sorted(objects.items())
+                     if (namespace is None or o["metadata"].get("namespace") == namespace)
+                     and all((o["metadata"].get("labels") or {}).get(k) == v for k, v in wanted)]
+            metadata = {"continue": "", "resourceVersion": str(self._rv)}
+        return {"apiVersion": crd.api_version, "kind": f"{crd.kind}List", "metadata": metadata, "items": items}
+
+    # --- ConfigMaps, and patches of custom resources (the device plugin's config, design §16) ----
+    def _config_map_call(self, method: str, namespace: str, name: str | None, content_type: str, raw: bytes,
+                         query: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        """POST (201; 409 AlreadyExists; 404 when the namespace is not stored), GET (200, 404),
+        PATCH (merge, strategic or JSON patch; 404 when absent); `?dryRun=All` stores nothing."""
+        dry_run = query.get("dryRun") == "All"
+        if method == "POST" and name is None:
+            return self._create_config_map(namespace, raw, dry_run)
+        if name is None or method not in ("GET", "PATCH"):
+            raise _method_not_allowed()
+        if method == "GET":
+            return self._get("ConfigMap", f"{namespace}/{name}", name)
+        with self._cond:
+            current = self._objects["ConfigMap"].get(f"{namespace}/{name}")
+            if current is None:
+                raise _not_found("ConfigMap", name)
+            patched = _patched(_with_kind("ConfigMap", current), content_type, raw)
+            new = {k: v for k, v in patched.items() if k not in ("kind", "apiVersion")}
+            new["metadata"] = {**(new.get("metadata") or {}), **{k: current["metadata"][k] for k in
+                               ("name", "namespace", "uid", "creationTimestamp", "resourceVersion")
+                               if k in current["metadata"]}}
+            return 200, _with_kind("ConfigMap", self._commit("ConfigMap", current, new, dry_run=dry_run))
+
+    def _create_config_map(self, namespace: str, raw: bytes, dry_run: bool) -> tuple[int, dict[str, Any]]:
+        body = _json_object(raw)
+        body.pop("kind", None)
+        body.pop("apiVersion", None)
+        meta = body.setdefault("metadata", {})
+        if meta.get("namespace") not in (None, "", namespace):
+            raise _bad_request("the namespace of the provided object does not match the namespace sent on the request")
+        meta["namespace"] = namespace
+        name = str(meta.get("name") or "")
+        with self._cond:
+            if namespace not in self._objects["Namespace"]:
+                raise _ApiError(status_body(404, "NotFound", f'namespaces "{namespace}" not found',
+                                            {"name": namespace, "kind": "namespaces"}))
+            if f"{namespace}/{name}" in self._objects["ConfigMap"]:
+                raise _ApiError(status_body(409, "AlreadyExists", f'configmaps "{name}" already exists',
+                                            _details("ConfigMap", name)))
+            stored = _new_lease(body)  # uid and creationTimestamp, as for any new object
+            return 201, _with_kind("ConfigMap", self._commit("ConfigMap", None, stored, dry_run=dry_run))
+
+    def _patch_custom(self, crd: _Crd, namespace: str | None, name: str, content_type: str, raw: bytes,
+                      dry_run: bool) -> tuple[int, dict[str, Any]]:
+        """PATCH of a custom object: merge or JSON patch (custom resources refuse a strategic merge
+        patch with 415, as kube-apiserver does); identity fields kept; `dry_run` stores nothing."""
+        if content_type.split(";", maxsplit=1)[0].strip().lower() == "application/strategic-merge-patch+json":
+            raise _ApiError(status_body(415, "UnsupportedMediaType", "the body of the request was in an unknown "
+                                        "format - accepted media types include: application/json-patch+json, "
+                                        "application/merge-patch+json, application/apply-patch+yaml"))
+        with self._cond:
+            objects = self._custom[(crd.group, crd.version, crd.plural)]
+            key = f"{namespace}/{name}" if crd.namespaced else name
+            current = objects.get(key)
+            if current is None:
+                raise self._custom_error(crd, 404, name, "not found")
+            new = _patched(copy.deepcopy(current), content_type, raw)
+            new["metadata"] = {**(new.get("metadata") or {}), **{k: current["metadata"][k] for k in
+                               ("name", "namespace", "uid", "creationTimestamp", "resourceVersion")
+                               if k in current["metadata"]}}
+            new["apiVersion"], new["kind"] = current["apiVersion"], current["kind"]
+            if new != current and not dry_run:
+                self._rv += 1
+                new["metadata"]["resourceVersion"] = str(self._rv)
+                objects[key] = new
+            return 200, copy.deepcopy(new)
+
+
+def _patched(document: dict[str, Any], content_type: str, raw: bytes) -> dict[str, Any]:
+    """`document` with the patch in `raw` applied, by the patch type `content_type` names."""
+    patch_type = content_type.split(";", maxsplit=1)[0].strip().lower()
+    if patch_type not in _PATCH_TYPES[:3]:
+        raise _ApiError(status_body(415, "UnsupportedMediaType", "the body of the request was in an unknown "
+                                    "format - accepted media types include: " + ", ".join(_PATCH_TYPES)))
+    try:
+        patch = json.loads(raw)
+    except ValueError as exc:
+        raise _bad_request(f"error decoding patch: {exc}") from exc
+    try:
+        if patch_type == "application/json-patch+json":
+            patched = json_patch(document, patch)
+        elif not isinstance(patch, dict):
+            raise _bad_request("Invalid JSON Patch")
+        elif patch_type == "application/merge-patch+json":
+            patched = json_merge_patch(document, patch)
+        else:
+            patched = strategic_merge_patch(document, patch) or {}
+    except _PatchError as exc:
+        raise _ApiError(status_body(exc.code, _REASONS[exc.code], str(exc))) from exc
+    if not isinstance(patched, dict):
+        raise _bad_request("the patched object is not an object")
+    return patched
+
+
 def _split_kind(obj: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     stored = copy.deepcopy(obj)
     kind = stored.pop("kind")
@@ -1101,6 +1422,8 @@ def _new_lease(body: dict[str, Any]) -> dict[str, Any]:
 _NODE_PATH = re.compile(r"/api/v1/nodes/([^/]+)(/status)?")
 _LEASE_PATH = re.compile(r"/apis/coordination\.k8s\.io/v1/namespaces/([^/]+)/leases(?:/([^/]+))?")
 _VERBS = {"GET": "get", "POST": "create", "PUT": "update", "DELETE": "delete", "PATCH": "patch"}
+_CONFIG_MAP_PATH = re.compile(r"/api/v1/namespaces/([^/]+)/configmaps(?:/([^/]+))?")
+_CUSTOM_PATH = re.compile(r"/apis/([^/]+)/([^/]+)(?:/namespaces/([^/]+))?/([^/]+)(?:/([^/]+))?")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -1108,6 +1431,22 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+    def setup(self) -> None:
+        super().setup()
+        api: KubeApiFixture = self.server.api  # type: ignore[attr-defined]
+        with api._cond:
+            api._sockets.add(self.connection)
+            listening = api._listening
+        if not listening:  # accepted just before an outage began: cut like the others
+            with suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+
+    def finish(self) -> None:
+        api: KubeApiFixture = self.server.api  # type: ignore[attr-defined]
+        with api._cond:
+            api._sockets.discard(self.connection)
+        super().finish()
 
     def do_GET(self) -> None:
         api: KubeApiFixture = self.server.api  # type: ignore[attr-defined]
@@ -1153,7 +1492,8 @@ class _Handler(BaseHTTPRequestHandler):
         return b"".join(chunks)
 
     def _serve_object(self, method: str) -> None:
-        """Single-object calls: nodes (GET, PATCH) and leases (POST, GET, PUT, DELETE)."""
+        """Single-object calls: nodes (GET, PATCH) and leases (POST, GET, PUT, DELETE); custom
+        resources (their collections too) and discovery."""
         api: KubeApiFixture = self.server.api  # type: ignore[attr-defined]
         parts = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
@@ -1164,8 +1504,11 @@ class _Handler(BaseHTTPRequestHandler):
             recorded = raw.decode(errors="replace")
         content_type = self.headers.get("Content-Type")
         node, lease = _NODE_PATH.fullmatch(parts.path), _LEASE_PATH.fullmatch(parts.path)
-        api._record("Node" if node else "Lease" if lease else None, parts.path, query, method=method,
-                    body=recorded, content_type=content_type)
+        config_map = _CONFIG_MAP_PATH.fullmatch(parts.path)
+        custom = None if node or lease or config_map else api._custom_route(parts.path)
+        recorded_kind = ("Node" if node else "Lease" if lease else "ConfigMap" if config_map
+                         else custom[0].kind if custom else None)
+        api._record(recorded_kind, parts.path, query, method=method, body=recorded, content_type=content_type)
         try:
             if node:
                 code, body = self._node_call(api, method, unquote(node[1]), "status" if node[2] else None,
@@ -1173,6 +1516,23 @@ class _Handler(BaseHTTPRequestHandler):
             elif lease:
                 code, body = self._lease_call(api, method, unquote(lease[1]),
                                               unquote(lease[2]) if lease[2] else None, raw, query)
+            elif config_map:
+                self._injected(api, "configmaps", f"configmaps:{_VERBS.get(method, method.lower())}")
+                code, body = api._config_map_call(method, unquote(config_map[1]),
+                                                  unquote(config_map[2]) if config_map[2] else None,
+                                                  self.headers.get("Content-Type") or "", raw, query)
+            elif custom:
+                crd, namespace, name = custom
+                verb = "list" if method == "GET" and name is None else _VERBS.get(method, method.lower())
+                self._injected(api, crd.plural, f"{crd.plural}:{verb}")
+                if method == "PATCH" and name is not None:
+                    code, body = api._patch_custom(crd, namespace, name, self.headers.get("Content-Type") or "",
+                                                   raw, query.get("dryRun") == "All")
+                else:
+                    code, body = api._custom_call(method, crd, namespace, name, raw, query)
+            elif parts.path in ("/apis", "/apis/") and method == "GET":
+                self._injected(api, "discovery")
+                code, body = 200, api._discovery()
             else:
                 code, body = 404, status_body(404, "NotFound", f"the server could not find the requested resource "
                                               f"({parts.path})")

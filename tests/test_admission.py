@@ -85,6 +85,8 @@ def ollama_pod_review(
     pod["metadata"].update(name=name, namespace=namespace, uid=str(uuid.uuid4()))
     pod["metadata"]["annotations"] = {"ollama-guard.io/models": models, **(annotations or {})}
     defaults = {"OLLAMA_MAX_LOADED_MODELS": "1", "OLLAMA_CONTEXT_LENGTH": "8192", "OLLAMA_NUM_PARALLEL": "1"}
+    # as the mutation leaves it, with a driver cap below any demand here (tests/test_driver_cap.py checks its value)
+    defaults |= {"NVIDIA_GPU_MEMORY_LIMIT": "1024", "NVIDIA_GPU_MEMORY_REQUEST": "1024"}
     pod["spec"]["containers"][0]["env"] = [{"name": k, "value": v} for k, v in {**defaults, **(env or {})}.items()]
     if node:
         pod["spec"]["nodeName"] = node
@@ -99,6 +101,11 @@ def binding_review(pod_review: dict[str, Any], node: str = "gpu-h100-a", *, dry_
     req["object"]["metadata"].update(name=req["name"], namespace=req["namespace"], uid=pod["metadata"]["uid"])
     req["object"]["target"]["name"] = node
     return review
+
+
+def estimate_of(pod: dict[str, Any]) -> dict[str, Any]:
+    breakdown: dict[str, Any] = json.loads(pod["metadata"]["annotations"]["ollama-guard.io/estimate"])
+    return breakdown
 
 
 def apply(review: dict[str, Any], response: AdmissionResponse) -> dict[str, Any]:
@@ -116,7 +123,7 @@ def test_mutate_recorded_replicaset_pod_injects_settings_and_stamps() -> None:
     response = mutate(request(review), guard)
     assert response.allowed
     paths = [op["path"] for op in response.patch]
-    assert paths.count("/spec/containers/0/env/-") == 3
+    assert paths.count("/spec/containers/0/env/-") == 5  # three settings, the driver cap's two variables
     assert "/metadata/annotations/ollama-guard.io~1vram-demand" in paths
     assert "/metadata/annotations/ollama-guard.io~1estimate" in paths
     pod = apply(review, response)
@@ -126,8 +133,10 @@ def test_mutate_recorded_replicaset_pod_injects_settings_and_stamps() -> None:
         "OLLAMA_MAX_LOADED_MODELS": "1",
         "OLLAMA_CONTEXT_LENGTH": "8192",
         "OLLAMA_NUM_PARALLEL": "1",
+        "NVIDIA_GPU_MEMORY_LIMIT": str(estimate_of(pod)["demandMiB"]),
+        "NVIDIA_GPU_MEMORY_REQUEST": str(estimate_of(pod)["demandMiB"]),
     }
-    estimate = json.loads(pod["metadata"]["annotations"]["ollama-guard.io/estimate"])
+    estimate = estimate_of(pod)
     assert estimate["source"] == "estimate" and estimate["perModel"][0]["tag"] == "llama3.1:8b"
     assert pod["metadata"]["annotations"]["ollama-guard.io/vram-demand"] == str(estimate["demandMiB"])
     again = copy.deepcopy(review)

@@ -53,6 +53,7 @@ GOLDEN_FILES = {
     Format.markdown: "audit.md",
     Format.html: "audit.html",
     Format.policyreport: "audit.policyreport.yaml",
+    Format.openreports: "audit.openreports.yaml",
 }
 XSS = '<script>alert("gpu")</script>'
 
@@ -223,7 +224,8 @@ def test_example_audit_says_what_the_examples_are_for(example_report: AuditRepor
     assert (subjects["ollama"].verdict, subjects["ollama"].models_from) == ("admit", "discovered")
     assert subjects["ollama"].models == ("llama3.1:8b", "nomic-embed-text")
     assert subjects["ollama"].inject[0] == (
-        "container ollama: env OLLAMA_MAX_LOADED_MODELS=1, OLLAMA_CONTEXT_LENGTH=8192, OLLAMA_NUM_PARALLEL=1; "
+        "container ollama: env OLLAMA_MAX_LOADED_MODELS=1, OLLAMA_CONTEXT_LENGTH=8192, OLLAMA_NUM_PARALLEL=1, "
+        "NVIDIA_GPU_MEMORY_LIMIT=7949, NVIDIA_GPU_MEMORY_REQUEST=7949; "
         "limits ollama-guard.io/vram-mib=7949; requests ollama-guard.io/vram-mib=7949"
     )
     assert (subjects["qwen-chat"].verdict, subjects["qwen-chat"].admission) == ("deny", "warned")
@@ -233,7 +235,11 @@ def test_example_audit_says_what_the_examples_are_for(example_report: AuditRepor
     (node,) = example_report.nodes
     assert [t.name for t in node.tenants if t.planned] == ["ollama-0", "nightly-embed-0"]
     assert node.committed_mib == 15374 + 16384 + 7949 + 1500
-    assert example_report.summary == {"pass": 6, "fail": 3, "warn": 2, "error": 0, "skip": 0}
+    # the running qwen2.5 pod predates the driver cap: a warning (design §8)
+    assert [f.rule for f in example_report.findings if f.resource.name.startswith("ollama-qwen")] == [
+        "driver-memory-limit"
+    ]
+    assert example_report.summary == {"pass": 5, "fail": 3, "warn": 3, "error": 0, "skip": 0}
     assert [ref.kind for _, ref in example_report.ignored] == ["ServiceAccount", "Service"]
 
 
@@ -248,9 +254,10 @@ def test_rich_state_findings() -> None:
     # each tenant of an over-committed node would be denied if created now, next to the others
     assert results(report, XSS) == results(report, "big-two") == {"capacity": "fail", "vram-quota": "fail"}
     assert results(report, "ml") == {"namespace-policy": "fail"}
-    assert results(report, "chat") == {"namespace-policy": "fail"}
+    # running Ollama pods the mutation never saw have no driver cap (design §8)
+    assert results(report, "chat") == {"namespace-policy": "fail", "driver-memory-limit": "warn"}
     assert results(report, "lab") == {"vram-quota": "fail"}
-    assert results(report, "mystery") == {"unknown-model": "warn", "vram-quota": "fail"}
+    assert results(report, "mystery") == {"unknown-model": "warn", "vram-quota": "fail", "driver-memory-limit": "warn"}
     assert results(report, "bare-ollama") == {
         "settings-missing": "warn",
         "undeclared-models": "warn",
@@ -723,10 +730,17 @@ def test_cli_prints_the_golden(fmt: Format, monkeypatch: pytest.MonkeyPatch) -> 
         pytest.param(["--fail-on", "fail"], 1, "", id="fail-on-fail"),
         pytest.param(["--fail-on", "warn"], 1, "", id="fail-on-warn"),
         pytest.param(
-            ["-f", "examples/manifests/01-ollama-helm.yaml", "--fail-on", "warn"],
+            # in team-a: the snapshot's running team-b Ollama pod has no driver cap (a warning)
+            ["-f", "examples/manifests/01-ollama-helm.yaml", "-n", "team-a", "--fail-on", "warn"],
             0,
             "",
             id="clean-manifest-fail-on-warn",
+        ),
+        pytest.param(
+            ["-f", "examples/manifests/01-ollama-helm.yaml", "--fail-on", "warn"],
+            1,
+            "",
+            id="running-pod-without-driver-cap-fail-on-warn",
         ),
         pytest.param(
             ["-f", "examples/manifests/03-embed-cronjob.yaml", "--fail-on", "fail"],

@@ -87,6 +87,8 @@ def test_serve_embedded_default_answers_the_sample_review(tmp_path: Path) -> Non
             "OLLAMA_MAX_LOADED_MODELS",
             "OLLAMA_CONTEXT_LENGTH",
             "OLLAMA_NUM_PARALLEL",
+            "NVIDIA_GPU_MEMORY_LIMIT",
+            "NVIDIA_GPU_MEMORY_REQUEST",
         }
     finally:
         proc.send_signal(signal.SIGINT)

@@ -1,4 +1,5 @@
-"""Optional envtest-style suite: ClusterMirror against a real `kube-apiserver` + `etcd`.
+"""Optional envtest-style suite: ClusterMirror, the node advertiser with its Lease, and the packaged
+webhook configurations against a real `kube-apiserver` + `etcd`.
 
 Runs only when `KUBEBUILDER_ASSETS` names a folder holding the `etcd` and `kube-apiserver`
 binaries (as `setup-envtest use -p path` prints); otherwise the whole module is skipped. The
@@ -144,3 +145,84 @@ def test_mirror_sees_node_and_pod_created_through_the_api(api_client: ApiClient)
         assert all(s.errors == 0 for s in mirror.status().values())
     finally:
         mirror.stop()
+
+
+# --- design §14 on a real API server: one advertiser, and no cluster-wide outage when the guard is down
+
+
+def _raw(client: ApiClient, method: str, path: str, body: dict[str, Any] | None = None,
+         content_type: str = "application/json") -> dict[str, Any]:
+    from webhook.state.api import request_json
+
+    return request_json(client, method, path, body=body, content_type=content_type)
+
+
+def test_two_advertisers_one_lease_holder_and_the_node_advertised(api_client: ApiClient) -> None:
+    from webhook.core.view import ClusterView
+    from webhook.state.advertiser import KubeNodeStatusApi, NodeAdvertiser
+    from webhook.state.lease import KubeLeaseApi, LeaseElector
+    from webhook.state.live import LiveSource
+
+    _raw(api_client, "POST", "/api/v1/namespaces", {"metadata": {"name": "ollama-guard-system"}})
+    _raw(api_client, "POST", "/api/v1/nodes", {"metadata": {"name": "gpu-adv", "labels": {
+        "nvidia.com/gpu.memory": "81559", "nvidia.com/gpu.count": "1", "nvidia.com/gpu.replicas": "4",
+        "nvidia.com/gpu.sharing-strategy": "time-slicing"}}})
+    from webhook.cli.settings import load_settings
+    from webhook.core.catalog import load_catalog
+
+    cluster, catalog = load_settings().cluster_policy(), load_catalog()
+    sources: list[LiveSource] = []
+    for identity in ("envtest-1", "envtest-2"):
+        source = LiveSource(lambda **kw: ClusterMirror(api_client, backoff_base=0.1, **kw), cluster=cluster,
+                            catalog=catalog, publish_interval=0.05)
+        elector = LeaseElector(KubeLeaseApi(api_client), namespace="ollama-guard-system", identity=identity,
+                               duration=3.0, renew_deadline=2.0, renew_every=0.5)
+        view: Callable[[], ClusterView] = lambda s=source: s.ledger.view  # noqa: E731
+        source.attach_advertiser(NodeAdvertiser(view, KubeNodeStatusApi(api_client), elector=elector,
+                                                interval=0.2))
+        source.start()
+        sources.append(source)
+    try:
+        def advertised() -> Any:
+            status = _raw(api_client, "GET", "/api/v1/nodes/gpu-adv").get("status", {})
+            return status.get("allocatable", {}).get("ollama-guard.io/vram-mib")
+
+        wait_until(lambda: advertised() == "81559", 30.0, "the node's ollama-guard.io/vram-mib")
+        time.sleep(2.0)
+        leaders = [s for s in sources if s.advertiser is not None and s.advertiser.leading]
+        assert len(leaders) == 1
+        lease = _raw(api_client, "GET", "/apis/coordination.k8s.io/v1/namespaces/ollama-guard-system/leases/"
+                     "ollama-guard-advertiser")
+        assert lease["spec"]["holderIdentity"] in ("envtest-1", "envtest-2")
+    finally:
+        for source in sources:
+            source.stop()
+
+
+def test_with_the_guard_down_pods_without_a_gpu_are_created_and_bound(api_client: ApiClient) -> None:
+    from importlib import resources
+
+    import yaml
+
+    from webhook.install.manifests import BASE_RESOURCE
+
+    docs = yaml.safe_load_all(resources.files("webhook").joinpath(BASE_RESOURCE).read_text(encoding="utf-8"))
+    for doc in docs:
+        if doc and doc.get("kind") in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+            plural = doc["kind"].lower().replace("configuration", "configurations")
+            _raw(api_client, "POST", f"/apis/admissionregistration.k8s.io/v1/{plural}", doc)
+    _raw(api_client, "POST", "/api/v1/nodes", {"metadata": {"name": "cpu-1"}})
+    pod = {"metadata": {"name": "nginx"}, "spec": {"containers": [{"name": "nginx", "image": "nginx:1.27"}]}}
+    time.sleep(2.0)  # the API server picks up new webhook configurations within a second or so
+    created = _raw(api_client, "POST", "/api/v1/namespaces/default/pods", pod)  # pods webhooks: not called
+    assert created["metadata"]["name"] == "nginx"
+    binding = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "nginx"},
+               "target": {"apiVersion": "v1", "kind": "Node", "name": "cpu-1"}}
+    _raw(api_client, "POST", "/api/v1/namespaces/default/pods/nginx/binding", binding)  # Ignore: not blocked
+    assert _raw(api_client, "GET", "/api/v1/namespaces/default/pods/nginx")["spec"]["nodeName"] == "cpu-1"
+    gpu_pod = {"metadata": {"name": "ollama"}, "spec": {"containers": [{"name": "ollama", "image": "ollama/ollama"}]}}
+    from webhook.state.api import ApiError
+
+    with pytest.raises(ApiError) as refused:  # narrowed to Ollama/GPU pods, failurePolicy Fail
+        _raw(api_client, "POST", "/api/v1/namespaces/default/pods", gpu_pod)
+    assert "failed calling webhook" in refused.value.message

@@ -756,6 +756,16 @@ EXPECTED_GRANTS = [
         {"get", "list", "create", "update", "patch", "delete"},
         id="clusterpolicyreports",
     ),
+    pytest.param(
+        ("ClusterRole", "openreports.io", "reports", ""),
+        {"get", "list", "create", "update", "patch", "delete"},
+        id="openreports-reports",
+    ),
+    pytest.param(
+        ("ClusterRole", "openreports.io", "clusterreports", ""),
+        {"get", "list", "create", "update", "patch", "delete"},
+        id="openreports-clusterreports",
+    ),
     # create cannot be limited by name (the name is not known when create is authorized).
     pytest.param(("Role", "coordination.k8s.io", "leases", ""), {"create"}, id="lease-create"),
     pytest.param(("Role", "coordination.k8s.io", "leases", LEASE), {"get", "update"}, id="lease-get-update"),

@@ -42,8 +42,15 @@ GPU = "nvidia.com/gpu"
 ANN_DEMAND = "ollama-guard.io/vram-demand"
 ANN_ESTIMATE = "ollama-guard.io/estimate"
 ANN_MODELS = "ollama-guard.io/models"
-#: what the guard may add to an Ollama container's env (design §8)
-GUARD_ENV = {"OLLAMA_MAX_LOADED_MODELS", "OLLAMA_CONTEXT_LENGTH", "OLLAMA_NUM_PARALLEL", "NVIDIA_VISIBLE_DEVICES"}
+#: what the guard may add to an Ollama container's env (design §8; the driver cap: tests/test_driver_cap.py)
+GUARD_ENV = {
+    "OLLAMA_MAX_LOADED_MODELS",
+    "OLLAMA_CONTEXT_LENGTH",
+    "OLLAMA_NUM_PARALLEL",
+    "NVIDIA_VISIBLE_DEVICES",
+    "NVIDIA_GPU_MEMORY_LIMIT",
+    "NVIDIA_GPU_MEMORY_REQUEST",
+}
 #: one replica's even share of the bundled node: `nvidia.com/gpu.memory` 81559 / `gpu.replicas` 4
 EVEN_SHARE_MIB = 81559 // 4
 #: stands for "the pod's demand", read from the patched pod's `ollama-guard.io/vram-demand`

@@ -102,6 +102,11 @@ def env_appends(*values: str) -> list[tuple[str, str, Any]]:
     ]
 
 
+def driver_cap(mib: int) -> list[dict[str, str]]:
+    """The driver cap's two variables (design §8), per GPU: the demand on these one-GPU pods."""
+    return [{"name": n, "value": str(mib)} for n in ("NVIDIA_GPU_MEMORY_LIMIT", "NVIDIA_GPU_MEMORY_REQUEST")]
+
+
 def vram_request(mib: int) -> list[tuple[str, str, Any]]:
     """The `ollama-guard.io/vram-mib` request (design §8, §14) added next to the recorded GPU request."""
     return [
@@ -148,13 +153,17 @@ RECORDED_OUTCOMES = [
                 (
                     "add",
                     "/spec/containers/0/env",
-                    [{"name": n, "value": v} for n, v in zip(ENV_NAMES, ("1", "8192", "1"), strict=True)],
+                    [{"name": n, "value": v} for n, v in zip(ENV_NAMES, ("1", "8192", "1"), strict=True)]
+                    + driver_cap(EVEN_SHARE_MIB),
                 ),
                 *vram_request(EVEN_SHARE_MIB),
                 (
                     "add",
                     "/metadata/annotations",
-                    {ANN_ESTIMATE: f'{{"demandMiB":null,"requestedMiB":{EVEN_SHARE_MIB},"source":"default","v":1}}'},
+                    {
+                        ANN_ESTIMATE: f'{{"demandMiB":null,"driverCapMiB":{EVEN_SHARE_MIB},'
+                        f'"requestedMiB":{EVEN_SHARE_MIB},"source":"default","v":1}}'
+                    },
                 ),
             ],
             "warnings": [],
@@ -168,6 +177,7 @@ RECORDED_OUTCOMES = [
                 "allowed": True,
                 "patch": [
                     *env_appends("1", "8192", "1"),
+                    *[("add", "/spec/containers/0/env/-", item) for item in driver_cap(LLAMA31_8B_MIB)],
                     *vram_request(LLAMA31_8B_MIB),
                     ("add", "/metadata/annotations/ollama-guard.io~1vram-demand", str(LLAMA31_8B_MIB)),
                 ],
@@ -176,6 +186,7 @@ RECORDED_OUTCOMES = [
                     "modelsFrom": "annotation",
                     "demandMiB": LLAMA31_8B_MIB,
                     "requestedMiB": LLAMA31_8B_MIB,
+                    "driverCapMiB": LLAMA31_8B_MIB,
                 },
                 "warnings": [],
             },
@@ -211,11 +222,18 @@ RECORDED_OUTCOMES = [
         },
         id="validate-pod-create-1",
     ),
-    # recorded without the mutation, so the settings are missing: a warning, not a denial
+    # recorded without the mutation, so the settings and the driver cap are missing: warnings, not a denial
     *[
         pytest.param(
             f"validate-pod-create-{n}.json",
-            {"allowed": True, "warnings": ["OLLAMA_CONTEXT_LENGTH, OLLAMA_MAX_LOADED_MODELS, OLLAMA_NUM_PARALLEL"]},
+            {
+                "allowed": True,
+                "warnings": [
+                    "OLLAMA_CONTEXT_LENGTH, OLLAMA_MAX_LOADED_MODELS, OLLAMA_NUM_PARALLEL",
+                    f"container ollama: no NVIDIA_GPU_MEMORY_LIMIT/_REQUEST; driver cap unset (per-GPU demand "
+                    f"{LLAMA31_8B_MIB})",
+                ],
+            },
             id=f"validate-pod-create-{n}",
         )
         for n in (2, 3, 4)

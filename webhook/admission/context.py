@@ -19,6 +19,8 @@ from webhook.core.policy import ClusterPolicy, NamespacePolicy
 from webhook.core.templates import TemplateStore
 from webhook.core.view import Tenant
 
+ALWAYS_DENIED = frozenset({"namespace-policy", "vram-quantity"})
+
 
 @dataclass(frozen=True, slots=True)
 class Guard:
@@ -43,7 +45,8 @@ def enforce(ns: NamespacePolicy, violations: Sequence[Violation], guard: Guard, 
     """
     failures = [v for v in violations if v.severity == "fail"]
     advisories = [v.summary for v in violations if v.severity == "warn"]
-    broken_policy = [v for v in failures if v.rule == "namespace-policy"]
+    # a broken namespace policy or a VRAM quantity that is not one: no mode can stand in for them
+    broken_policy = [v for v in failures if v.rule in ALWAYS_DENIED]
     if not failures:
         return rv.with_warnings(rv.allowed(), advisories)
     if ns.enforcement == "enforce" or broken_policy:

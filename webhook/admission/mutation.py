@@ -1,9 +1,14 @@
 """The mutating webhook: inject the Ollama settings and GPU request the estimate relies on, the
-`ollama-guard.io/vram-mib` resource request the scheduler places by, and stamp the guard's demand
-annotations (design §8, §14).
+`ollama-guard.io/vram-mib` resource request the scheduler places by, the driver-enforced VRAM cap,
+and stamp the guard's demand annotations (design §8, §14).
 
 Only what is absent is added (a VRAM request lower than the demand is raised, never lowered); a
-user-supplied guard annotation is overwritten or removed. The patch is built against the raw
+user-supplied guard annotation is overwritten or removed. The driver cap (`NVIDIA_GPU_MEMORY_LIMIT`
+and `NVIDIA_GPU_MEMORY_REQUEST` on each Ollama container, whole MiB per GPU: NVIDIA's hook applies
+the same figure to every GPU of the container, see `webhook.core.drivercap`) is the pod's demand
+divided by its GPUs, rounded up; it is computed with the VRAM request, from the same demand. An
+author's value above it is lowered (with a warning), one at or below it kept; a value the hook
+would refuse is left for the validating webhook to deny (400). The patch is built against the raw
 request object, so applying it and mutating again yields an empty patch.
 """
 
@@ -20,6 +25,7 @@ from webhook.admission.context import Guard
 from webhook.admission.patches import ContainerEdit, edit_container, set_annotations
 from webhook.admission.review import AdmissionRequest, AdmissionResponse
 from webhook.core.demand import ENV_CONTEXT, ENV_MAX_LOADED, ENV_PARALLEL, PodDemand, compute_demand
+from webhook.core.drivercap import accounted_mib, mutation_warnings, per_gpu_cap, plan_cap
 from webhook.core.evaluation import skip_reason
 from webhook.core.inventory import GpuNode
 from webhook.core.policy import ClusterPolicy, NamespacePolicy
@@ -66,8 +72,9 @@ def mutate(req: AdmissionRequest, guard: Guard) -> AdmissionResponse:
             raised = with_vram_request(edits, after, figure)
             requested = figure if raised is not edits else requested
             edits = raised
+    edits, warnings, cap = _driver_cap(edits, after, demand, requested, ns)
     ops = [op for edit in edits for op in edit_container(spec or {}, edit)]
-    ops += _annotation_ops(raw, after, demand, requested)
+    ops += _annotation_ops(raw, after, demand, requested, cap)
     named = isinstance(raw.get("metadata"), dict) and bool(raw["metadata"].get("name"))
     if demand is not None and after.is_gpu_tenant and named and not req.dry_run:
         # a binding may follow without a /validate the guard saw (e.g. only the mutating webhook is
@@ -76,7 +83,7 @@ def mutate(req: AdmissionRequest, guard: Guard) -> AdmissionResponse:
         if tenant.requested_mib != requested:
             tenant = replace(tenant, requested_mib=requested)
         guard.ledger.remember_admitted(tenant)
-    return rv.patched(ops)
+    return rv.with_warnings(rv.patched(ops), warnings)
 
 
 def plan_edits(pod: PodFacts, ns: NamespacePolicy, cluster: ClusterPolicy) -> list[ContainerEdit]:
@@ -149,10 +156,40 @@ def with_vram_request(edits: list[ContainerEdit], pod: PodFacts, figure: int) ->
     out = list(edits)
     for i, edit in enumerate(out):
         if edit.field == field and edit.index == target.index:
-            out[i] = ContainerEdit(field=field, index=edit.index, env=edit.env, resources=edit.resources + amount)
+            out[i] = replace(edit, resources=edit.resources + amount)
             return out
     out.append(ContainerEdit(field=field, index=target.index, resources=amount))
     return out
+
+
+def _driver_cap(
+    edits: list[ContainerEdit], pod: PodFacts, demand: PodDemand | None, requested_mib: int, ns: NamespacePolicy
+) -> tuple[list[ContainerEdit], list[str], int]:
+    """`edits` with the driver cap (0: none, e.g. the namespace opted out) and the warnings about it."""
+    cap = per_gpu_cap(pod, accounted_mib(demand, requested_mib)) if demand is not None else None
+    if cap is None or not ns.driver_memory_limit:
+        return edits, [], 0
+    return (*with_driver_cap(edits, pod, cap), cap)
+
+
+def with_driver_cap(edits: list[ContainerEdit], pod: PodFacts, cap: int) -> tuple[list[ContainerEdit], list[str]]:
+    """`edits` plus `NVIDIA_GPU_MEMORY_LIMIT`/`_REQUEST` at most `cap` on each Ollama container
+    (`drivercap.plan_cap`), and warnings for the author's values it changes or misspells. A container
+    whose values NVIDIA's hook would refuse is left as it is, for the validating webhook to deny."""
+    out = list(edits)
+    warnings: list[str] = []
+    for container in pod.ollama_containers:
+        plan = plan_cap(container, cap)
+        warnings += mutation_warnings(container, plan)
+        values = tuple((change.name, str(change.value)) for change in plan.changes)
+        if not values:
+            continue
+        at = next((i for i, e in enumerate(out) if (e.field, e.index) == ("containers", container.index)), None)
+        if at is None:
+            out.append(ContainerEdit(field="containers", index=container.index, env_set=values))
+        else:
+            out[at] = replace(out[at], env_set=out[at].env_set + values)
+    return out, warnings
 
 
 def after_edits(pod: PodFacts, edits: list[ContainerEdit]) -> PodFacts:
@@ -204,20 +241,20 @@ def _edited(container: ContainerFacts, edit: ContainerEdit) -> ContainerFacts:
         init=container.init,
         is_ollama=container.is_ollama,
         gpus=gpus,
-        env={**container.env, **dict(edit.env)} if edit.env else container.env,
+        env={**container.env, **dict(edit.env), **dict(edit.env_set)} if edit.env or edit.env_set else container.env,
         commands=container.commands,
         vram_mib=vram,
     )
 
 
 def _annotation_ops(
-    obj: dict[str, Any], pod: PodFacts, demand: PodDemand | None, requested_mib: int
+    obj: dict[str, Any], pod: PodFacts, demand: PodDemand | None, requested_mib: int, cap_mib: int
 ) -> list[dict[str, Any]]:
     """Stamp the guard's annotations; a user-supplied stamp is overwritten or removed, never kept."""
     ops: list[dict[str, Any]] = []
     stale: tuple[str, ...] = (ANN_DEMAND, ANN_ESTIMATE)
     if demand is not None and pod.is_gpu_tenant:
-        values = {ANN_ESTIMATE: estimate_annotation(demand, requested_mib=requested_mib)}
+        values = {ANN_ESTIMATE: estimate_annotation(demand, requested_mib=requested_mib, cap_mib=cap_mib)}
         if demand.demand_mib is not None:
             values[ANN_DEMAND] = str(demand.demand_mib)
         ops += set_annotations(obj, values)
@@ -229,33 +266,37 @@ def _annotation_ops(
     ]
 
 
-def estimate_annotation(demand: PodDemand, *, requested_mib: int = 0) -> str:
+def estimate_annotation(demand: PodDemand, *, requested_mib: int = 0, cap_mib: int = 0) -> str:
     """Compact, deterministic JSON breakdown (same pod -> same text, so mutation is idempotent).
 
-    `requested_mib`: the `ollama-guard.io/vram-mib` the pod requests after the mutation (0: none).
-    `compute_demand` hands identical pods the same PodDemand object, so the text is remembered
-    per object and request (the memo holds the object: its id cannot be reused while remembered).
+    `requested_mib`: the `ollama-guard.io/vram-mib` the pod requests after the mutation (0: none);
+    `cap_mib`: the driver cap per GPU set on its Ollama containers (0: none; a container may keep a
+    lower value of its own). `compute_demand` hands identical pods the same PodDemand object, so the
+    text is remembered per object, request and cap (the memo holds the object: its id cannot be
+    reused while remembered).
     """
-    key = (id(demand), requested_mib)
+    key = (id(demand), requested_mib, cap_mib)
     memo = _STAMPS.get(key)
     if memo is not None and memo[0] is demand:
         return memo[1]
-    text = _estimate_text(demand, requested_mib)
+    text = _estimate_text(demand, requested_mib, cap_mib)
     if len(_STAMPS) >= _MAX_STAMPS:
         _STAMPS.clear()
     _STAMPS[key] = (demand, text)
     return text
 
 
-_STAMPS: dict[tuple[int, int], tuple[PodDemand, str]] = {}
+_STAMPS: dict[tuple[int, int, int], tuple[PodDemand, str]] = {}
 _MAX_STAMPS = 4096
 
 
-def _estimate_text(demand: PodDemand, requested_mib: int = 0) -> str:
+def _estimate_text(demand: PodDemand, requested_mib: int = 0, cap_mib: int = 0) -> str:
     mib = 1 << 20
     body: dict[str, Any] = {"v": ESTIMATE_VERSION, "source": demand.source, "demandMiB": demand.demand_mib}
     if requested_mib > 0:
         body["requestedMiB"] = requested_mib
+    if cap_mib > 0:
+        body["driverCapMiB"] = cap_mib  # NVIDIA_GPU_MEMORY_LIMIT/_REQUEST, per GPU
     if demand.declaration.models:
         body["models"] = list(demand.declaration.models)
         body["modelsFrom"] = demand.declaration.source

@@ -2,9 +2,10 @@
 
 Paths are RFC 6901 pointers (`~` -> `~0`, `/` -> `~1`). Missing parents (`metadata.annotations`,
 `env`, `resources`, `resources.limits`) are added as whole objects/lists; an existing list is only
-ever appended to (`/-`), never replaced. Every builder emits nothing when the object already holds
-the wanted value, so a mutation applied to its own output yields an empty patch. All resource
-amounts of one container go into one set of ops (never two `add /resources`). Pure.
+ever appended to (`/-`) or has one item replaced (`/env/3`), never replaced itself. Every builder
+emits nothing when the object already holds the wanted value, so a mutation applied to its own
+output yields an empty patch. All resource amounts of one container go into one set of ops (never
+two `add /resources`). Pure.
 """
 
 from __future__ import annotations
@@ -31,7 +32,11 @@ class ContainerEdit:
 
     field: str  # "containers" or "initContainers"
     index: int
+    #: (name, value) pairs added when the container has no variable of that name
     env: tuple[tuple[str, str], ...] = ()
+    #: (name, value) pairs the container must end up with: added when absent; when present, its last
+    #: entry (the one the kubelet uses) is replaced as a whole (a `valueFrom` goes) if it differs
+    env_set: tuple[tuple[str, str], ...] = ()
     #: (resource name, whole amount) pairs the container must hold, each in both `limits` and
     #: `requests` (equal, as kube-apiserver requires of extended resources): added when absent,
     #: replaced when different
@@ -63,18 +68,27 @@ def edit_container(pod_spec: Mapping[str, Any], edit: ContainerEdit, *, base: st
     if not isinstance(container, Mapping):
         return []
     path = f"{base}{pointer(edit.field, edit.index)}"
-    return [*_add_env(container, edit.env, path), *_set_resources(container, edit, path)]
+    return [*_add_env(container, edit.env, edit.env_set, path), *_set_resources(container, edit, path)]
 
 
-def _add_env(container: Mapping[str, Any], env: Sequence[tuple[str, str]], path: str) -> list[Operation]:
+def _add_env(
+    container: Mapping[str, Any], env: Sequence[tuple[str, str]], env_set: Sequence[tuple[str, str]], path: str
+) -> list[Operation]:
     current = container.get("env")
-    present = {str(e.get("name")) for e in current if isinstance(e, Mapping)} if isinstance(current, list) else set()
-    missing = [{"name": name, "value": value} for name, value in env if name not in present]
+    items = current if isinstance(current, list) else []
+    last = {str(e.get("name")): i for i, e in enumerate(items) if isinstance(e, Mapping)}
+    wanted = dict(env) | dict(env_set)
+    missing = [{"name": name, "value": value} for name, value in wanted.items() if name not in last]
+    replaced = [
+        {"op": "replace", "path": f"{path}/env/{last[name]}", "value": {"name": name, "value": value}}
+        for name, value in env_set
+        if name in last and items[last[name]] != {"name": name, "value": value}
+    ]
     if not missing:
-        return []
+        return replaced
     if not isinstance(current, list):
         return [{"op": "add", "path": f"{path}/env", "value": missing}]
-    return [{"op": "add", "path": f"{path}/env/-", "value": item} for item in missing]
+    return [*({"op": "add", "path": f"{path}/env/-", "value": item} for item in missing), *replaced]
 
 
 def _set_resources(container: Mapping[str, Any], edit: ContainerEdit, path: str) -> list[Operation]:

@@ -19,6 +19,7 @@ from webhook.core.evaluation import Violation, evaluate_pod
 from webhook.core.explain import CAPACITY_FIX, describe_fit
 from webhook.core.policy import guard_annotations, is_policy_admin
 from webhook.core.quantity import format_mib
+from webhook.core.staleness import Staleness, catching_up, catching_up_short
 from webhook.core.tenants import DeclarationError
 from webhook.core.view import Tenant, tenant_from_pod
 
@@ -73,11 +74,14 @@ def validate_binding(req: AdmissionRequest, guard: Guard) -> AdmissionResponse:
     meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
     pod_uid = str((meta or {}).get("uid") or "")
     key = f"{req.namespace}/{req.name}"
-    node = guard.ledger.view.nodes.get(node_name)
+    view = guard.ledger.view
+    node = view.nodes.get(node_name)
+    if node is None and node_name and view.stale is not None and view.stale.covers("Node"):
+        return _bound_while_stale(req, guard, key=key, pod_uid=pod_uid, node_name=node_name, stale=view.stale)
     if node is None or not node.guarded:
         return rv.allowed()
-    tenant = guard.ledger.find_tenant(key)
-    if tenant is None or (pod_uid and tenant.uid and tenant.uid != pod_uid):
+    tenant = _known_tenant(guard, key, pod_uid)
+    if tenant is None:
         return rv.allowed()  # not a GPU tenant the guard admitted (pods webhook only sees GPU/Ollama pods)
     ns = guard.ledger.view.namespace_policy(guard.cluster, req.namespace)
     if not ns.active:  # exempt or off: never denied, but the VRAM it takes is still counted
@@ -100,6 +104,24 @@ def validate_binding(req: AdmissionRequest, guard: Guard) -> AdmissionResponse:
         guard.ledger.reserve(tenant, node, force=True)
         guard.on_bound(tenant, node.name)
     return response
+
+
+def _known_tenant(guard: Guard, key: str, pod_uid: str) -> Tenant | None:
+    tenant = guard.ledger.find_tenant(key)
+    return None if tenant is None or (pod_uid and tenant.uid and tenant.uid != pod_uid) else tenant
+
+
+def _bound_while_stale(
+    req: AdmissionRequest, guard: Guard, *, key: str, pod_uid: str, node_name: str, stale: Staleness
+) -> AdmissionResponse:
+    """A GPU tenant's binding to a node a stale view does not hold is denied, to be retried (issue
+    20); any other pod's binding stays allowed (design §14: no cluster-wide blast radius)."""
+    ns = guard.ledger.view.namespace_policy(guard.cluster, req.namespace)
+    if _known_tenant(guard, key, pod_uid) is None or not ns.active:
+        return rv.allowed()
+    message = catching_up(stale, what=f"binding pod {key} to node {node_name}")
+    violation = Violation("stale-view", message, short=catching_up_short(node_name))
+    return enforce(ns, [violation], guard, subject=f"pod {key}")
 
 
 def describe_demand_of(tenant: Tenant, even_share_mib: int) -> str:

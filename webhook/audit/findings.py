@@ -15,6 +15,7 @@ from webhook.admission.review import AdmissionResponse
 from webhook.audit.model import Finding, NamespaceLine, NodeLine, ObjectRef, OtherNode, Result, Severity, Subject
 from webhook.core.catalog import Catalog
 from webhook.core.demand import resolve_models
+from webhook.core.drift import Observation, describe_models
 from webhook.core.evaluation import PodEvaluation, Violation
 from webhook.core.inventory import RESOURCE_VRAM
 from webhook.core.quantity import format_mib
@@ -30,12 +31,14 @@ SEVERITY: Mapping[str, Severity] = {
     "vram-quota": "medium",
     "settings-cap": "medium",
     "settings-missing": "medium",
+    "driver-memory-limit": "medium",
     "allowed-models": "medium",
     "undeclared-models": "medium",
     "guard-annotation": "low",
     "undeclared-vram": "low",
     "unknown-model": "low",
     "unschedulable": "low",
+    "observed-vram": "high",
 }
 #: the PolicyReport `category` of each rule
 CATEGORY: Mapping[str, str] = {
@@ -52,10 +55,12 @@ CATEGORY: Mapping[str, str] = {
     "allowed-models": "Namespace policy",
     "settings-cap": "Ollama settings",
     "settings-missing": "Ollama settings",
+    "driver-memory-limit": "Driver VRAM cap",
     "gpu-request": "GPU request",
     "gpu-node-guarded": "GPU inventory",
     "admission": "Admission",
     "evaluation": "Admission",
+    "observed-vram": "Runtime drift",
 }
 
 UNDECLARED_MODELS = (
@@ -72,6 +77,18 @@ UNKNOWN_MODEL = (
     "({declared}); ask an admin to add the model(s) to the catalog overlay"
 )
 PENDING = "{count} pod(s) would be admitted but stay Pending: {why}"
+OBSERVED_OVER = (
+    "pod {pod} holds {observed} of VRAM on {node} by its own Ollama's account (/api/ps), {over} above the "
+    "{demand} it is accounted with: the estimate fell short, and its neighbours on the GPU may run out of "
+    "memory. Loaded: {models}. Lower its OLLAMA_CONTEXT_LENGTH or OLLAMA_NUM_PARALLEL, or declare what it "
+    "needs in ollama-guard.io/vram"
+)
+OBSERVED_IDLE = (
+    "pod {pod} has held only {observed} ({share} of its {demand} demand) for {minutes} min: VRAM reserved on "
+    "{node} but idle. Loaded: {models}. Scale it down or lower its settings to make room for other tenants"
+)
+OBSERVED_WITHIN = "pod {pod} holds {observed} of its {demand} demand ({share}); loaded: {models}"
+OBSERVED_UNKNOWN = "observed VRAM of pod {pod} unknown ({detail}); it is not counted as zero"
 
 
 def _advice(rule: str, message: str) -> Violation:
@@ -170,6 +187,32 @@ def node_findings(line: NodeLine) -> list[Finding]:
             f"{held}{more}"
         )
     return [_finding(rule, "pass", text, ref, properties=props)]
+
+
+def observed_finding(obs: Observation) -> Finding:
+    """Runtime drift (design §15): a pod's own `/api/ps` against its demand. Above it: `warn` (high);
+    idle for long: `warn` (low); unknown: `skip`; else `pass`."""
+    ref = ObjectRef("v1", "Pod", obs.name, obs.namespace)
+    words = {"pod": obs.key, "node": obs.node, "demand": format_mib(obs.demand_mib), "detail": obs.detail}
+    props = {"demandMiB": str(obs.demand_mib), "verdict": obs.verdict, "node": obs.node}
+    if obs.observed_mib is None:
+        text = OBSERVED_UNKNOWN.format(**words)
+        return _finding("observed-vram", "skip", text, ref, namespace=obs.namespace, properties=props)
+    props["observedMiB"] = str(obs.observed_mib)
+    words |= {
+        "observed": format_mib(obs.observed_mib),
+        "over": format_mib(obs.over_bytes / (1 << 20)),
+        "share": _percent(obs.observed_mib, obs.demand_mib),
+        "models": describe_models(obs.models),
+        "minutes": str(round((obs.sampled_at - (obs.low_since or obs.sampled_at)) / 60)),
+    }
+    verdicts: dict[str, tuple[str, Result, Severity]] = {
+        "over": (OBSERVED_OVER, "warn", "high"),
+        "idle": (OBSERVED_IDLE, "warn", "low"),
+    }
+    template, result, level = verdicts.get(obs.verdict, (OBSERVED_WITHIN, "pass", "info"))
+    text = template.format(**words)
+    return _finding("observed-vram", result, text, ref, namespace=obs.namespace, severity=level, properties=props)
 
 
 def other_node_finding(node: OtherNode) -> Finding:

@@ -72,6 +72,8 @@ class TenantLine:
     #: requests `ollama-guard.io/vram-mib`, so the scheduler counts it (design §14); False: held back
     #: from the node's advertised figure instead (a pod from before the guard, an exempt namespace)
     covered: bool = False
+    #: MiB its Ollama reports holding (`GET /api/ps`, design §15); None: not observed, or unknown
+    observed_mib: int | None = None
 
     @property
     def key(self) -> str:

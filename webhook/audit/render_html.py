@@ -1,7 +1,8 @@
 """One self-contained HTML page for an `AuditReport`: inline CSS, one inline SVG stacked bar per
 guarded node (each tenant's share, the free part and the reserved part, a `<title>` tooltip per
-segment), then the findings, the pods and workloads, what the mutating webhook would inject and
-the namespaces.
+segment; where a tenant's Ollama reported what it holds, a hatched strip along the bottom of its
+share, running on cross-hatched past it when it holds more than its demand), then the findings,
+the pods and workloads, what the mutating webhook would inject and the namespaces.
 
 No scripts, fonts, images or any network resource; every user string is HTML-escaped (text and
 attributes). Pure: report in, text out.
@@ -27,6 +28,7 @@ from webhook.core.quantity import format_mib
 PALETTE = ("#4e79a7", "#f28e2b", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#e15759")
 BAR_WIDTH = 1000
 BAR_TOP, BAR_HEIGHT = 6, 40
+OBSERVED_HEIGHT = 10
 
 CSS = """
 :root { color-scheme: light; --fail: #c62828; --warn: #b26a00; --pass: #2e7d32; --error: #6a1b9a; --skip: #6b7280; }
@@ -154,36 +156,43 @@ def _node_card(line: NodeLine) -> str:
     return (
         f'<article class="card{" over" if over else ""}">'
         f'<h3>{escape(node.name)} <span class="sub">{escape(gpu_text(line))}</span></h3>'
-        f'<p class="figures">{figures}</p>{problems}{_bar(line)}{_legend(line.tenants)}</article>'
+        f'<p class="figures">{figures}</p>{problems}{node_bar(line)}{_legend(line.tenants)}</article>'
     )
 
 
-def _bar(line: NodeLine) -> str:
-    """One SVG stacked bar: tenants, free, reserved; scaled to the larger of capacity and commitments."""
+def node_bar(line: NodeLine) -> str:
+    """One SVG stacked bar: tenants (and what they were observed holding), free, reserved; scaled to
+    the larger of capacity, commitments and observed use."""
     node = line.node
     if node.problems or node.capacity_mib <= 0:
         return _unknown_bar(line)
-    scale = max(node.capacity_mib, node.reserved_mib + line.committed_mib, 1)
+    scale = max(node.capacity_mib, node.reserved_mib + line.committed_mib, _observed_reach(line), 1)
 
     def x(mib: int) -> float:
         return round(mib * BAR_WIDTH / scale, 2)
 
     segments: list[str] = []
+    observed: list[str] = []
     cursor = 0
     for i, tenant in enumerate(line.tenants):
         segments.append(
             _segment(
                 x(cursor),
                 x(cursor + tenant.demand_mib),
-                _color(i),
+                tenant_color(i),
                 _tenant_title(tenant),
                 tenant.name,
                 planned=tenant.planned,
+                part=("tenant", tenant.key),
             )
         )
+        if tenant.observed_mib is not None:
+            end, seen = x(cursor + tenant.demand_mib), x(cursor + tenant.observed_mib)
+            observed.append(_observed(x(cursor), end, seen, tenant))
         cursor += tenant.demand_mib
     if line.free_mib > 0:
-        segments.append(_segment(x(cursor), x(node.budget_mib), "#e5e7eb", f"free: {format_mib(line.free_mib)}", ""))
+        free = f"free: {format_mib(line.free_mib)}"
+        segments.append(_segment(x(cursor), x(node.budget_mib), "#e5e7eb", free, "", part=("free", "")))
     if node.reserved_mib:
         start = max(node.budget_mib, cursor)
         segments.append(
@@ -193,8 +202,11 @@ def _bar(line: NodeLine) -> str:
                 "#9ca3af",
                 f"reserved for the system: {format_mib(node.reserved_mib)}",
                 "reserved",
+                part=("reserved", ""),
             )
         )
+    if observed:
+        segments += [_patterns(), *observed]
     budget_x = x(node.budget_mib)
     marker = (
         f'<line x1="{budget_x}" y1="{BAR_TOP - 4}" x2="{budget_x}" y2="{BAR_TOP + BAR_HEIGHT + 4}" '
@@ -223,13 +235,68 @@ def _unknown_bar(line: NodeLine) -> str:
     )
 
 
-def _segment(x0: float, x1: float, color: str, title: str, label: str, *, planned: bool = False) -> str:
+def _observed_reach(line: NodeLine) -> int:
+    """How far right the observed strips reach (a tenant above its demand runs past its share)."""
+    reach, cursor = 0, 0
+    for tenant in line.tenants:
+        if tenant.observed_mib is not None:
+            reach = max(reach, cursor + tenant.observed_mib)
+        cursor += tenant.demand_mib
+    return reach
+
+
+def _patterns() -> str:
+    """Hatching, so observed use reads without colour: diagonal within the demand, crossed above it."""
+    line = '<path d="M0 6 L6 0" stroke="#1f2328" stroke-width="1.6"/>'
+    cross = line + '<path d="M0 0 L6 6" stroke="#1f2328" stroke-width="1.6"/>'
+    return (
+        '<defs><pattern id="og-observed" width="6" height="6" patternUnits="userSpaceOnUse">'
+        f'<rect width="6" height="6" fill="#ffffff" fill-opacity="0.85"/>{line}</pattern>'
+        '<pattern id="og-over" width="6" height="6" patternUnits="userSpaceOnUse">'
+        f'<rect width="6" height="6" fill="#fca5a5"/>{cross}</pattern></defs>'
+    )
+
+
+def _observed(x0: float, x_end: float, x_seen: float, tenant: TenantLine) -> str:
+    """The strip of what `tenant` holds by its Ollama's `/api/ps`; the part above its demand runs past its share."""
+    seen = format_mib(tenant.observed_mib or 0)
+    title = f"{tenant.key}: observed {seen} of its {format_mib(tenant.demand_mib)} demand (Ollama /api/ps)"
+    y = BAR_TOP + BAR_HEIGHT - OBSERVED_HEIGHT
+    inside = round(min(x_seen, x_end) - x0, 2)
+    out = ""
+    if inside > 0:
+        out += (
+            f'<rect x="{x0}" y="{y}" width="{inside}" height="{OBSERVED_HEIGHT}" fill="url(#og-observed)" '
+            f'stroke="#1f2328" stroke-width="0.6" data-part="observed" data-key="{escape(tenant.key)}">'
+            f"<title>{escape(title)}</title></rect>"
+        )
+    if x_seen > x_end:
+        over = format_mib((tenant.observed_mib or 0) - tenant.demand_mib)
+        out += (
+            f'<rect x="{x_end}" y="{y - 4}" width="{round(x_seen - x_end, 2)}" height="{OBSERVED_HEIGHT + 4}" '
+            f'fill="url(#og-over)" stroke="#c62828" stroke-width="1.5" data-part="over" '
+            f'data-key="{escape(tenant.key)}"><title>{escape(f"{title}: {over} above its demand")}</title></rect>'
+        )
+    return out
+
+
+def _segment(
+    x0: float,
+    x1: float,
+    color: str,
+    title: str,
+    label: str,
+    *,
+    planned: bool = False,
+    part: tuple[str, str] = ("", ""),
+) -> str:
     width = round(max(x1 - x0, 0), 2)
     if width <= 0:
         return ""
     style = ' fill-opacity="0.6" stroke="#1f2328" stroke-dasharray="5 3"' if planned else ""
+    data = f' data-part="{part[0]}" data-key="{escape(part[1])}"' if part[0] else ""
     rect = (
-        f'<rect x="{x0}" y="{BAR_TOP}" width="{width}" height="{BAR_HEIGHT}" fill="{color}"{style}>'
+        f'<rect x="{x0}" y="{BAR_TOP}" width="{width}" height="{BAR_HEIGHT}" fill="{color}"{style}{data}>'
         f"<title>{escape(title)}</title></rect>"
     )
     chars = int(width // 8) - 1
@@ -239,7 +306,8 @@ def _segment(x0: float, x1: float, color: str, title: str, label: str, *, planne
     return rect + f'<text x="{round(x0 + 6, 2)}" y="{BAR_TOP + BAR_HEIGHT / 2 + 5}">{escape(text)}</text>'
 
 
-def _color(index: int) -> str:
+def tenant_color(index: int) -> str:
+    """The colour of a node's `index`-th tenant in its bar and legend."""
     return PALETTE[index % len(PALETTE)]
 
 
@@ -258,8 +326,9 @@ def _legend(tenants: Sequence[TenantLine]) -> str:
         kind = " planned" if t.planned else ""
         origin = f" · planned: {escape(t.owner)}" if t.planned and t.owner else (" · planned" if t.planned else "")
         models = f" · {escape(', '.join(t.models))}" if t.models else ""
+        models += f" · observed {format_mib(t.observed_mib)}" if t.observed_mib is not None else ""
         items.append(
-            f'<li><span class="swatch{kind}" style="background:{_color(i)}"></span>'
+            f'<li><span class="swatch{kind}" style="background:{tenant_color(i)}"></span>'
             f"<span><strong>{escape(t.key)}</strong> {format_mib(t.demand_mib)} · {escape(t.source)}"
             f"{models}{origin}</span></li>"
         )

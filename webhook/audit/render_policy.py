@@ -23,7 +23,8 @@ JSON schema (`schemaVersion: 1`; within a version fields are only ever added, ne
     nodes          guarded (time-sliced) GPU nodes: {name, product, gpuCount, replicas, gpuMemoryMiB,
                    capacityMiB, reservedMiB, budgetMiB, committedMiB, plannedMiB (from manifests),
                    freeMiB (negative when over-committed), usedPercent, problems: [str],
-                   tenants: [{namespace, name, demandMiB, source, models, planned, owner, problem}]}
+                   tenants: [{namespace, name, demandMiB, source, models, planned, owner, problem,
+                   coveredByResource, observedMiB (what its Ollama's /api/ps reports, or null)}]}
                    tenant source: estimate | declared | max(declared, estimate) | default | annotation
     unguardedNodes GPU nodes not guarded: {name, product, gpuResource, slots, mig, reason}
     namespaces     {name, enforcement, exempt, maxLoadedModels, contextLength, numParallel,
@@ -279,6 +280,7 @@ def _node(line: NodeLine) -> dict[str, Any]:
                 "owner": t.owner,
                 "problem": t.problem,
                 "coveredByResource": t.covered,
+                "observedMiB": t.observed_mib,
             }
             for t in line.tenants
         ],

@@ -52,6 +52,7 @@ from webhook.audit.findings import (
     describe_patch,
     namespace_findings,
     node_findings,
+    observed_finding,
     other_node_finding,
     report_findings,
     subject_findings,
@@ -75,6 +76,7 @@ from webhook.audit.model import (
 )
 from webhook.core.advertise import figure_for
 from webhook.core.catalog import Catalog
+from webhook.core.drift import Observation
 from webhook.core.evaluation import PodEvaluation, Violation, evaluate_pod
 from webhook.core.explain import describe_demand
 from webhook.core.inventory import GpuNode
@@ -109,13 +111,16 @@ __all__ = [
     "Verdict",
     "admission_of",
     "admitted_text",
+    "audit_view",
     "count_results",
     "describe_patch",
     "namespace_findings",
     "node_findings",
+    "observed_finding",
     "other_node_finding",
     "run_audit",
     "subject_findings",
+    "with_observations",
 ]
 
 API_VERSIONS = {
@@ -165,10 +170,48 @@ def run_audit(
     )
 
 
+def audit_view(
+    view: ClusterView,
+    *,
+    cluster: ClusterPolicy,
+    catalog: Catalog,
+    now: datetime,
+    state_origin: str,
+    observations: Mapping[str, Observation] | None = None,
+) -> AuditReport:
+    """The report of a view the guard already holds (the live page, design §15): its nodes and
+    namespaces with their findings, each tenant's observed VRAM and the drift findings
+    (`observations` by namespace/name); no pod is re-judged (`run_audit` does that)."""
+    run = _Run((), cluster=cluster, catalog=catalog, view=view)
+    report = run.report(now=now, state_origin=state_origin, manifest_origins=(), namespace=None, ignored=())
+    return with_observations(report, observations or {})
+
+
+def with_observations(report: AuditReport, observations: Mapping[str, Observation]) -> AuditReport:
+    """`report` with each observed tenant's VRAM and one `observed-vram` finding per observation."""
+    if not observations:
+        return report
+
+    def seen(t: TenantLine) -> TenantLine:
+        obs = None if t.planned else observations.get(t.key)
+        return replace(t, observed_mib=obs.observed_mib) if obs is not None else t
+
+    nodes = tuple(replace(line, tenants=tuple(seen(t) for t in line.tenants)) for line in report.nodes)
+    drift = tuple(observed_finding(o) for _, o in sorted(observations.items()))
+    return replace(report, nodes=nodes, findings=(*report.findings, *drift))
+
+
 class _Run:
     """The mutable state of one audit: a view builder, the ledger over its view, the guard."""
 
-    def __init__(self, state: Sequence[Mapping[str, Any]], *, cluster: ClusterPolicy, catalog: Catalog) -> None:
+    def __init__(
+        self,
+        state: Sequence[Mapping[str, Any]],
+        *,
+        cluster: ClusterPolicy,
+        catalog: Catalog,
+        view: ClusterView | None = None,
+    ) -> None:
         self.cluster, self.catalog = cluster, catalog
         self.builder = ViewBuilder(cluster=cluster, catalog=catalog)
         for kind, setter in (("Node", self.builder.set_node), ("Namespace", self.builder.set_namespace)):
@@ -178,7 +221,8 @@ class _Run:
         for obj in state:
             if obj.get("kind") == "Pod":
                 self.builder.set_pod(obj)
-        self.guard = Guard(cluster=cluster, catalog=catalog, ledger=Ledger(self.builder.build()))
+        built = self.builder.build() if view is None else view
+        self.guard = Guard(cluster=cluster, catalog=catalog, ledger=Ledger(built))
         self.existing = frozenset(self.view.tenants)
         self.subjects: list[Subject] = []
         self.owners: dict[str, str] = {}

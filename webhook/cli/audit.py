@@ -27,7 +27,6 @@ from webhook.audit.render_policy import WGPOLICY, ReportApi, render_json, render
 from webhook.audit.render_text import print_table, render_markdown, render_table
 from webhook.audit.run import AuditReport, Manifest, run_audit
 from webhook.cli.app import app, err, fail, settings_and_catalog
-from webhook.core.rawdict import items, mapping
 from webhook.state.files import SnapshotError, iter_files, load_objects
 
 LIST_PAGE = 500
@@ -109,7 +108,9 @@ def audit(
     if write_reports and snapshot is not None:
         raise fail("--write-reports writes to a live cluster; it cannot be combined with --snapshot")
     if report_api is not None and not write_reports:
-        raise fail("--report-api chooses where --write-reports writes: add --write-reports, or use --format openreports")
+        raise fail(
+            "--report-api applies to --write-reports only; to print reports use --format policyreport|openreports"
+        )
     settings, catalog = settings_and_catalog(policy)
     manifests = load_manifests(files or [])
     api_client: Any = None
@@ -234,23 +235,23 @@ def _list_all(kind: str, call: Callable[..., Any]) -> list[dict[str, Any]]:
 
 def resolve_report_api(api_client: Any, choice: ReportApiChoice) -> tuple[ReportApi, str]:
     """The group to write, and why: the one named, or for `auto` the one API discovery (`/apis`)
-    lists as served (the first of `REPORT_APIS` when both are)."""
+    lists as served (the first of `REPORT_APIS` when both are). When discovery itself fails, `auto`
+    keeps to wgpolicyk8s.io, what `--write-reports` wrote before it could choose."""
     if choice is not ReportApiChoice.auto:
         return REPORT_APIS[choice], f"--report-api {choice.value}"
     from kubernetes.client import ApiException, ApisApi
 
+    failed = ""
     try:
         response: Any = ApisApi(api_client).get_api_versions(_preload_content=False)  # raw: the JSON as sent
-        discovery = json.loads(response.data)
+        served = served_group_versions(json.loads(response.data))
     except ApiException as exc:
-        raise fail(
-            f"--report-api auto: API discovery (/apis) failed: HTTP {exc.status} {_api_message(exc)}; "
-            "name the group with --report-api wgpolicyk8s|openreports"
-        ) from None
+        failed = f"HTTP {exc.status} {_api_message(exc)}"
     except (OSError, ValueError) as exc:
-        raise fail(f"--report-api auto: API discovery (/apis) failed: {exc}") from None
-    served = served_group_versions(discovery)
-    found = [(choice, api) for choice, api in REPORT_APIS.items() if api.api_version in served]
+        failed = str(exc)
+    if failed:
+        return WGPOLICY, f"auto: API discovery (/apis) failed: {failed}; --report-api names the group"
+    found = [(name, api) for name, api in REPORT_APIS.items() if api.api_version in served]
     if not found:
         raise fail(
             f"--write-reports: the cluster serves neither {WGPOLICY.api_version} nor {OPENREPORTS.api_version}; "
@@ -268,6 +269,8 @@ def resolve_report_api(api_client: Any, choice: ReportApiChoice) -> tuple[Report
 
 def served_group_versions(discovery: Any) -> set[str]:
     """`group/version` of every version an APIGroupList (`GET /apis`) lists: the served ones."""
+    from webhook.core.rawdict import items, mapping
+
     return {
         str(mapping(version).get("groupVersion") or "")
         for group in items(mapping(discovery).get("groups"))
@@ -282,6 +285,7 @@ def write_reports_to(api_client: Any, api: ReportApi, report: AuditReport) -> li
     from kubernetes.client import ApiException, CustomObjectsApi
 
     from webhook.audit.render_policy import LABELS, REPORT_NAME, report_documents, stale_reports
+    from webhook.core.rawdict import items, mapping
 
     objects = CustomObjectsApi(api_client)
     done: list[str] = []

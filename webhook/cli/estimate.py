@@ -1,4 +1,6 @@
-"""`ollama-guard estimate`: the VRAM an Ollama pod serving some models needs (design §5), and `version`."""
+"""`ollama-guard estimate`: the VRAM an Ollama pod serving some models needs (design §5), the driver
+cap the mutating webhook would set on its Ollama containers (design §8: `NVIDIA_GPU_MEMORY_LIMIT` and
+`NVIDIA_GPU_MEMORY_REQUEST`, MiB per GPU), and `version`."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from rich.table import Table
 from webhook import __version__
 from webhook.cli.app import PolicyOpt, app, fail, settings_and_catalog
 from webhook.core.catalog import UnknownModelError
+from webhook.core.drivercap import ENV_LIMIT, ENV_REQUEST, MAX_CAP_MIB
 from webhook.core.estimate import MIB, KvCacheType, OllamaSettings, PodEstimate, estimate_pod, model_demand_mib
 from webhook.core.quantity import format_mib
 
@@ -63,13 +66,20 @@ def estimate(
         cuda_context_overhead_mib=cluster.cuda_context_overhead_mib,
         safety_margin=cluster.safety_margin,
     )
+    cap = driver_cap_mib(result) if cluster.driver_memory_limit else None
     if as_json:
-        typer.echo(json.dumps(estimate_json(result), indent=2))
+        typer.echo(json.dumps(estimate_json(result, cap_mib=cap), indent=2))
     else:
-        print_estimate(result)
+        print_estimate(result, cap_mib=cap)
 
 
-def estimate_json(result: PodEstimate) -> dict[str, Any]:
+def driver_cap_mib(result: PodEstimate) -> int:
+    """The cap per GPU the mutating webhook sets for this estimate: the demand / GPUs, rounded up."""
+    return min(-(-result.demand_mib // max(result.gpus, 1)), MAX_CAP_MIB)
+
+
+def estimate_json(result: PodEstimate, *, cap_mib: int | None = None) -> dict[str, Any]:
+    """The estimate as JSON; `driver_cap_mib` is null when the policy's `driver_memory_limit` is off."""
     s = result.settings
     return {
         "models": [
@@ -100,10 +110,11 @@ def estimate_json(result: PodEstimate) -> dict[str, Any]:
         "safety_margin": result.safety_margin,
         "demand_mib": result.demand_mib,
         "demand_gib": round(result.demand_mib / 1024, 2),
+        "driver_cap_mib": cap_mib,
     }
 
 
-def print_estimate(result: PodEstimate) -> None:
+def print_estimate(result: PodEstimate, *, cap_mib: int | None = None) -> None:
     out = Console()
     table = Table(title="Per-model VRAM (design §5)", title_justify="left")
     for col in ("model", "context", "weights", "KV cache", "graph", "runner", "total"):
@@ -128,3 +139,13 @@ def print_estimate(result: PodEstimate) -> None:
         soft_wrap=True,
     )
     out.print(f"[bold]pod demand: {result.demand_mib} MiB ({result.demand_mib / 1024:.2f} GiB)[/]", highlight=False)
+    if cap_mib is None:
+        out.print("driver VRAM cap: off (policy driver_memory_limit)", highlight=False)
+    else:
+        per = f", on each of its {result.gpus} GPUs" if result.gpus > 1 else ""
+        out.print(
+            f"driver VRAM cap: {ENV_LIMIT}={cap_mib} {ENV_REQUEST}={cap_mib} (MiB{per}; "
+            "enforced by NVIDIA driver R615+ with container toolkit 1.20.1+)",
+            highlight=False,
+            soft_wrap=True,
+        )

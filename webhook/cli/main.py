@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sys
 
-from webhook.cli import audit, certs, estimate, manifests, serve
+from webhook.cli import audit, certs, estimate, manifests, serve, timeslicing
 from webhook.cli.app import app
 
-COMMANDS = (audit, certs, estimate, manifests, serve)  # imported for their `@app.command()` registrations
+COMMANDS = (audit, certs, estimate, manifests, serve, timeslicing)  # imported for their `@app.command()` registrations
 
 
 def main() -> None:

@@ -33,6 +33,9 @@ class Settings(BaseSettings, PolicyDefaults):
     #: live mode: publish each GPU node's VRAM as `ollama-guard.io/vram-mib` (design §14), one
     #: replica at a time through the Lease `ollama-guard-advertiser` in `guard_namespace`
     advertise_vram: bool = True
+    #: live mode: `/readyz` is 503 while a watched kind has been disconnected from the API server
+    #: for longer than this (issue 20); decisions that need what a stale view lacks are denied sooner
+    stale_after_seconds: float = Field(default=5.0, gt=0, le=3600)
     cuda_context_overhead: str = "512Mi"
     default_tenant_vram: str | None = None
     catalog_overlay: Path | None = None

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from webhook.core.quantity import QuantityError, parse_mib, whole_number
+from webhook.core.quantity import QuantityError, parse_quantity, parse_vram_mib, whole_number
 from webhook.core.tenants import (
     ANN_CONTEXT,
     ANN_MODELS,
@@ -23,6 +23,7 @@ from webhook.core.tenants import (
     ContainerFacts,
     DeclarationError,
     PodFacts,
+    QuantityDeclarationError,
 )
 
 Source = Literal["annotation", "discovered", "none"]
@@ -50,14 +51,16 @@ def read_declaration(pod: PodFacts) -> Declaration:
     ann = pod.annotations
     vram: int | None = None
     if ANN_VRAM in ann:
-        try:
-            vram = parse_mib(ann[ANN_VRAM])
-        except QuantityError as exc:
-            raise DeclarationError(f"pod annotation {ANN_VRAM}: {exc}") from None
-        if vram == 0:
+        if _is_zero(ann[ANN_VRAM]):
             raise DeclarationError(
                 f'pod annotation {ANN_VRAM}="{ann[ANN_VRAM]}" is zero; declare the VRAM the pod really uses, e.g. 24Gi'
             )
+        try:
+            vram = parse_vram_mib(ann[ANN_VRAM])
+        except QuantityError as exc:
+            raise QuantityDeclarationError(
+                f"pod annotation {ANN_VRAM}: {exc}; declare the pod's whole VRAM, at least 1Mi"
+            ) from None
     context: int | None = None
     if ANN_CONTEXT in ann:
         context = parse_positive_int(ann[ANN_CONTEXT], what=f"pod annotation {ANN_CONTEXT}", limit=MAX_CONTEXT)
@@ -112,3 +115,10 @@ def _models_in(script: str, env: Mapping[str, str | None]) -> list[str]:
     if re.search(r"ollama\s+create\b", script):
         models.extend(m.group(1) for m in _FROM.finditer(script))
     return [m for m in models if not m.startswith("$") and not m.startswith("-")]
+
+
+def _is_zero(text: str) -> bool:
+    try:
+        return parse_quantity(text) == 0
+    except QuantityError:
+        return False

@@ -15,12 +15,22 @@ from typing import Any, Literal, Protocol
 
 from webhook.core.catalog import Catalog, normalize_ref
 from webhook.core.demand import ENV_CONTEXT, ENV_MAX_LOADED, ENV_PARALLEL, PodDemand, compute_demand
+from webhook.core.drivercap import RULE as DRIVER_CAP_RULE
+from webhook.core.drivercap import cap_findings
 from webhook.core.explain import CAPACITY_FIX, NEVER_FIX, describe_demand, list_fits
 from webhook.core.ledger import Fit, fits
 from webhook.core.policy import ClusterPolicy, NamespacePolicy
 from webhook.core.quantity import format_mib
 from webhook.core.scheduling import iter_candidates
-from webhook.core.tenants import ANN_DEMAND, RESOURCE_VRAM, DeclarationError, PodFacts, read_pod
+from webhook.core.staleness import catching_up, catching_up_short
+from webhook.core.tenants import (
+    ANN_DEMAND,
+    RESOURCE_VRAM,
+    DeclarationError,
+    PodFacts,
+    QuantityDeclarationError,
+    read_pod,
+)
 from webhook.core.view import ClusterView
 
 Severity = Literal["fail", "warn"]
@@ -105,8 +115,10 @@ def evaluate_pod(
     try:
         demand = compute_demand(pod, ns=ns, cluster=cluster, catalog=catalog)
     except DeclarationError as exc:
-        return PodEvaluation(pod, ns, None, (*violations, Violation("declaration", str(exc), 400)))
+        rule = "vram-quantity" if isinstance(exc, QuantityDeclarationError) else "declaration"
+        return PodEvaluation(pod, ns, None, (*violations, Violation(rule, str(exc), 400)))
     violations += _setting_checks(pod, ns, demand, require_settings=require_settings)
+    violations += _driver_cap_checks(pod, ns, demand, template=facts is not None)
     violations += _model_checks(demand, ns, catalog)
     if one_per_node:
         result = _per_node_checks(raw, pod, demand, view=view, committed=committed)
@@ -196,6 +208,15 @@ def _setting_checks(
     return out
 
 
+def _driver_cap_checks(pod: PodFacts, ns: NamespacePolicy, demand: PodDemand, *, template: bool) -> list[Violation]:
+    """Design §8 driver-enforced cap: a value NVIDIA's hook refuses (400), a cap missing or above the
+    pod's accounted demand (a warning). `template`: facts as the mutation leaves them (a workload)."""
+    if not ns.driver_memory_limit:
+        return []
+    found = cap_findings(pod, demand, template=template)
+    return [Violation(DRIVER_CAP_RULE, f.message, f.code, f.severity, f.short) for f in found]
+
+
 def _model_checks(demand: PodDemand, ns: NamespacePolicy, catalog: Catalog) -> list[Violation]:
     if ns.allowed_models == ("*",):
         return []
@@ -256,7 +277,7 @@ def _capacity_checks(
         if placeable >= replicas:
             return [], results
     if not results:
-        return [], []  # nowhere to go: the scheduler keeps it pending, not the guard's call
+        return _unknown_pinned_node(pod, view), []  # else nowhere to go: the scheduler keeps it pending
     never = all(_never_fits(f) for f in results)
     wait = policy == "warn" and not pod.node_name and not never
     node_ = view.nodes.get(pod.node_name)
@@ -272,6 +293,16 @@ def _capacity_checks(
         return [Violation("capacity", message, severity="warn", short=short)], results
     short = f"needs {need} VRAM x{replicas}; {placeable} fit; {most}"
     return [Violation("capacity", message, short=short)], results
+
+
+def _unknown_pinned_node(pod: PodFacts, view: ClusterView) -> list[Violation]:
+    """A pod pinned to a node a stale view does not hold: not "allowed because unknown" (issue 20)."""
+    stale = view.stale
+    if not pod.node_name or pod.node_name in view.nodes or stale is None or not stale.covers("Node"):
+        return []
+    what = f"pod {pod.namespace}/{pod.name or '(generated)'} is pinned to node {pod.node_name}"
+    message = catching_up(stale, what=what)
+    return [Violation("stale-view", message, short=catching_up_short(pod.node_name))]
 
 
 def _never_fits(fit: Fit) -> bool:

@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from webhook.core.quantity import QuantityError, parse_mib, whole_number
+from webhook.core.quantity import QuantityError, parse_vram_mib, whole_number
 
 PREFIX = "ollama-guard.io/"
 Enforcement = Literal["enforce", "warn", "audit", "off"]
@@ -28,6 +28,7 @@ ANN_CONTEXT = PREFIX + "context-length"
 ANN_PARALLEL = PREFIX + "num-parallel"
 ANN_QUOTA = PREFIX + "vram-quota"
 ANN_ALLOWED = PREFIX + "allowed-models"
+ANN_DRIVER_CAP = PREFIX + "driver-memory-limit"
 
 #: Upper bounds that keep an annotation within what Ollama can run (and our arithmetic sane).
 LIMITS = {ANN_MAX_LOADED: 64, ANN_CONTEXT: 1 << 21, ANN_PARALLEL: 256}
@@ -53,6 +54,8 @@ class PolicyDefaults(BaseModel):
     #: admits with a warning and the pod waits Pending on the scheduler's own
     #: `Insufficient ollama-guard.io/vram-mib` (preemption and autoscalers can act); `deny` refuses it
     capacity_at_admission: Literal["warn", "deny"] = "warn"
+    #: set NVIDIA_GPU_MEMORY_LIMIT/_REQUEST on Ollama containers to the per-GPU demand (design §8)
+    driver_memory_limit: bool = True
 
 
 class ClusterPolicy(PolicyDefaults):
@@ -88,6 +91,7 @@ class NamespacePolicy:
     vram_quota_mib: int | None
     allowed_models: tuple[str, ...]
     problems: tuple[PolicyProblem, ...] = ()
+    driver_memory_limit: bool = True
 
     @property
     def active(self) -> bool:
@@ -129,7 +133,7 @@ def resolve_namespace_policy(
     raw_quota = ann.get(ANN_QUOTA)
     if raw_quota is not None:
         try:
-            quota = parse_mib(raw_quota)
+            quota = parse_vram_mib(raw_quota, allow_zero=True)
         except QuantityError as exc:
             problems.append(PolicyProblem(ANN_QUOTA, raw_quota, f"{exc}"))
 
@@ -144,6 +148,14 @@ def resolve_namespace_policy(
                 PolicyProblem(ANN_ALLOWED, raw_allowed, 'use comma-separated globs such as "llama3.*, qwen2.5:*"')
             )
 
+    driver_cap = cluster.driver_memory_limit
+    raw_cap = ann.get(ANN_DRIVER_CAP)
+    if raw_cap is not None:
+        if raw_cap.strip().lower() in ("on", "off"):
+            driver_cap = raw_cap.strip().lower() == "on"
+        else:
+            problems.append(PolicyProblem(ANN_DRIVER_CAP, raw_cap, 'use "on" or "off"'))
+
     return NamespacePolicy(
         namespace=namespace,
         enforcement=enforcement,
@@ -154,6 +166,7 @@ def resolve_namespace_policy(
         vram_quota_mib=quota,
         allowed_models=allowed,
         problems=tuple(problems),
+        driver_memory_limit=driver_cap,
     )
 
 

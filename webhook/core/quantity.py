@@ -94,6 +94,20 @@ def parse_mib(value: str | int) -> int:
     return -(-parse_bytes(value) // MIB)
 
 
+def parse_vram_mib(value: str | int, *, allow_zero: bool = False) -> int:
+    """A VRAM declaration as whole MiB: a whole number of bytes, at least 1 MiB (or exactly 0 when
+    `allow_zero`), rounded up to a whole MiB. `1e-3` (a thousandth of a byte) and `1k` (1000 bytes)
+    are refused here, each with what was read and the accepted form (issue 18)."""
+    amount = parse_quantity(value)
+    if amount != amount.to_integral_value():
+        raise QuantityError(value, f"that is {amount.normalize():f} bytes, not a whole number of bytes")
+    if amount == 0 and allow_zero:
+        return 0
+    if amount < MIB:
+        raise QuantityError(value, f"that is {int(amount)} bytes, less than 1 MiB")
+    return -(-int(amount) // MIB)
+
+
 def format_mib(mib: int | float) -> str:
     """A human figure: `512 MiB` below 1 GiB, else GiB with one decimal (`5939` -> `5.8 GiB`)."""
     if abs(round(mib)) >= 1024:

@@ -35,6 +35,11 @@ class DeclarationError(ValueError):
     """A pod declares something the guard cannot accept (answered with status code 400)."""
 
 
+class QuantityDeclarationError(DeclarationError):
+    """A declared VRAM quantity that is not one (not whole bytes, below 1 MiB, garbage): refused in
+    every enforcement mode, since no estimate or warning can stand in for it (issue 18)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ContainerFacts:
     index: int

@@ -21,6 +21,7 @@ from webhook.core.demand import PodDemand, compute_demand
 from webhook.core.inventory import GpuNode, read_advertised, read_node
 from webhook.core.policy import ClusterPolicy, NamespacePolicy, resolve_namespace_policy
 from webhook.core.quantity import whole_number
+from webhook.core.staleness import Staleness
 from webhook.core.tenants import ANN_DEMAND, ANN_ESTIMATE, DeclarationError, PodFacts, could_be_subject, read_pod
 
 ESTIMATE_VERSION = 1
@@ -68,6 +69,9 @@ class ClusterView:
     namespace_usage: Mapping[str, int] = field(default_factory=dict)
     #: nodes that are not GPU nodes (any more) but still show `ollama-guard.io/vram-mib` -> its figure
     stray_advertised: Mapping[str, int] = field(default_factory=dict)
+    #: set by the live source while a kind's list/watch is broken or catching up (issue 20);
+    #: None: current (a snapshot is never stale)
+    stale: Staleness | None = None
     #: memo of `namespace_policy` (the view never changes, so neither does a namespace's policy)
     _policies: dict[str, tuple[ClusterPolicy, NamespacePolicy]] = field(
         default_factory=dict, init=False, repr=False, compare=False

@@ -34,6 +34,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 Handler = Callable[[AdmissionRequest, Guard], AdmissionResponse]
+#: told of every decided review: (webhook, request, response, decision); the live page's ring
+Recorder = Callable[[str, AdmissionRequest, AdmissionResponse, str], None]
 
 DEFAULT_TIMEOUT = 10.0
 #: answer this much before kube-apiserver gives up, so it gets our reason rather than a timeout
@@ -144,9 +146,17 @@ class AdmissionEndpoint:
     """`POST /mutate` or `POST /validate` as an ASGI app."""
 
     def __init__(
-        self, *, webhook: str, handler: Handler, guard: Callable[[], Guard], metrics: Metrics, max_body_bytes: int
+        self,
+        *,
+        webhook: str,
+        handler: Handler,
+        guard: Callable[[], Guard],
+        metrics: Metrics,
+        max_body_bytes: int,
+        recorder: Recorder | None = None,
     ) -> None:
         self.webhook = webhook
+        self.recorder = recorder
         self.handler = handler
         self.guard = guard
         self.metrics = metrics
@@ -223,6 +233,8 @@ class AdmissionEndpoint:
     def record(self, req: AdmissionRequest, response: AdmissionResponse, elapsed: float) -> None:
         decision = decision_of(response)
         self._stats.count(self.webhook, req.kind.kind, req.operation, decision)
+        if self.recorder is not None:
+            self.recorder(self.webhook, req, response, decision)
         # plain admissions at DEBUG (they are most of the traffic); anything with a reason at INFO+
         level = logging.DEBUG if decision in ("allowed", "patched") else logging.INFO
         if decision == "error":

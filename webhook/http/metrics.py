@@ -2,7 +2,10 @@
 
 Request counts by webhook, kind, operation and decision; a latency histogram up to 5 s;
 audit-mode would-be denials by namespace and rule; and, read from the ledger at scrape time,
-per guarded node capacity / committed / free VRAM and the number of over-committed nodes.
+per guarded node capacity / committed / free VRAM and the number of over-committed nodes; in live
+mode, per watched kind, the age of its last event and how long it has been disconnected; with
+runtime drift on (design §15), per Ollama pod the VRAM its `/api/ps` reports (absent while unknown,
+never 0 for "could not ask"), its demand, the samples above that demand, and pods per verdict.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from webhook.core.advertise import figures
+from webhook.core.drift import VERDICTS, Observation
 from webhook.core.ledger import Ledger
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -65,7 +69,8 @@ class AdmissionStats(Collector):
 
 
 class _WatchCollector(Collector):
-    """Staleness of the live view: seconds since the last watch event, per kind (live mode only)."""
+    """Staleness of the live view, per kind (live mode only): seconds since the last watch event,
+    and seconds the kind has been disconnected from the API server (0 while current, issue 20)."""
 
     def __init__(self, readiness: Callable[[], tuple[bool, Mapping[str, Any]]]) -> None:
         self._readiness = readiness
@@ -77,13 +82,23 @@ class _WatchCollector(Collector):
             "Seconds since the last watch event or bookmark",
             labels=["kind"],
         )
+        disconnected = GaugeMetricFamily(
+            "ollama_guard_watch_disconnected_seconds",
+            "Seconds since the kind's list/watch broke, until it is current again (0: current)",
+            labels=["kind"],
+        )
         for kind, status in (detail.get("kinds") or {}).items():
-            seconds = status.get("lastEventAgeSeconds") if isinstance(status, Mapping) else None
+            if not isinstance(status, Mapping):
+                continue
+            seconds = status.get("lastEventAgeSeconds")
             if isinstance(seconds, int | float):
                 age.add_metric([str(kind)], float(seconds))
+            if "disconnectedSeconds" in status:
+                broken = status["disconnectedSeconds"]
+                disconnected.add_metric([str(kind)], float(broken) if isinstance(broken, int | float) else 0.0)
         up = GaugeMetricFamily("ollama_guard_ready", "1 when the view is complete and decisions are served")
         up.add_metric([], 1.0 if ready else 0.0)
-        yield from (age, up)
+        yield from (age, disconnected, up)
 
 
 class _NodeCollector(Collector):
@@ -155,11 +170,56 @@ def _advertised_families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeM
     )
 
 
+class _DriftCollector(Collector):
+    """Runtime drift, read from the monitor's latest observations at scrape time."""
+
+    def __init__(self, observations: Callable[[], Mapping[str, Observation]]) -> None:
+        self._observations = observations
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["namespace", "pod", "node"]
+        observed = GaugeMetricFamily(
+            "ollama_guard_pod_vram_observed_mib",
+            "VRAM an Ollama pod holds by its own GET /api/ps (sum of size_vram), MiB; absent while unknown",
+            labels=labels,
+        )
+        demand = GaugeMetricFamily(
+            "ollama_guard_pod_vram_demand_mib",
+            "The VRAM demand an observed Ollama pod is accounted with, MiB",
+            labels=labels,
+        )
+        over = CounterMetricFamily(
+            "ollama_guard_pod_vram_over_demand_samples",
+            "Samples in which an Ollama pod held more VRAM than its demand (the estimate fell short)",
+            labels=labels,
+        )
+        verdicts = GaugeMetricFamily(
+            "ollama_guard_drift_pods",
+            "Observed Ollama pods by verdict: over, idle, low, within, unknown",
+            labels=["verdict"],
+        )
+        counts = dict.fromkeys(VERDICTS, 0)
+        for _, obs in sorted(self._observations().items()):
+            where = [obs.namespace, obs.name, obs.node]
+            demand.add_metric(where, obs.demand_mib)
+            over.add_metric(where, obs.samples_over)
+            if obs.observed_mib is not None:
+                observed.add_metric(where, obs.observed_mib)
+            counts[obs.verdict] += 1
+        for verdict, count in counts.items():
+            verdicts.add_metric([verdict], count)
+        yield from (observed, demand, over, verdicts)
+
+
 class Metrics:
     """One registry per app (tests build many apps in one process)."""
 
     def __init__(
-        self, ledger: Callable[[], Ledger], readiness: Callable[[], tuple[bool, Mapping[str, Any]]] | None = None
+        self,
+        ledger: Callable[[], Ledger],
+        readiness: Callable[[], tuple[bool, Mapping[str, Any]]] | None = None,
+        *,
+        drift: Callable[[], Mapping[str, Observation]] | None = None,
     ) -> None:
         self.registry = CollectorRegistry()
         self.admissions = AdmissionStats()
@@ -179,6 +239,8 @@ class Metrics:
         self.registry.register(_NodeCollector(ledger))
         if readiness is not None:
             self.registry.register(_WatchCollector(readiness))
+        if drift is not None:
+            self.registry.register(_DriftCollector(drift))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -12,7 +12,7 @@ import asyncio
 import gc
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -25,9 +25,11 @@ from webhook.admission.context import Guard
 from webhook.admission.mutation import mutate
 from webhook.admission.validation import validate
 from webhook.core.catalog import Catalog
+from webhook.core.drift import Observation
 from webhook.core.policy import ClusterPolicy
-from webhook.http.endpoint import AdmissionEndpoint, Receive, Scope, Send
+from webhook.http.endpoint import AdmissionEndpoint, Receive, Recorder, Scope, Send
 from webhook.http.metrics import CONTENT_TYPE, Metrics
+from webhook.http.page import Companion
 from webhook.http.tls import ReloadingTLS
 from webhook.state.snapshot import StateSource
 
@@ -40,9 +42,14 @@ def create_app(
     catalog: Catalog,
     source: StateSource,
     max_body_bytes: int = 3 << 20,
+    recorder: Recorder | None = None,
+    drift: Callable[[], Mapping[str, Observation]] | None = None,
 ) -> FastAPI:
-    """The admission server for one state source. Startup/shutdown of the source in `lifespan`."""
-    metrics = Metrics(lambda: source.ledger, source.readiness)
+    """The admission server for one state source. Startup/shutdown of the source in `lifespan`.
+
+    `recorder` is told of every decided review (the live page's ring of recent denials and
+    warnings); `drift` gives the runtime drift observations `/metrics` shows (design §15)."""
+    metrics = Metrics(lambda: source.ledger, source.readiness, drift=drift)
     templates = source.templates  # watched or read from the snapshot, and fed by admitted workloads
 
     def would_deny(namespace: str, rule: str, message: str) -> None:
@@ -82,7 +89,12 @@ def create_app(
     app.state.admission = {}
     for webhook, handler in (("mutate", mutate), ("validate", validate)):
         endpoint = AdmissionEndpoint(
-            webhook=webhook, handler=handler, guard=guard, metrics=metrics, max_body_bytes=max_body_bytes
+            webhook=webhook,
+            handler=handler,
+            guard=guard,
+            metrics=metrics,
+            max_body_bytes=max_body_bytes,
+            recorder=recorder,
         )
         app.router.routes.append(Route(f"/{webhook}", endpoint=endpoint, methods=["POST"]))
         app.state.admission[f"/{webhook}"] = endpoint
@@ -161,14 +173,27 @@ def build_server(app: FastAPI, *, host: str, port: int, tls: ReloadingTLS) -> uv
     return uvicorn.Server(config)
 
 
-async def serve_https(server: uvicorn.Server, tls: ReloadingTLS, *, reload_interval: float = 2.0) -> None:
-    """Serve until stopped, checking the certificate files for rotation meanwhile."""
+async def serve_https(
+    server: uvicorn.Server,
+    tls: ReloadingTLS,
+    *,
+    reload_interval: float = 2.0,
+    companions: Sequence[Companion] = (),
+) -> None:
+    """Serve until stopped, checking the certificate files for rotation meanwhile; `companions`
+    (the live page's plain-HTTP server on its own socket) run beside it and stop with it."""
     watcher = asyncio.create_task(tls.watch(interval=reload_interval))
+    others = [asyncio.create_task(c.server.serve(sockets=[c.socket])) for c in companions]
     try:
         await server.serve()
     finally:
         watcher.cancel()
+        for companion in companions:
+            companion.server.should_exit = True
+        await asyncio.gather(*others, return_exceptions=True)
 
 
-def run_https(app: FastAPI, *, host: str, port: int, tls: ReloadingTLS) -> None:
-    asyncio.run(serve_https(build_server(app, host=host, port=port, tls=tls), tls))
+def run_https(
+    app: FastAPI, *, host: str, port: int, tls: ReloadingTLS, companions: Sequence[Companion] = ()
+) -> None:
+    asyncio.run(serve_https(build_server(app, host=host, port=port, tls=tls), tls, companions=companions))

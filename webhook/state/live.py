@@ -3,12 +3,17 @@
 Watch events update a mutable builder in the watcher threads; a publisher thread swaps a new
 frozen view into the ledger at most every `publish_interval` seconds (the request path only ever
 reads a published view). The source is ready once a view holding every kind's first list has
-been published.
+been published, and stops being ready while a kind has been disconnected from the API server for
+longer than `stale_after` seconds. Each published view carries its `Staleness` (the kinds not
+current, read under the same lock as the build): a kind is stale from the moment its watch
+breaks until what it missed is in a published view (issue 20).
 
 Pods are projected (`project`) to what `ViewBuilder.tenant_of` needs; pods that are neither
 Ollama pods nor GPU tenants are not kept at all. The projection shares what replicas have in
 common (containers, labels, guard annotations, status) and interns repeated strings, so a cached
-pod costs little more than its name and uid; projections are therefore read-only. A pod that is
+pod costs little more than its name and uid; projections are therefore read-only. A running
+Ollama pod also keeps its `status.podIP` and its container port named `http`, which runtime drift
+asks (`drift.py`, design §15). A pod that is
 deleted, finishes, starts terminating or stops being a GPU tenant releases its reservation. A
 namespace change recomputes the pods of that namespace whose demand was computed rather than
 stamped (their defaults come from the namespace). A node whose committed VRAM passes its budget
@@ -24,8 +29,10 @@ import json
 import logging
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +41,7 @@ from webhook.core.ledger import Ledger
 from webhook.core.policy import PREFIX, ClusterPolicy
 from webhook.core.quantity import whole_number
 from webhook.core.rawdict import items, mapping
+from webhook.core.staleness import Staleness
 from webhook.core.templates import TemplateStore, read_workload, runs_gpu_pods
 from webhook.core.tenants import (
     ANN_DEMAND,
@@ -138,8 +146,25 @@ def _project_pod(meta: Mapping[str, Any], raw: Mapping[str, Any], gpu: tuple[str
         "kind": "Pod",
         "metadata": metadata,
         "spec": _share(pod_spec, key=(node, id(pod_spec["containers"]), id(pod_spec.get("initContainers")))),
-        "status": _share({"phase": phase}),
+        "status": _pod_status(raw, phase, ollama=_is_ollama_pod(containers, labels, annotations)),
     }
+
+
+def _is_ollama_pod(containers: list[dict[str, Any]], labels: Mapping[str, Any], annotations: Mapping[str, Any]) -> bool:
+    return (
+        any(is_ollama_image(str(c.get("image") or "")) for c in containers)
+        or labels.get(OLLAMA_LABEL[0]) == OLLAMA_LABEL[1]
+        or f"{PREFIX}models" in annotations
+    )
+
+
+def _pod_status(raw: Mapping[str, Any], phase: object, *, ollama: bool) -> dict[str, Any]:
+    """The phase (shared); a running Ollama pod also keeps its IP, which runtime drift asks (design §15)."""
+    ip = mapping(raw.get("status")).get("podIP")
+    if ollama and phase == "Running" and isinstance(ip, str) and ip:
+        return {"phase": phase, "podIP": ip}
+    shared: dict[str, Any] = _share({"phase": phase})
+    return shared
 
 
 def _pod_annotations(annotations: Mapping[str, Any], *, stamped: bool) -> dict[str, Any]:
@@ -171,6 +196,14 @@ def _container(raw: object, gpu_resources: tuple[str, ...], keep: _Keep) -> dict
     """Name, image, GPU requests and, as `keep` says, the Ollama env and the model-naming commands."""
     container = mapping(raw)
     kept: dict[str, Any] = {"name": container.get("name"), "image": container.get("image")}
+    # the port runtime drift asks Ollama's /api/ps on (design §15)
+    http = [
+        {"name": "http", "containerPort": mapping(p).get("containerPort")}
+        for p in items(container.get("ports"))
+        if mapping(p).get("name") == "http"
+    ]
+    if http:
+        kept["ports"] = http
     resources = {
         section: picked
         for section, values in mapping(container.get("resources")).items()
@@ -251,6 +284,7 @@ class LiveSource:
         cluster: ClusterPolicy,
         catalog: Catalog,
         publish_interval: float = 0.2,
+        stale_after: float = 5.0,
     ) -> None:
         self._builder = ViewBuilder(cluster=cluster, catalog=catalog)
         self._lock = threading.Lock()
@@ -261,12 +295,15 @@ class LiveSource:
         self._synced: set[Kind] = set()
         self._complete = False  # a view holding every kind's first list has been published
         self._computed: dict[str, set[str]] = {}  # namespace -> pods whose demand was computed, not stamped
-        self.ledger = Ledger(ClusterView(), ttl_seconds=cluster.reservation_ttl_seconds)
+        self._stale_after = stale_after
+        initial = ClusterView(stale=Staleness(kinds=LIVE_KINDS))  # nothing listed yet
+        self.ledger = Ledger(initial, ttl_seconds=cluster.reservation_ttl_seconds)
         self.templates = TemplateStore()
         gpu = cluster.gpu_resources
         self.mirror = mirror_factory(
             project=lambda kind, raw: project(kind, raw, gpu_resources=gpu),
             on_event=self._on_event,
+            on_connection=lambda kind, current: self._dirty.set(),  # republish with its staleness
             kinds=LIVE_KINDS,
         )
         self._kinds = frozenset(self.mirror.status())
@@ -298,13 +335,31 @@ class LiveSource:
             self._publisher.join(5.0)
 
     def readiness(self) -> tuple[bool, Mapping[str, Any]]:
+        """Ready once a complete view was published, and while no kind has been disconnected for
+        longer than `stale_after` seconds (issue 20: the Service then sends reviews to a replica
+        whose view is current, and the failure policies apply when none is)."""
+        statuses = self.mirror.status()
         kinds = {
-            kind: {"ready": s.ready, "lastEventAgeSeconds": s.last_event_age_seconds, "relists": s.relists}
-            for kind, s in self.mirror.status().items()
+            kind: {
+                "ready": s.ready,
+                "lastEventAgeSeconds": s.last_event_age_seconds,
+                "relists": s.relists,
+                "disconnectedSeconds": s.disconnected_seconds,
+                "lastError": s.last_error,
+            }
+            for kind, s in statuses.items()
         }
+        late = [k for k, s in statuses.items() if (s.disconnected_seconds or 0.0) > self._stale_after]
         view = self.ledger.view
-        detail = {"mode": "live", "kinds": kinds, "nodes": len(view.nodes), "tenants": len(view.tenants)}
-        return self._complete, detail
+        detail = {
+            "mode": "live",
+            "kinds": kinds,
+            "nodes": len(view.nodes),
+            "tenants": len(view.tenants),
+            "staleAfterSeconds": self._stale_after,
+            "disconnected": late,
+        }
+        return self._complete and not late, detail
 
     def on_bound(self, tenant: Tenant, node: str) -> None:
         return None  # the watch confirms the binding when the pod shows spec.nodeName
@@ -380,9 +435,18 @@ class LiveSource:
         with self._lock:
             view = self._builder.build()
             complete = self._synced >= self._kinds  # this view holds every kind's first list
+            # read under the lock: a kind the mirror calls current has delivered its events here
+            view = replace(view, stale=self._staleness())
         self.ledger.publish(view)
         self._complete = self._complete or complete
         self._report_overcommit(view)
+
+    def _staleness(self) -> Staleness | None:
+        kinds, broken_for = self.mirror.staleness()
+        if not kinds:
+            return None
+        since = "" if broken_for is None else _utc(time.time() - broken_for)
+        return Staleness(kinds=kinds, since=since)
 
     def _report_overcommit(self, view: ClusterView) -> None:
         for node in view.nodes.values():
@@ -419,6 +483,7 @@ def live_source(
     catalog: Catalog,
     advertise_in: str | None = None,
     identity: str = "",
+    stale_after: float = 5.0,
 ) -> LiveSource | None:
     """A LiveSource when in-cluster config or a kubeconfig is available, else None.
 
@@ -432,11 +497,15 @@ def live_source(
     def factory(**kwargs: Any) -> ClusterMirror:
         return ClusterMirror(client, **kwargs)
 
-    source = LiveSource(factory, cluster=cluster, catalog=catalog)
+    source = LiveSource(factory, cluster=cluster, catalog=catalog, stale_after=stale_after)
     if advertise_in:
         elector = LeaseElector(KubeLeaseApi(client), namespace=advertise_in, identity=identity or default_identity())
         source.attach_advertiser(NodeAdvertiser(lambda: source.ledger.view, KubeNodeStatusApi(client), elector=elector))
     return source
+
+
+def _utc(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def default_identity() -> str:

@@ -9,11 +9,20 @@ a change means belong to the caller. Protocol, as client-go's reflector:
   (changed or not), then one SYNC;
 - watches (`allowWatchBookmarks`) resume from the last resourceVersion seen in list metadata,
   events and BOOKMARKs; a server that ends the stream (its timeout) is re-watched at once;
-- a connection error, an HTTP error or a watch closed in under a second with no event backs off
+- a dropped stream, an HTTP 4xx error or a watch closed in under a second with no event backs off
   and resumes from the last resourceVersion; `410 Gone`/Expired (an ERROR event or the HTTP
-  status) and anything unexpected (a malformed stream, an exception from `project` or
-  `on_event`) back off and relist. The backoff is capped exponential with full jitter over the
-  consecutive failures, which any watch event, bookmark or full-length watch resets.
+  status), an API server that was unavailable (no answer, or a 5xx) and anything unexpected (a
+  malformed stream, an exception from `project` or `on_event`) back off and relist (after an
+  outage the list is the one definite point where the kind is current again). The backoff is
+  capped exponential with full jitter over the consecutive failures, which a successful list,
+  an opened watch, any watch event or bookmark resets; while the API server does not answer at
+  all its ceiling is also at most a quarter of the outage so far, and the first request that it
+  answers again wakes every kind that lost its connection (issue 20: all kinds catch up
+  together, in seconds, while a server that stays down still gets the backoff).
+
+Staleness: a kind is current once listed and until its list/watch breaks; it is current again
+once a relist is delivered or a resumed watch is open. `status()` says per kind since when it
+has been disconnected; `on_connection(kind, current)` is called on each change.
 
 Threads: `start()` runs one daemon thread per kind. `project` and `on_event` run in that thread,
 after the store is updated (so `objects()` already shows the change); a consumer should treat
@@ -56,6 +65,7 @@ _KINDS: Final[Mapping[Kind, tuple[str, str]]] = {
 _SERVICE_ACCOUNT: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 _TRANSPORT_ERRORS: Final = (OSError, urllib3.exceptions.HTTPError, ApiException)
 _SHORT_WATCH_SECONDS: Final = 1.0
+_OUTAGE_SHARE: Final = 0.25  # while unanswered, the backoff ceiling is at most this share of the outage
 _log = logging.getLogger(__name__)
 
 
@@ -134,6 +144,8 @@ class KindStatus:
     reconnects: int  # watches resumed after an error
     errors: int
     last_error: str | None
+    #: since the list/watch broke, until it is current again (None: current or never broken)
+    disconnected_seconds: float | None = None
 
 
 @dataclass(slots=True)
@@ -148,15 +160,26 @@ class _State:
     failures: int = 0  # consecutive, drives the backoff
     last_error: str | None = None
     response: Any = None  # the in-flight urllib3 response, shut down by stop()
+    broken_at: float | None = None  # the list/watch broke then and is not current again yet
+    unavailable: bool = False  # the last request found the API server unavailable (no answer or 5xx)
+    unanswered: bool = False  # ... and it did not answer at all (refused, reset, timed out)
+    cut: bool = False  # the last failure lost the connection (a dropped stream or an unanswered request)
 
 
 class _Expired(Exception):
     """410: the resourceVersion (or continue token) is gone; relist."""
 
 
-def backoff_delay(attempt: int, *, base: float, cap: float, rng: random.Random) -> float:
-    """Full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
-    return rng.uniform(0.0, min(cap, base * 2.0 ** min(attempt, 62)))
+def backoff_delay(
+    attempt: int, *, base: float, cap: float, rng: random.Random, outage_seconds: float | None = None
+) -> float:
+    """Full jitter: uniform in [0, min(cap, base * 2**attempt)]. During an outage (the API server
+    does not answer at all) the ceiling is also at most a quarter of `outage_seconds`, never below
+    `base`: a server that comes back is noticed within about a quarter of the outage."""
+    ceiling = min(cap, base * 2.0 ** min(attempt, 62))
+    if outage_seconds is not None:
+        ceiling = min(ceiling, max(base, outage_seconds * _OUTAGE_SHARE))
+    return rng.uniform(0.0, ceiling)
 
 
 def object_key(raw: Mapping[str, Any]) -> str:
@@ -175,6 +198,7 @@ class ClusterMirror:
         *,
         project: Project,
         on_event: Callable[[WatchEvent], None] | None = None,
+        on_connection: Callable[[Kind, bool], None] | None = None,
         kinds: Sequence[Kind] = ("Node", "Pod", "Namespace"),
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
@@ -185,12 +209,16 @@ class ClusterMirror:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._api, self._project, self._on_event = api_client, project, on_event
+        self._on_connection = on_connection
         self._backoff = (backoff_base, backoff_cap)
         self._watch_timeout, self._page_size = watch_timeout_seconds, list_page_size
         self._request_timeout, self._clock = request_timeout, clock
         self._rng = rng or random.Random()
         self._states: dict[Kind, _State] = {kind: _State() for kind in kinds}
         self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)  # notified when the API server answers again
+        self._answers = 0  # how many times it has (any kind's request after one went unanswered)
+        self._unanswered = False  # a request went unanswered since the last answer
         self._stopping = threading.Event()
         self._all_ready = threading.Event()
         self._threads = [
@@ -206,6 +234,7 @@ class ClusterMirror:
         """Stop the watchers: interrupts open streams and backoff waits, joins the threads."""
         self._stopping.set()
         with self._lock:
+            self._wake.notify_all()
             responses = [s.response for s in self._states.values() if s.response is not None]
         for response in responses:
             _shutdown(response)
@@ -242,9 +271,19 @@ class ClusterMirror:
                     reconnects=s.reconnects,
                     errors=s.errors,
                     last_error=s.last_error,
+                    disconnected_seconds=None if s.broken_at is None else now - s.broken_at,
                 )
                 for kind, s in self._states.items()
             }
+
+    def staleness(self) -> tuple[tuple[Kind, ...], float | None]:
+        """The kinds that are not current (not listed yet, or broken and not caught up), and how
+        long the earliest broken one has been (seconds; None when none is broken)."""
+        now = self._clock()
+        with self._lock:
+            kinds = tuple(k for k, s in self._states.items() if not s.ready or s.broken_at is not None)
+            broken = [now - s.broken_at for s in self._states.values() if s.broken_at is not None]
+        return kinds, max(broken, default=None)
 
     # --- the per-kind loop ---------------------------------------------------------------------
     def _run(self, kind: Kind) -> None:
@@ -259,14 +298,25 @@ class ClusterMirror:
             except Exception as exc:
                 if self._stopping.is_set():
                     return
-                relist = relist or not isinstance(exc, _TRANSPORT_ERRORS)
+                relist = relist or not isinstance(exc, _TRANSPORT_ERRORS) or state.unavailable
                 self._record_failure(kind, exc)
-            delay = backoff_delay(state.failures - 1, base=self._backoff[0], cap=self._backoff[1], rng=self._rng)
-            if self._stopping.wait(delay):
+            if not self._back_off(kind):
                 return
             if not relist:
                 with self._lock:
                     state.reconnects += 1
+
+    def _back_off(self, kind: Kind) -> bool:
+        """Sleep the backoff; a kind that lost its connection wakes as soon as the API server answers
+        any kind again after leaving one unanswered (all kinds recover together). False: stopping."""
+        state = self._states[kind]
+        with self._lock:
+            outage = None if not state.unanswered or state.broken_at is None else self._clock() - state.broken_at
+            base, cap = self._backoff
+            delay = backoff_delay(state.failures - 1, base=base, cap=cap, rng=self._rng, outage_seconds=outage)
+            answers = self._answers
+            self._wake.wait_for(lambda: self._stopping.is_set() or (state.cut and self._answers != answers), delay)
+        return not self._stopping.is_set()
 
     def _record_failure(self, kind: Kind, exc: Exception) -> None:
         """Count a failure (an expiry is not an error, but still backs off: no hot relist loop)."""
@@ -284,6 +334,25 @@ class ClusterMirror:
             if not expired:
                 state.errors += 1
                 state.last_error = f"{type(exc).__name__}: {exc}"
+            state.cut = isinstance(exc, (OSError, urllib3.exceptions.HTTPError))
+            broke = state.broken_at is None
+            if broke:
+                state.broken_at = self._clock()
+        if broke and self._on_connection is not None:
+            self._on_connection(kind, False)
+
+    def _mark_current(self, kind: Kind, *, listed: bool) -> None:
+        """The kind is current: a list was delivered (`listed`) or a watch is open; resets the backoff."""
+        with self._lock:
+            state = self._states[kind]
+            changed = state.broken_at is not None or (listed and not state.ready)
+            state.broken_at, state.failures = None, 0
+            if listed:
+                state.ready = True
+                if all(s.ready for s in self._states.values()):
+                    self._all_ready.set()
+        if changed and self._on_connection is not None:
+            self._on_connection(kind, True)
 
     def _call(self, kind: Kind, **params: Any) -> Any:
         """One list or watch request; returns the unread urllib3 response."""
@@ -295,12 +364,28 @@ class ClusterMirror:
         except ApiException as exc:
             if exc.status == 410:
                 raise _Expired(f"HTTP 410 {exc.reason}") from exc
+            self._note_unavailable(kind, answered=True, unavailable=(exc.status or 0) >= 500)
+            raise
+        except (OSError, urllib3.exceptions.HTTPError):
+            self._note_unavailable(kind, answered=False, unavailable=True)
             raise
         with self._lock:
-            self._states[kind].response = response
+            state = self._states[kind]
+            state.response = response
+            state.unavailable = state.unanswered = False
+            if self._unanswered:  # the API server answers again: wake the kinds that lost it
+                self._unanswered = False
+                self._answers += 1
+                self._wake.notify_all()
         if self._stopping.is_set():
             _shutdown(response)
         return response
+
+    def _note_unavailable(self, kind: Kind, *, answered: bool, unavailable: bool) -> None:
+        with self._lock:
+            state = self._states[kind]
+            state.unavailable, state.unanswered = unavailable, unavailable and not answered
+            self._unanswered = self._unanswered or state.unanswered
 
     def _release(self, kind: Kind, response: Any, *, drained: bool) -> None:
         """Return a fully read connection to the pool; close any other."""
@@ -343,13 +428,11 @@ class ClusterMirror:
         for key, obj in fresh.items():  # every key, changed or not: the consumer may have missed
             self._emit(WatchEvent(kind, "MODIFIED" if key in old else "ADDED", key, obj))
         self._emit(WatchEvent(kind, "SYNC", "", None))
-        with self._lock:
-            state.ready = True
-            if all(s.ready for s in self._states.values()):
-                self._all_ready.set()
+        self._mark_current(kind, listed=True)
 
     def _watch(self, kind: Kind) -> None:
         started, events = self._clock(), 0
+        failures = self._states[kind].failures
         response = self._call(
             kind,
             watch=True,
@@ -357,18 +440,30 @@ class ClusterMirror:
             timeout_seconds=self._watch_timeout,
             resource_version=self._states[kind].resource_version,
         )
+        self._mark_current(kind, listed=False)
         try:
             for line in _lines(response):
-                events += 1
                 self._handle(kind, json.loads(line))
+                events += 1
         except BaseException:
             self._release(kind, response, drained=False)
+            if not events:
+                self._short_lived(kind, started, failures)
             raise
         self._release(kind, response, drained=True)
-        if not events and self._clock() - started < _SHORT_WATCH_SECONDS:
+        if not events and self._short_lived(kind, started, failures):
             raise ConnectionError("watch closed in under a second without an event")
         with self._lock:
             self._states[kind].failures = 0  # a healthy watch ran its course
+
+    def _short_lived(self, kind: Kind, started: float, failures: int) -> bool:
+        """A watch that ended within a second without an event was no success: the failure streak
+        it had reset (and so the backoff) goes on."""
+        if self._clock() - started >= _SHORT_WATCH_SECONDS:
+            return False
+        with self._lock:
+            self._states[kind].failures = failures
+        return True
 
     def _handle(self, kind: Kind, event: Mapping[str, Any]) -> None:
         type_, raw = event.get("type"), event.get("object") or {}
