@@ -29,7 +29,7 @@ Behaviour = Callable[[BaseHTTPRequestHandler], None]
 
 def loaded(name: str, vram_mib: float, *, context: int | None = 8192, ram_mib: float = 0) -> dict[str, Any]:
     """One `ProcessModelResponse` as Ollama encodes it."""
-    family = name.split(":")[0].rstrip("0123456789.")
+    family = name.split(":", maxsplit=1)[0].rstrip("0123456789.")
     entry: dict[str, Any] = {
         "name": name,
         "model": name,
@@ -217,7 +217,10 @@ def gpu_node(name: str, *, memory_mib: int, gpus: int = 1, replicas: int = 4, re
                 "nvidia.com/gpu.sharing-strategy": "time-slicing",
             },
         },
-        "status": {"capacity": {"nvidia.com/gpu": str(gpus * replicas)}, "allocatable": {"nvidia.com/gpu": str(gpus * replicas)}},
+        "status": {
+            "capacity": {"nvidia.com/gpu": str(gpus * replicas)},
+            "allocatable": {"nvidia.com/gpu": str(gpus * replicas)},
+        },
     }
     if reserved:
         node["metadata"]["annotations"] = {"ollama-guard.io/vram-reserved": reserved}
@@ -259,10 +262,15 @@ def namespace(name: str, **annotations: str) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Namespace",
-        "metadata": {"name": name, "annotations": {f"ollama-guard.io/{k.replace('_', '-')}": v for k, v in annotations.items()}},
+        "metadata": {
+            "name": name,
+            "annotations": {f"ollama-guard.io/{k.replace('_', '-')}": v for k, v in annotations.items()},
+        },
     }
 
 
 def write_snapshot(path: Path, objects: Sequence[dict[str, Any]]) -> Path:
-    path.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)}, indent=1), encoding="utf-8")
+    path.write_text(
+        json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)}, indent=1), encoding="utf-8"
+    )
     return path

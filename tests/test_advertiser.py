@@ -342,3 +342,23 @@ def test_audit_shows_the_advertised_figure_and_the_uncovered_tenants() -> None:
     assert "1 not covered by ollama-guard.io/vram-mib" in finding.message
     assert "team-a/legacy 19.5 GiB" in finding.message
     assert ("advertisedMiB", "70000") in finding.properties
+
+
+def test_nothing_is_written_from_a_stale_view() -> None:
+    from dataclasses import replace
+
+    from webhook.core.staleness import Staleness
+
+    sent: list[tuple[str, dict[str, Any]]] = []
+
+    class Recorder:  # our own seam: what the advertiser would send
+        def patch_status(self, node: str, patch: dict[str, Any]) -> dict[str, Any]:
+            sent.append((node, patch))
+            return {}
+
+    current = build_view([gpu_node("a")], cluster=CLUSTER, catalog=CATALOG)
+    views = [replace(current, stale=Staleness(("Pod",), since="2026-12-01T08:00:00Z")), current]
+    advertiser = NodeAdvertiser(lambda: views[0], Recorder())
+    assert advertiser.step() == [] and sent == []
+    views.pop(0)
+    assert [w.node for w in advertiser.step()] == ["a"] and sent[0][0] == "a"

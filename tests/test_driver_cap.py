@@ -63,6 +63,8 @@ ANN_ESTIMATE = "ollama-guard.io/estimate"
 ANN_CAP = "ollama-guard.io/driver-memory-limit"
 #: stands for "the pod's demand per GPU", read from the patched pod's stamped demand
 CAP = "cap"
+#: the recorded pod's cap: llama3.1:8b at the injected settings on one GPU (test_server_fixtures)
+N = str(LLAMA31_8B_MIB)
 Edit = Callable[[dict[str, Any]], None]
 Expected = Mapping[str, tuple[str | None, str | None]]
 
@@ -175,6 +177,12 @@ CASES = [
         "helm-chart-pod-pull-script",
         helm_rendered(helm_pull_script("llama3.1:8b", "qwen2.5:7b")),
         caps={"ollama": (CAP, CAP)},
+    ),
+    case(
+        "helm-chart-pod-two-gpus",
+        chain(helm_rendered(helm_pull_script("qwen2.5:32b")), two_gpus()),
+        caps={"ollama": (CAP, CAP)},
+        gpus=2,
     ),
     case(
         "helm-chart-pod-cpu-values-gets-gpu-and-cap",
@@ -495,6 +503,18 @@ def test_a_request_above_the_authors_own_limit_is_denied() -> None:
     )
 
 
+def test_warnings_over_the_wire(guard: GuardServer) -> None:
+    """The mutating webhook's answer as kube-apiserver gets it: the patch and the kubectl warnings."""
+    require_fixtures()
+    edit = set_env(0, NVIDIA_GPU_MEMORY_LIMIT="81559", NVIDIA_GPU_MEMORY_REQUESTS="2048")
+    response = guard.review("/mutate", variant(load_recorded("mutate-pod-create-2.json"), edit=edit))
+    assert response["allowed"] is True and response["patchType"] == "JSONPatch"
+    assert response["warnings"] == [
+        "container ollama: NVIDIA's hook ignores NVIDIA_GPU_MEMORY_REQUESTS; use NVIDIA_GPU_MEMORY_REQUEST",
+        f"container ollama: NVIDIA_GPU_MEMORY_LIMIT=81559 lowered to {N} (per-GPU demand, MiB)",
+    ]
+
+
 @pytest.mark.parametrize("value", ["-1", "1.5", "abc", "1" * 30])
 def test_garbage_over_the_wire_is_a_400_review_never_a_crash(guard: GuardServer, value: str) -> None:
     require_fixtures()
@@ -510,7 +530,6 @@ def test_garbage_over_the_wire_is_a_400_review_never_a_crash(guard: GuardServer,
 # --- /validate and the audit report a missing or too high cap ----------------------------------------------------
 
 SETTINGS = {"OLLAMA_MAX_LOADED_MODELS": "1", "OLLAMA_CONTEXT_LENGTH": "8192", "OLLAMA_NUM_PARALLEL": "1"}
-N = str(LLAMA31_8B_MIB)
 
 
 @pytest.mark.parametrize(

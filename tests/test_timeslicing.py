@@ -185,7 +185,8 @@ def test_one_pod_per_card_means_no_sharing_section() -> None:
 def test_seed_table_fallback_says_so_and_shows_every_row() -> None:
     (h100,) = plan_of([node("h1", H100)], [deployment("mystery", ollama_template(None))]).classes
     text = "\n".join(h100.reasons)
-    assert "no workload that can run here declares models or VRAM: falling back to the seed's table" in text
+    assert ("no workload that can run here declares models or VRAM (deployment team-a/mystery): falling back to "
+            "the seed's table") in text
     assert "heavy 7B+ LLMs 2–4, medium 1–7B 4–8, light < 1B 8–16 replicas" in text
     assert "heavy → 4 (holds 10 llama3.1:8b pods of 7.8 GiB); medium → 8" in text
     assert "light → 16" in text
@@ -244,6 +245,15 @@ def test_running_pods_are_not_pinned_to_the_node_they_run_on() -> None:
     chat = ollama_template("llama3.1:8b")
     plan = plan_of([node("h1", H100), node("h2", H100, count=2), running_pod("solo", chat, node_name="h1")])
     assert all(c.sized for c in plan.classes)
+
+
+def test_fewer_slices_than_running_gpu_pods_says_what_happens_to_them() -> None:
+    chat = ollama_template("qwen2.5:32b")
+    pods = [running_pod(f"q-{i}", chat, node_name="h1", owner=("StatefulSet", "q")) for i in range(4)]
+    (h100,) = plan_of([node("h1", H100, replicas=4), *pods]).classes
+    assert h100.replicas == 3
+    assert h100.notes == ("node h1 runs 4 GPU pods now; with 3 slices the surplus keeps running until those pods "
+                          "end, and no new GPU pod is placed there until then",)
 
 
 def test_a_node_class_without_a_memory_label_gets_a_clear_line_and_no_config() -> None:

@@ -3,7 +3,8 @@
 Owns the report values (`model`), the run that judges every tenant and manifest with the same
 checks as the webhooks (`run`), the findings and their words (`findings`) and the output formats
 (`render_text`: table and Markdown; `render_html`; `render_policy`: JSON and PolicyReports;
-`render_openreports`: the same reports in OpenReports).
+`render_openreports`: the same reports in OpenReports), and the live page's audit of the view the
+webhook holds, with runtime drift, and its JSON (`live`).
 
 Pure: a cluster state and manifests in, a frozen report and text out. It builds on
 `webhook.core` and `webhook.admission`; it must not import `webhook.state`, `webhook.http`,

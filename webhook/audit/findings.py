@@ -204,7 +204,7 @@ def observed_finding(obs: Observation) -> Finding:
         "over": format_mib(obs.over_bytes / (1 << 20)),
         "share": _percent(obs.observed_mib, obs.demand_mib),
         "models": describe_models(obs.models),
-        "minutes": str(round((obs.sampled_at - (obs.low_since or obs.sampled_at)) / 60)),
+        "minutes": str(round((obs.sampled_at - (obs.sampled_at if obs.low_since is None else obs.low_since)) / 60)),
     }
     verdicts: dict[str, tuple[str, Result, Severity]] = {
         "over": (OBSERVED_OVER, "warn", "high"),

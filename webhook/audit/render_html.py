@@ -172,7 +172,7 @@ def node_bar(line: NodeLine) -> str:
         return round(mib * BAR_WIDTH / scale, 2)
 
     segments: list[str] = []
-    observed: list[str] = []
+    observed: list[tuple[str, str]] = []
     cursor = 0
     for i, tenant in enumerate(line.tenants):
         segments.append(
@@ -205,8 +205,8 @@ def node_bar(line: NodeLine) -> str:
                 part=("reserved", ""),
             )
         )
-    if observed:
-        segments += [_patterns(), *observed]
+    if observed:  # what runs past a share is drawn last, over its neighbours' strips
+        segments += [_patterns(), *(o[0] for o in observed), *(o[1] for o in observed)]
     budget_x = x(node.budget_mib)
     marker = (
         f'<line x1="{budget_x}" y1="{BAR_TOP - 4}" x2="{budget_x}" y2="{BAR_TOP + BAR_HEIGHT + 4}" '
@@ -257,27 +257,28 @@ def _patterns() -> str:
     )
 
 
-def _observed(x0: float, x_end: float, x_seen: float, tenant: TenantLine) -> str:
-    """The strip of what `tenant` holds by its Ollama's `/api/ps`; the part above its demand runs past its share."""
+def _observed(x0: float, x_end: float, x_seen: float, tenant: TenantLine) -> tuple[str, str]:
+    """The strip of what `tenant` holds by its Ollama's `/api/ps` within its share, and the part above
+    its demand, which runs past its share ("" when none)."""
     seen = format_mib(tenant.observed_mib or 0)
     title = f"{tenant.key}: observed {seen} of its {format_mib(tenant.demand_mib)} demand (Ollama /api/ps)"
     y = BAR_TOP + BAR_HEIGHT - OBSERVED_HEIGHT
     inside = round(min(x_seen, x_end) - x0, 2)
-    out = ""
+    within, over = "", ""
     if inside > 0:
-        out += (
+        within = (
             f'<rect x="{x0}" y="{y}" width="{inside}" height="{OBSERVED_HEIGHT}" fill="url(#og-observed)" '
             f'stroke="#1f2328" stroke-width="0.6" data-part="observed" data-key="{escape(tenant.key)}">'
             f"<title>{escape(title)}</title></rect>"
         )
     if x_seen > x_end:
-        over = format_mib((tenant.observed_mib or 0) - tenant.demand_mib)
-        out += (
+        above = format_mib((tenant.observed_mib or 0) - tenant.demand_mib)
+        over = (
             f'<rect x="{x_end}" y="{y - 4}" width="{round(x_seen - x_end, 2)}" height="{OBSERVED_HEIGHT + 4}" '
             f'fill="url(#og-over)" stroke="#c62828" stroke-width="1.5" data-part="over" '
-            f'data-key="{escape(tenant.key)}"><title>{escape(f"{title}: {over} above its demand")}</title></rect>'
+            f'data-key="{escape(tenant.key)}"><title>{escape(f"{title}: {above} above its demand")}</title></rect>'
         )
-    return out
+    return within, over
 
 
 def _segment(

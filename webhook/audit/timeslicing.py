@@ -30,9 +30,10 @@ from webhook.core.catalog import Catalog
 from webhook.core.ledger import Ledger
 from webhook.core.policy import ClusterPolicy
 from webhook.core.rawdict import items, mapping
+from webhook.core.replicas import DEFAULT_MAX_REPLICAS
 from webhook.core.templates import WORKLOAD_KINDS, Workload, read_workload
 from webhook.core.tenants import TERMINAL_PHASES, DeclarationError, could_be_subject
-from webhook.core.timeslicing import DEFAULT_MAX_REPLICAS, Plan, PlanWorkload, plan_timeslicing
+from webhook.core.timeslicing import Plan, PlanWorkload, plan_timeslicing
 from webhook.core.view import ClusterView, ViewBuilder
 
 #: a controller -> the kind whose template it copies (a ReplicaSet's Deployment, a Job's CronJob)

@@ -28,8 +28,7 @@ from webhook.audit.render_text import print_table, render_markdown, render_table
 from webhook.audit.run import AuditReport, Manifest, run_audit
 from webhook.cli.app import app, err, fail, settings_and_catalog
 from webhook.state.files import SnapshotError, iter_files, load_objects
-
-LIST_PAGE = 500
+from webhook.state.listing import CLUSTER_KINDS, ListingError, api_message, list_kinds
 
 
 class Format(StrEnum):
@@ -199,38 +198,10 @@ def connect(kubeconfig: Path | None, context: str | None) -> tuple[Any, str]:
 
 def list_cluster(api_client: Any) -> list[dict[str, Any]]:
     """Nodes, Namespaces and Pods: one paginated list per kind, raw JSON (read-only)."""
-    from kubernetes.client import ApiException, CoreV1Api
-
-    core = CoreV1Api(api_client)
-    calls = (
-        ("Node", core.list_node),
-        ("Namespace", core.list_namespace),
-        ("Pod", core.list_pod_for_all_namespaces),
-    )
-    objects: list[dict[str, Any]] = []
     try:
-        for kind, call in calls:
-            objects += _list_all(kind, call)
-    except ApiException as exc:
-        raise fail(f"listing the cluster failed: HTTP {exc.status} {_api_message(exc)}") from None
-    except (OSError, ValueError) as exc:
-        raise fail(f"listing the cluster failed: {exc}") from None
-    return objects
-
-
-def _list_all(kind: str, call: Callable[..., Any]) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    token = ""
-    while True:
-        kwargs: dict[str, Any] = {"limit": LIST_PAGE, "_preload_content": False}
-        if token:
-            kwargs["_continue"] = token
-        body = json.loads(call(**kwargs).data)
-        for item in body.get("items") or []:
-            items.append({"apiVersion": "v1", "kind": kind, **item})
-        token = str((body.get("metadata") or {}).get("continue") or "")
-        if not token:
-            return items
+        return list_kinds(api_client, CLUSTER_KINDS)
+    except ListingError as exc:
+        raise fail(str(exc)) from None
 
 
 def resolve_report_api(api_client: Any, choice: ReportApiChoice) -> tuple[ReportApi, str]:
@@ -246,7 +217,7 @@ def resolve_report_api(api_client: Any, choice: ReportApiChoice) -> tuple[Report
         response: Any = ApisApi(api_client).get_api_versions(_preload_content=False)  # raw: the JSON as sent
         served = served_group_versions(json.loads(response.data))
     except ApiException as exc:
-        failed = f"HTTP {exc.status} {_api_message(exc)}"
+        failed = f"HTTP {exc.status} {api_message(exc)}"
     except (OSError, ValueError) as exc:
         failed = str(exc)
     if failed:
@@ -296,7 +267,7 @@ def write_reports_to(api_client: Any, api: ReportApi, report: AuditReport) -> li
             created = _upsert(objects, api, doc, ApiException)
         except ApiException as exc:
             hint = f" (does the cluster serve {api.api_version}? its CRDs may be missing)" if exc.status == 404 else ""
-            raise fail(f"writing {label} failed: HTTP {exc.status} {_api_message(exc)}{hint}") from None
+            raise fail(f"writing {label} failed: HTTP {exc.status} {api_message(exc)}{hint}") from None
         done.append(f"{'created' if created else 'updated'} {label}")
     selector = ",".join(f"{k}={v}" for k, v in LABELS.items())
     try:
@@ -304,7 +275,7 @@ def write_reports_to(api_client: Any, api: ReportApi, report: AuditReport) -> li
             objects.list_cluster_custom_object(api.group, api.version, api.resource, label_selector=selector)
         )
     except ApiException as exc:  # e.g. no cluster-wide list permission: the reports above are written
-        done.append(f"not pruned: listing {api.kind}s failed: HTTP {exc.status} {_api_message(exc)}")
+        done.append(f"not pruned: listing {api.kind}s failed: HTTP {exc.status} {api_message(exc)}")
         return done
     for namespace in stale_reports(report, [mapping(i) for i in items(listed.get("items"))]):
         label = f"{api.kind} {namespace}/{REPORT_NAME}"
@@ -312,7 +283,7 @@ def write_reports_to(api_client: Any, api: ReportApi, report: AuditReport) -> li
             objects.delete_namespaced_custom_object(api.group, api.version, namespace, api.resource, REPORT_NAME)
         except ApiException as exc:
             if exc.status != 404:
-                raise fail(f"deleting {label} failed: HTTP {exc.status} {_api_message(exc)}") from None
+                raise fail(f"deleting {label} failed: HTTP {exc.status} {api_message(exc)}") from None
         done.append(f"deleted {label} (the namespace has no GPU tenants or guard annotations left)")
     return done
 
@@ -347,11 +318,3 @@ def _upsert(objects: Any, api: ReportApi, doc: dict[str, Any], api_exception: ty
         {**doc, "metadata": {**doc["metadata"], "resourceVersion": current["metadata"]["resourceVersion"]}},
     )
     return False
-
-
-def _api_message(exc: Any) -> str:
-    """The API server's own words (a Status `message`), else the HTTP reason."""
-    try:
-        return str(json.loads(exc.body).get("message") or exc.reason)
-    except (TypeError, ValueError, AttributeError):
-        return str(exc.reason)

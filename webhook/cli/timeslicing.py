@@ -22,7 +22,7 @@ from rich.markup import escape
 from webhook.audit.render_timeslicing import PlanReport, print_table, render_json, render_yaml
 from webhook.audit.timeslicing import plan_cluster
 from webhook.cli.app import app, err, fail, settings_and_catalog
-from webhook.cli.audit import _list_all, connect, list_cluster, load_manifests, read_state, report_time
+from webhook.cli.audit import connect, list_cluster, load_manifests, read_state, report_time
 from webhook.core.deviceplugin import (
     DEFAULT_CLUSTER_POLICY,
     DEFAULT_CONFIG_MAP,
@@ -31,7 +31,8 @@ from webhook.core.deviceplugin import (
     Targets,
     plan_changes,
 )
-from webhook.core.timeslicing import DEFAULT_MAX_REPLICAS, MAX_REPLICAS, MIN_REPLICAS
+from webhook.core.replicas import DEFAULT_MAX_REPLICAS, MAX_REPLICAS, MIN_REPLICAS
+from webhook.state.listing import WORKLOAD_KINDS, ListingError, list_kinds
 from webhook.state.timeslicing import FAILURES, apply_changes, node_labels, read_current, verify
 
 timeslicing_app = typer.Typer(
@@ -100,23 +101,10 @@ def plan(
 
 def list_workloads(api_client: Any) -> list[dict[str, Any]]:
     """Deployments, StatefulSets and DaemonSets (their pods' templates), paginated, raw JSON."""
-    from kubernetes.client import ApiException, AppsV1Api
-
-    apps = AppsV1Api(api_client)
-    calls = (
-        ("Deployment", apps.list_deployment_for_all_namespaces),
-        ("StatefulSet", apps.list_stateful_set_for_all_namespaces),
-        ("DaemonSet", apps.list_daemon_set_for_all_namespaces),
-    )
-    objects: list[dict[str, Any]] = []
     try:
-        for kind, call in calls:
-            objects += [{"apiVersion": "apps/v1", **o} for o in _list_all(kind, call)]
-    except ApiException as exc:
-        raise fail(f"listing the workloads failed: HTTP {exc.status} {exc.reason}") from None
-    except (OSError, ValueError) as exc:
-        raise fail(f"listing the workloads failed: {exc}") from None
-    return objects
+        return list_kinds(api_client, WORKLOAD_KINDS, what="the workloads")
+    except ListingError as exc:
+        raise fail(str(exc)) from None
 
 
 def _current(

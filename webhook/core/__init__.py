@@ -2,8 +2,10 @@
 
 Owns quantities, the model catalog and its data, the VRAM estimate, a pod's demand, what a pod
 declares, who is subject to the guard (tenants), namespace policy, node inventory, candidate
-nodes (scheduling), workload templates, the immutable `ClusterView`, the ledger of committed VRAM
-and the evaluation of a pod or template against all of it, with the words of every message.
+nodes (scheduling), workload templates, the immutable `ClusterView`, the ledger of committed VRAM,
+the driver-enforced VRAM cap (`drivercap`), runtime drift (`drift`: Ollama's `/api/ps` against a
+pod's demand) and the evaluation of a pod or template against all of
+it, with the words of every message.
 
 Everything here can be read and tested with plain dicts. It imports the standard library,
 pydantic and PyYAML (the catalog data) only: never FastAPI, uvicorn, kubernetes, cryptography or

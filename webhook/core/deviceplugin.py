@@ -48,7 +48,8 @@ from typing import Any
 
 import yaml
 
-from webhook.core.timeslicing import LABEL_CONFIG, MIN_REPLICAS, SHARED_RESOURCE, ClassPlan, Plan
+from webhook.core.replicas import MIN_REPLICAS
+from webhook.core.timeslicing import LABEL_CONFIG, SHARED_RESOURCE, ClassPlan, Plan
 
 MERGE_PATCH = "application/merge-patch+json"
 GPU_RESOURCE = "nvidia.com/gpu"

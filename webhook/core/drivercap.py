@@ -16,15 +16,24 @@ NVIDIA's "MPS v3 Memory Partitioning" page for `nvmlDeviceSetMemoryLimits_v1`):
   space, suffix or fraction) and at most `DEVICE_MEMORY_LIMIT_MAX / MiB` = 2^44 − 1; anything else,
   or a request above the limit, makes the hook fail, and a failing `createRuntime` hook stops the
   container from starting. So the guard never writes such a pair, and denies one it is given.
-- The first version returned early unless *both* were set; the merged one defaults a missing limit
-  to "max" and a missing request to the limit. Setting both works with either.
+- One version of the hook returns early unless *both* are set; another defaults a missing limit to
+  "max" and a missing request to the limit. Setting both works with either.
 - The limit is the hard cap (an allocation past it fails with `CUDA_ERROR_OUT_OF_MEMORY` in that
   container only); the request is the soft limit (MPS may evict a client above it under pressure).
   `cuMemGetInfo` then reports the limit as the total, which is why Ollama's own fitting works inside.
   The guard sets both to the demand.
 
-Other spellings, notably the plural `NVIDIA_GPU_MEMORY_LIMITS` / `…_REQUESTS` an early draft of the
-hook read, are never looked at: they get a warning naming the right one. Pure.
+Other spellings, notably the plural `NVIDIA_GPU_MEMORY_LIMITS` / `…_REQUESTS` (named in the closed
+draft #1995, and used by schedulers whose caps were then never applied), are never looked at: they
+get a warning naming the right one.
+
+Chosen where the design is silent: a value the hook would refuse (`-1`, `1.5`, `abc`, `8Gi`, 30
+digits, a request above the limit), and a limit of 0 (accepted by the hook, but no memory at all),
+is not replaced by the mutation but denied by the validating webhook with a 400 naming the
+container and the variable, like every other malformed declaration (`ollama-guard.io/vram-mib`,
+`OLLAMA_*`): the author learns at `kubectl apply`, not from a container that never starts, and no
+guess at what `1.5` or `8Gi` meant (a factor of 1024 apart) is written for them. A `valueFrom`
+value, which the guard cannot read, is replaced by the cap. Pure.
 """
 
 from __future__ import annotations

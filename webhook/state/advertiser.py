@@ -8,7 +8,9 @@ what it shows differs from what it should show, and not patched again for the sa
 until the watch has had `resend_after` seconds to show the result (so a slow watch does not turn
 into a stream of identical patches). A node that the kubelet zeroed (re-created node) shows a
 different figure and is written again; a node that is no GPU node any more gets the resource
-removed (`null`). A failed patch is logged and retried at the next step; it never stops the loop.
+removed (`null`). Nothing is written while the view is known to be stale (issue 20: after an API
+server outage the view may miss pods that left or arrived): the figures stay as last written until
+it is current again. A failed patch is logged and retried at the next step; it never stops the loop.
 """
 
 from __future__ import annotations
@@ -69,6 +71,8 @@ class NodeAdvertiser:
         """Write what differs; returns the writes that the API server accepted."""
         view = self._view()
         self.wanted = figures(view)
+        if view.stale is not None:
+            return []  # a view missing changes (an API server outage) could lower or remove figures wrongly
         if not self.leading:
             self._sent.clear()  # a new term starts from what the nodes show, not from what we sent
             return []
