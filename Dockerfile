@@ -19,8 +19,11 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp
+# uvicorn[standard] brings uvloop and httptools (binary wheels): `serve` runs on them, and the
+# build fails here rather than shipping an image that would fall back to asyncio + h11.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-cache-dir --no-index /wheels/*.whl
+    pip install --no-cache-dir --no-index /wheels/*.whl \
+    && python -c "import uvloop, httptools"
 # A numeric user, so runAsNonRoot can verify it without an /etc/passwd entry.
 USER 65532:65532
 # Without --tls-cert, `serve` writes development certificates under ./certs: keep them in /tmp.

@@ -4,8 +4,9 @@ A bare ASGI app (no FastAPI, no Starlette) that reads the whole body, decodes it
 webhook must, to copy `request.uid` onto the answer) and returns a fixed allowed AdmissionReview with
 that UID. It decodes and encodes with orjson, the JSON library the guard itself uses (the standard
 library's `json` would make the floor ~15 µs per pod review slower, and the guard look better).
-It is served exactly as the guard is: `webhook.http.server.build_server` (same uvicorn settings)
-on `webhook.http.tls.ReloadingTLS` (same certificate, same TLS context) via `webhook.http.server.serve_https`.
+It is served exactly as the guard is: `webhook.http.server.build_server` (same uvicorn settings: uvloop,
+httptools) on `webhook.http.tls.ReloadingTLS` (same certificate, same TLS context), run by
+`webhook.http.server.run_server` (the same event-loop factory).
 What it costs is what HTTP + TLS + JSON cost on this stack; no webhook on it can be cheaper.
 
 Usage: `python -m benchmarks.floor --port 9443 --tls-cert tls.crt --tls-key tls.key [--host 127.0.0.1]`.
@@ -14,14 +15,13 @@ Usage: `python -m benchmarks.floor --port 9443 --tls-cert tls.crt --tls-key tls.
 from __future__ import annotations
 
 import argparse
-import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
 import orjson
 
-from webhook.http.server import build_server, serve_https
+from webhook.http.server import build_server, run_server
 from webhook.http.tls import ReloadingTLS
 
 Message = MutableMapping[str, Any]
@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     tls = ReloadingTLS(cert_file=args.tls_cert, key_file=args.tls_key)
     # build_server is typed for the guard's FastAPI app; uvicorn serves any ASGI callable the same way
     server = build_server(cast(Any, app), host=args.host, port=args.port, tls=tls)
-    asyncio.run(serve_https(server, tls))
+    run_server(server, tls)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,8 @@ def test_the_product_default_is_warn() -> None:
     [
         pytest.param(WARN, {}, True, "waits Pending for room", id="warn-unpinned-waits"),
         pytest.param(DENY, {}, False, "no time-sliced GPU node it can run on has that free", id="deny-unpinned"),
-        pytest.param(WARN, {"node": "gpu-h100-a"}, False, "but node gpu-h100-a:", id="warn-pinned-still-denied"),
+        pytest.param(WARN, {"node": "gpu-h100-a"}, False, "pinned (spec.nodeName) to node gpu-h100-a, which has",
+                     id="warn-pinned-still-denied"),
         pytest.param(WARN, {"models": "llama3.1:70b", "env": {"OLLAMA_CONTEXT_LENGTH": "131072"}}, False,
                      "more than any time-sliced GPU node it can run on holds even when empty", id="warn-never-fits"),
     ],

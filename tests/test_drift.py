@@ -501,3 +501,50 @@ def test_page_server_is_read_only_and_refuses_foreign_host_names(tmp_path: Path)
     assert rebound.status_code == 421
     assert via_localhost.status_code == 200 and via_localhost.json()["schemaVersion"] == 1
     assert webhook_has_no_page.status_code == 404
+
+
+def test_live_mode_asks_the_pod_ip_and_port_the_watch_delivers(tmp_path: Path) -> None:
+    """Through the loopback Kubernetes API server: the projection keeps `status.podIP` and the `http`
+    port, the targets come from the published view, and a pod that moves is asked where it is now."""
+    from kube_api_fixture import KubeApiFixture
+    from live_cluster import wait_until, write_kubeconfig
+
+    from webhook.state.live import LiveSource
+    from webhook.state.mirror import ClusterMirror, load_api_client
+
+    settings = load_settings()
+    with (
+        KubeApiFixture() as api,
+        FakeOllama(answer(ps_body(loaded("llama3.1:8b", 9000, context=32768)))) as first,
+        FakeOllama(answer(ps_body(loaded("llama3.1:8b", 3000)))) as second,
+    ):
+        for obj in (gpu_node("gpu-a", memory_mib=46068), namespace("team-a")):
+            api.add(obj)
+        pod = stamped_pod(PodSpec("ollama-0", "gpu-a", DEMAND, port=first.port))
+        api.add(pod)
+        client = load_api_client(kubeconfig=write_kubeconfig(tmp_path / "kubeconfig", api.url))
+        assert client is not None
+
+        def mirror(**kwargs: Any) -> ClusterMirror:
+            return ClusterMirror(client, backoff_base=0.02, backoff_cap=0.2, **kwargs)
+
+        source = LiveSource(mirror, cluster=settings.cluster_policy(), catalog=load_catalog(), publish_interval=0.02)
+        source.start()
+        try:
+            wait_until(lambda: source.readiness()[0], "the live view")
+
+            def targets() -> list[DriftTarget]:
+                return targets_from(source.ledger.view, lambda key: pod_endpoint(source.mirror.get("Pod", key)))
+
+            watch = monitor()
+            found = poll_once(watch, *targets())["team-a/ollama-0"]
+            assert (found.verdict, found.observed_mib) == ("over", 9000)
+            moved = json.loads(json.dumps(pod))
+            moved["spec"]["containers"][0]["ports"][0]["containerPort"] = second.port
+            api.modify(moved)
+            wait_until(lambda: targets()[0].endpoint == Endpoint("127.0.0.1", second.port), "the new port")
+            found = poll_once(watch, *targets())["team-a/ollama-0"]
+        finally:
+            source.stop()
+    assert (found.verdict, found.observed_mib, found.samples_over) == ("within", 3000, 1)
+    assert (first.hits, second.hits) == (1, 1)

@@ -475,7 +475,7 @@ def test_a_binding_that_does_not_fit_is_denied_from_the_watched_state(
     answer = bind(guard, pod)
     assert (answer["allowed"], answer["status"]["code"]) == (False, 403)
     assert f"binding to {NODE} would over-commit its VRAM" in answer["status"]["message"]
-    assert "committed 80000 MiB of 81559 MiB" in answer["status"]["message"]
+    assert "1.5 GiB free of 79.6 GiB (78.1 GiB committed)" in answer["status"]["message"]  # 80000 of 81559 MiB
     assert ledger_of(guard).reservations() == ()
 
 

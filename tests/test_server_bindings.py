@@ -124,7 +124,7 @@ def test_bindings_fill_the_node_until_the_next_one_is_denied(
     assert f"binding to {NODE} would over-commit its VRAM" in message
     assert f"the pod needs {gib(demand)} for {models}" in message
     assert f"{NODE}: {gib(left)} free of {gib(free + committed)}" in message
-    assert f"committed {int(committed + fits * demand)} MiB of {int(free + committed)} MiB" in message
+    assert f"{gib(free + committed)} ({gib(committed + fits * demand)} committed)" in message
     assert cluster.free() == left, "a denied binding reserves nothing"
 
 

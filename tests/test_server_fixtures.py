@@ -350,7 +350,7 @@ VARIANTS = [
         {
             "allowed": False,
             "code": 403,
-            "message": ["scaling deployment team-a/ollama to 30 denied", "29 replicas of pod", NODES_HOLD_6,
+            "message": ["scaling deployment team-a/ollama to 30 denied", "29 more replicas of pod", NODES_HOLD_6,
                         "at most 6 more replicas"],
         },
         id="scale-to-30-denied",

@@ -132,7 +132,7 @@ DENIED_POD = f"pod {POD} denied by ollama-guard: " + catching_up_text(
         ),
         pytest.param(NODE_STALE, KNOWN, "8Gi", True, "", id="stale-but-known-node-that-fits"),
         pytest.param(
-            NODE_STALE, KNOWN, "90Gi", False, f"node {KNOWN}: ", id="stale-but-known-node-judged-on-capacity"
+            NODE_STALE, KNOWN, "90Gi", False, f"to node {KNOWN}, which has", id="stale-but-known-node-judged-on-capacity"
         ),
     ],
 )
@@ -431,7 +431,7 @@ def test_a_live_guard_through_an_outage(
 
     judged = guard.review("/validate", pinned_pod_review())  # the same pod, judged on the node's VRAM now
     assert not judged["allowed"] and "catching up" not in message(judged)
-    assert "90.0 GiB" in message(judged) and f"but node {NEW}: " in message(judged)
+    assert "90.0 GiB" in message(judged) and f"pinned (spec.nodeName) to node {NEW}, which has" in message(judged)
     assert guard.review("/validate", pinned_pod_review(vram="8Gi"))["allowed"]
     assert guard.review("/validate", binding_review(waiting(), NEW))["allowed"]
 

@@ -95,8 +95,9 @@ def validate_binding(req: AdmissionRequest, guard: Guard) -> AdmissionResponse:
     violation = Violation(
         "capacity",
         f"binding to {node.name} would over-commit its VRAM: the pod needs "
-        f"{describe_demand_of(tenant, node.even_share_mib)}; {describe_fit(fit)}, committed "
-        f"{fit.committed_mib} MiB of {fit.budget_mib} MiB. {CAPACITY_FIX}",
+        f"{describe_demand_of(tenant, node.even_share_mib)}; {describe_fit(fit)} "
+        f"({format_mib(fit.committed_mib)} committed). The scheduler tries again, on another node or "
+        f"when VRAM is freed. {CAPACITY_FIX}",
         short=f"binding to {node.name}: needs {format_mib(fit.demand_mib)}, {format_mib(fit.free_mib)} free",
     )
     response = enforce(ns, [violation], guard, subject=f"pod {key}")

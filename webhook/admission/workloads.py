@@ -39,7 +39,8 @@ def template_pod(workload: Workload, guard: Guard) -> tuple[dict[str, Any], PodF
 
 
 def evaluate_workload(workload: Workload, guard: Guard, *, replicas: int | None = None) -> PodEvaluation:
-    """The template's pods as the controller will create them (DaemonSet: one on every candidate node)."""
+    """The template's pods as the controller will create them (DaemonSet: one on every candidate node);
+    `replicas`: only that many more (a scale-up), which is what the messages then say."""
     ledger = guard.ledger
     pod, facts = template_pod(workload, guard)
     return evaluate_pod(
@@ -50,6 +51,7 @@ def evaluate_workload(workload: Workload, guard: Guard, *, replicas: int | None 
         view=ledger.view,
         committed=ledger.committed,
         replicas=workload.replicas if replicas is None else replicas,
+        added=replicas is not None,  # an UPDATE or scale-up: `replicas` more than there are
         one_per_node=workload.kind == "DaemonSet",
         facts=facts,
         pending_usage=ledger.pending_usage,

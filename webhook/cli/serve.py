@@ -112,7 +112,7 @@ def serve(
     with a read-only live VRAM page on --ui-port."""
     from webhook.cli.live import drift_status, drift_targets, page_state, start_page
     from webhook.http.recent import RecentDecisions
-    from webhook.http.server import configure_logging, create_app, run_https
+    from webhook.http.server import configure_logging, create_app, run_https, server_stack
     from webhook.http.tls import ReloadingTLS, TLSLoadError
     from webhook.install.certs import ensure_dev_certs
     from webhook.state.drift import DriftMonitor
@@ -155,7 +155,8 @@ def serve(
         recorder=recent.record,
         drift=monitor.observations if monitor else None,
     )
-    err.print(f"ollama-guard serving https://{host}:{port} ({described})", highlight=False)
+    stack = server_stack()
+    err.print(f"ollama-guard serving https://{host}:{port} ({described}; {stack.loop} + {stack.http})", highlight=False)
     if ca_file is not None:
         shown = "localhost" if host in ("0.0.0.0", "::", "127.0.0.1") else host
         err.print(

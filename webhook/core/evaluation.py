@@ -17,7 +17,7 @@ from webhook.core.catalog import Catalog, normalize_ref
 from webhook.core.demand import ENV_CONTEXT, ENV_MAX_LOADED, ENV_PARALLEL, PodDemand, compute_demand
 from webhook.core.drivercap import RULE as DRIVER_CAP_RULE
 from webhook.core.drivercap import cap_findings
-from webhook.core.explain import CAPACITY_FIX, NEVER_FIX, describe_demand, list_fits
+from webhook.core.explain import CAPACITY_FIX, NEVER_FIX, describe_demand, describe_fit, list_fits
 from webhook.core.ledger import Fit, fits
 from webhook.core.policy import ClusterPolicy, NamespacePolicy
 from webhook.core.quantity import format_mib
@@ -96,6 +96,7 @@ def evaluate_pod(
     view: ClusterView,
     committed: Callable[[str], int],
     replicas: int = 1,
+    added: bool = False,
     one_per_node: bool = False,
     require_settings: bool = True,
     facts: PodFacts | None = None,
@@ -125,7 +126,14 @@ def evaluate_pod(
         replicas = len(result[1])
     else:
         result = _capacity_checks(
-            raw, pod, demand, view=view, committed=committed, replicas=replicas, policy=cluster.capacity_at_admission
+            raw,
+            pod,
+            demand,
+            view=view,
+            committed=committed,
+            replicas=replicas,
+            policy=cluster.capacity_at_admission,
+            added=added,
         )
     violations += result[0]
     if pod.is_gpu_tenant:
@@ -253,6 +261,7 @@ def _capacity_checks(
     committed: Callable[[str], int],
     replicas: int,
     policy: str,
+    added: bool = False,
 ) -> tuple[list[Violation], list[Fit]]:
     """Allow as soon as an unguarded candidate or enough guarded room is found (cost stays flat as
     clusters grow); only a shortfall walks every candidate, to list each one's free VRAM.
@@ -283,7 +292,9 @@ def _capacity_checks(
     node_ = view.nodes.get(pod.node_name)
     share = (node_ or view.nodes[results[0].node]).even_share_mib
     needs = describe_demand(demand, even_share_mib=share)
-    message = _shortfall_message(pod, needs, results, replicas=replicas, placeable=placeable, never=never, wait=wait)
+    message = _shortfall_message(
+        pod, needs, results, replicas=replicas, placeable=placeable, never=never, wait=wait, added=added
+    )
     best = max(results, key=lambda f: f.free_mib)
     need = format_mib(results[0].demand_mib)
     most = f"most free: {best.node[:40]} {format_mib(best.free_mib)}"
@@ -311,14 +322,29 @@ def _never_fits(fit: Fit) -> bool:
 
 
 def _shortfall_message(
-    pod: PodFacts, needs: str, results: list[Fit], *, replicas: int, placeable: int, never: bool, wait: bool
+    pod: PodFacts,
+    needs: str,
+    results: list[Fit],
+    *,
+    replicas: int,
+    placeable: int,
+    never: bool,
+    wait: bool,
+    added: bool = False,
 ) -> str:
     """What is short, in numbers that agree with each other (issue 18: never "no node has X free"
     next to a node that has X free)."""
     what = f"pod {pod.namespace}/{pod.name or '(generated)'}"
     listed = list_fits(results)
     if pod.node_name:
-        return f"{what} needs {needs} of VRAM, but node {pod.node_name}: {listed}. {CAPACITY_FIX}"
+        pinned = results[0]
+        room = f"{format_mib(pinned.free_mib)} free of {format_mib(pinned.budget_mib)}"
+        if pinned.problem or pinned.exceeds_gpu:
+            room = describe_fit(pinned).split(": ", 1)[1]
+        return (
+            f"{what} needs {needs} of VRAM, but it is pinned (spec.nodeName) to node {pod.node_name}, which has "
+            f"{room}. {CAPACITY_FIX}, or let the scheduler choose the node"
+        )
     if never:
         return (
             f"{what} needs {needs} of VRAM, more than any time-sliced GPU node it can run on holds even when "
@@ -329,11 +355,13 @@ def _shortfall_message(
             f"{f.node} can hold {_copies(f)} more ({format_mib(f.free_mib)} free of {format_mib(f.budget_mib)})"
             for f in sorted(results, key=lambda f: -f.free_mib)[:8]
         )
+        more = f"{replicas} more replicas" if added else f"{replicas} replicas"
+        hold = f"hold {placeable} more" if placeable else "hold no more"
         head = (
-            f"{replicas} replicas of {what} need {needs} of VRAM each, but the time-sliced GPU nodes they can run "
-            f"on hold {placeable} more right now: {room}."
+            f"{more} of {what} need {needs} of VRAM each, but the time-sliced GPU nodes they can run "
+            f"on {hold} right now: {room}."
         )
-        fix = f"Fix: ask for at most {placeable} more replicas, or {CAPACITY_FIX[5:]}"
+        fix = f"Fix: ask for at most {placeable} more replicas, or {CAPACITY_FIX[5:]}" if placeable else CAPACITY_FIX
     else:
         head = f"{what} needs {needs} of VRAM, but no time-sliced GPU node it can run on has that free: {listed}."
         fix = CAPACITY_FIX

@@ -31,7 +31,10 @@ def describe_demand(demand: PodDemand, *, even_share_mib: int | None = None) -> 
         f"+{round(est.safety_margin * 100)}% margin"
     )
     if demand.source == "max(declared, estimate)":
-        detail += "; the estimate is above the declared ollama-guard.io/vram"
+        declared = demand.declaration.vram_mib or 0
+        if declared >= est.demand_mib:
+            return f"{total} (declared in ollama-guard.io/vram; the estimate is {format_mib(est.demand_mib)}: {detail})"
+        detail += f"; the estimate is above the declared ollama-guard.io/vram of {format_mib(declared)}"
     return f"{total} ({detail})"
 
 

@@ -6,10 +6,12 @@ per guarded node capacity / committed / free VRAM and the number of over-committ
 mode, per watched kind, the age of its last event and how long it has been disconnected; with
 runtime drift on (design §15), per Ollama pod the VRAM its `/api/ps` reports (absent while unknown,
 never 0 for "could not ask"), its demand, the samples above that demand, and pods per verdict.
+And which event loop and HTTP parser serve (`ollama_guard_server_info`).
 """
 
 from __future__ import annotations
 
+import asyncio
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -66,6 +68,25 @@ class AdmissionStats(Collector):
                 buckets.append(("+Inf" if bound == float("inf") else repr(bound), running))
             latency.add_metric([webhook], buckets, sum_value=row[-1])
         yield from (requests, latency)
+
+
+class ServerInfo(Collector):
+    """`ollama_guard_server_info{loop, http} 1`: the event loop serving the scrape (read from the
+    running loop, so it is what runs, not what was asked for) and the HTTP parser uvicorn was given."""
+
+    def __init__(self) -> None:
+        self.http = "unknown"  # set by webhook.http.server.build_server
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
+        except RuntimeError:  # rendered outside the server's loop (tests, tools)
+            loop = "none"
+        info = GaugeMetricFamily(
+            "ollama_guard_server_info", "The event loop and HTTP parser the server runs on", labels=["loop", "http"]
+        )
+        info.add_metric([loop, self.http], 1.0)
+        yield info
 
 
 class _WatchCollector(Collector):
@@ -237,6 +258,8 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_NodeCollector(ledger))
+        self.server = ServerInfo()
+        self.registry.register(self.server)
         if readiness is not None:
             self.registry.register(_WatchCollector(readiness))
         if drift is not None:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib.util
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
@@ -156,13 +158,50 @@ class AdmissionFront:
         await self.app(scope, receive, send)
 
 
+@dataclass(frozen=True, slots=True)
+class ServerStack:
+    """The event loop and HTTP parser uvicorn runs on (uvicorn's `loop` and `http` settings)."""
+
+    loop: str
+    http: str
+
+    @property
+    def fallback(self) -> str | None:
+        """What to tell the operator when uvicorn[standard]'s fast loop or parser is missing."""
+        if (self.loop, self.http) == ("uvloop", "httptools"):
+            return None
+        missing = " and ".join(m for m, used in (("uvloop", self.loop), ("httptools", self.http)) if m != used)
+        return (
+            f"{missing} not installed: serving on {self.loop} + {self.http}, several times slower per review; "
+            "install ollama-guard with its uvicorn[standard] dependency"
+        )
+
+
+def server_stack() -> ServerStack:
+    """uvloop + httptools (uvicorn[standard], a dependency of ollama-guard); asyncio's loop or h11
+    only for whichever of the two is not installed."""
+    found = importlib.util.find_spec
+    return ServerStack(
+        loop="uvloop" if found("uvloop") else "asyncio", http="httptools" if found("httptools") else "h11"
+    )
+
+
 def build_server(app: FastAPI, *, host: str, port: int, tls: ReloadingTLS) -> uvicorn.Server:
-    """A uvicorn server on the reloading TLS context (keep-alive long enough for kube-apiserver)."""
+    """A uvicorn server on the reloading TLS context (keep-alive long enough for kube-apiserver),
+    explicitly on uvloop + httptools (see `server_stack`); run it with `run_server`."""
     admission = getattr(getattr(app, "state", None), "admission", None)
+    stack = server_stack()
+    if stack.fallback:
+        log.warning(stack.fallback)
+    metrics = getattr(getattr(app, "state", None), "metrics", None)
+    if isinstance(metrics, Metrics):
+        metrics.server.http = stack.http
     config = uvicorn.Config(
         AdmissionFront(app) if admission else app,
         host=host,
         port=port,
+        loop=stack.loop,
+        http=stack.http,
         ssl_context_factory=tls.ssl_context_factory,
         log_config=None,
         access_log=False,
@@ -193,7 +232,14 @@ async def serve_https(
         await asyncio.gather(*others, return_exceptions=True)
 
 
+def run_server(server: uvicorn.Server, tls: ReloadingTLS, *, companions: Sequence[Companion] = ()) -> None:
+    """`serve_https` on the event loop the server's config names (uvloop; `asyncio.run` would
+    ignore it and run asyncio's own loop)."""
+    with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
+        runner.run(serve_https(server, tls, companions=companions))
+
+
 def run_https(
     app: FastAPI, *, host: str, port: int, tls: ReloadingTLS, companions: Sequence[Companion] = ()
 ) -> None:
-    asyncio.run(serve_https(build_server(app, host=host, port=port, tls=tls), tls, companions=companions))
+    run_server(build_server(app, host=host, port=port, tls=tls), tls, companions=companions)
