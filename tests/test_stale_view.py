@@ -132,7 +132,7 @@ DENIED_POD = f"pod {POD} denied by ollama-guard: " + catching_up_text(
         ),
         pytest.param(NODE_STALE, KNOWN, "8Gi", True, "", id="stale-but-known-node-that-fits"),
         pytest.param(
-            NODE_STALE, KNOWN, "90Gi", False, f"to node {KNOWN}, which has", id="stale-but-known-node-judged-on-capacity"
+            NODE_STALE, KNOWN, "90Gi", False, f"node {KNOWN}, which has", id="stale-but-known-node-judged-on-capacity"
         ),
     ],
 )
