@@ -75,20 +75,24 @@ def free_port() -> int:
         return port
 
 
-def https_get(port: int, path: str, *, ca: Path, timeout: float = 2.0) -> tuple[int, dict[str, Any]]:
+def https_raw(port: int, path: str, *, ca: Path, timeout: float = 2.0) -> tuple[int, bytes]:
     context = ssl.create_default_context(cafile=str(ca))
     conn = http.client.HTTPSConnection(HOST, port, timeout=timeout, context=context)
     try:
         conn.request("GET", path, headers={"Host": "localhost"})
         response = conn.getresponse()
-        body = response.read()
+        return response.status, response.read()
     finally:
         conn.close()
+
+
+def https_get(port: int, path: str, *, ca: Path, timeout: float = 2.0) -> tuple[int, dict[str, Any]]:
+    status, body = https_raw(port, path, ca=ca, timeout=timeout)
     try:
         parsed = json.loads(body) if body else {}
     except ValueError:
         parsed = {}
-    return response.status, parsed if isinstance(parsed, dict) else {}
+    return status, parsed if isinstance(parsed, dict) else {}
 
 
 @contextlib.contextmanager

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.plot import PCTS, get, svg
+from benchmarks.plot import get, svg
 
-KINDS = ("pod-mutate", "pod-validate", "binding", "binding:allowed", "binding:denied", "deployment", "all")
+TARGET_RATIO = 0.6
+TARGET_P99_MS = 1.0
+TARGET_RSS_MIB = 250
+BUSY_CORES = 0.3  # other processes' CPU during a phase above which the phase is flagged
 
 
 def write(run: Mapping[str, Any], *, out: Path, baseline: Mapping[str, Any] | None = None) -> None:
@@ -32,79 +35,211 @@ def _num(value: Any, digits: int = 2) -> str:
     return f"{value:,.{digits}f}" if isinstance(value, float) else f"{value:,}"
 
 
-def _pcts(entry: Mapping[str, Any], server: str, kind: str = "all") -> str:
-    lat = get(entry, server, "rate", "latency_ms", kind) or {}
-    return " / ".join(_num(lat.get(p)) for p in PCTS)
+def _ms(us: Any) -> str:
+    return "–" if us is None else f"{us / 1000:.3f}"
 
 
-def ratio(entry: Mapping[str, Any]) -> float | None:
-    guard, floor = get(entry, "guard", "saturate", "throughput"), get(entry, "floor", "saturate", "throughput")
+def kinds(run: Mapping[str, Any]) -> list[str]:
+    return list(run["settings"].get("kinds") or [])
+
+
+def rate(entry: Mapping[str, Any], server: str, kind: str) -> float | None:
+    value = get(entry, server, "saturate", kind, "throughput")
+    return float(value) if value else None
+
+
+def ratio(entry: Mapping[str, Any], kind: str) -> float | None:
+    guard, floor = rate(entry, "guard", kind), rate(entry, "floor", kind)
     return round(guard / floor, 3) if guard and floor else None
 
 
-def round_ratios(entry: Mapping[str, Any]) -> list[float]:
+def round_ratios(entry: Mapping[str, Any], kind: str) -> list[float]:
     """guard / floor of each pair of saturated rounds run back to back (same host conditions)."""
-    guard, floor = get(entry, "guard", "saturate_rounds") or [], get(entry, "floor", "saturate_rounds") or []
+    guard = get(entry, "guard", "saturate_rounds", kind) or []
+    floor = get(entry, "floor", "saturate_rounds", kind) or []
     return [round(g / f, 3) for g, f in zip(guard, floor, strict=False) if f]
 
 
-def _ratio_cell(entry: Mapping[str, Any]) -> str:
-    pairs = round_ratios(entry)
+def _ratio_cell(entry: Mapping[str, Any], kind: str) -> str:
+    pairs = round_ratios(entry, kind)
     spread = f" ({min(pairs):.2f}–{max(pairs):.2f})" if len(pairs) > 1 else ""
-    return _num(ratio(entry)) + spread
+    return _num(ratio(entry, kind)) + spread
 
 
-def rounds_table(run: Mapping[str, Any]) -> list[str]:
-    lines = ["| size | server | saturated rounds (reviews/s, in run order) | median |",
-             "| --- | --- | --- | ---: |"]
-    for e in run["sizes"]:
-        for server in ("floor", "guard"):
-            rounds = get(e, server, "saturate_rounds")
-            if rounds:
-                lines.append(f"| {e['size']} | {server} | {', '.join(_num(float(r)) for r in rounds)} "
-                             f"| {_num(get(e, server, 'saturate', 'throughput'))} |")
-        pairs = round_ratios(e)
-        if pairs:
-            lines.append(f"| {e['size']} | guard/floor per round | {', '.join(f'{r:.2f}' for r in pairs)} "
-                         f"| {_num(ratio(e))} |")
-    return lines
+def _lat(entry: Mapping[str, Any], server: str, kind: str) -> str:
+    lat = get(entry, server, "latency", kind, "latency_us") or {}
+    return f"{_ms(lat.get('p50'))} / {_ms(lat.get('p99'))}"
 
 
 def summary_table(run: Mapping[str, Any]) -> list[str]:
-    lines = [
-        "| size | nodes | pods | guard (reviews/s) | floor (reviews/s) | guard/floor | guard p50 / p95 / p99 (ms) "
-        "| floor p50 / p95 / p99 (ms) | guard RSS after load (MiB) | guard startup (s) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
+    lines = ["| size | pods | review | guard (reviews/s) | floor (reviews/s) | guard/floor | "
+             "guard p50 / p99, 1 connection (ms) | floor p50 / p99, 1 connection (ms) |",
+             "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
     for e in run["sizes"]:
         mark = "" if get(e, "guard", "launcher") in (None, "ollama-guard serve") else " †"
-        guard, floor = get(e, "guard", "saturate", "throughput"), get(e, "floor", "saturate", "throughput")
-        lines.append(
-            f"| {e['size']}{mark} | {e['nodes']:,} | {e['pods']:,} | {_num(guard)} | {_num(floor)} | {_ratio_cell(e)} "
-            f"| {_pcts(e, 'guard')} "
-            f"| {_pcts(e, 'floor')} | {_num(get(e, 'guard', 'memory_after', 'VmRSS'), 1)} "
-            f"| {_num(get(e, 'guard', 'startup_s'))} |"
-        )
+        for kind in kinds(run):
+            lines.append(f"| {e['size']}{mark} | {e['pods']:,} | {kind} | {_num(rate(e, 'guard', kind))} "
+                         f"| {_num(rate(e, 'floor', kind))} | {_ratio_cell(e, kind)} | {_lat(e, 'guard', kind)} "
+                         f"| {_lat(e, 'floor', kind)} |")
     return lines
 
 
-def contention(run: Mapping[str, Any], *, threshold: float = 0.3) -> list[str]:
-    """A warning when other processes took CPU during a phase (the host may be shared)."""
-    worst = []
+def memory_table(run: Mapping[str, Any]) -> list[str]:
+    lines = ["| size | nodes | pods | guard RSS ready (MiB) | guard RSS after load (MiB) | guard peak (MiB) "
+             "| guard startup (s) | floor RSS after load (MiB) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for e in run["sizes"]:
+        lines.append(f"| {e['size']} | {e['nodes']:,} | {e['pods']:,} "
+                     f"| {_num(get(e, 'guard', 'memory_ready', 'VmRSS'), 1)} "
+                     f"| {_num(get(e, 'guard', 'memory_after', 'VmRSS'), 1)} "
+                     f"| {_num(get(e, 'guard', 'memory_after', 'VmHWM'), 1)} | {_num(get(e, 'guard', 'startup_s'))} "
+                     f"| {_num(get(e, 'floor', 'memory_after', 'VmRSS'), 1)} |")
+    return lines
+
+
+def phases(run: Mapping[str, Any]) -> list[tuple[str, str, str, str, Mapping[str, Any]]]:
+    """(size, server, kind, phase, measured) for every recorded phase (the median saturated round)."""
+    out = []
+    ceiling = run.get("ceiling")
+    if ceiling and ceiling.get("throughput"):
+        out.append(("–", "floor", "trivial", "ceiling", ceiling))
     for e in run["sizes"]:
         for server in ("floor", "guard"):
-            for mode in ("saturate", "rate"):
-                p = get(e, server, mode)
-                if p and "machine_cpu_cores" in p:
-                    other = p["machine_cpu_cores"] - p["server_cpu_cores"] - p["generator_cpu_cores"]
-                    worst.append((round(other, 2), f"{e['size']} {server} {mode}"))
-    if not worst or max(worst)[0] < threshold:
+            for phase, label in (("saturate", f"{run['settings']['connections']} connections"),
+                                 ("latency", "1 connection")):
+                for kind in kinds(run):
+                    measured = get(e, server, phase, kind)
+                    if measured:
+                        out.append((e["size"], server, kind, label, measured))
+    return out
+
+
+def contention(run: Mapping[str, Any]) -> list[str]:
+    """How busy the rest of the host was (the machine may be shared)."""
+    seen = [(m.get("other_cpu_cores", 0.0), f"{size} {server} {kind} ({label})", m.get("loadavg_1m_before"))
+            for size, server, kind, label, m in phases(run)]
+    if not seen:
         return []
-    other, where = max(worst)
-    busy = sum(1 for o, _ in worst if o >= threshold)
-    return [f"> **Shared host:** other processes used CPU during {busy} of {len(worst)} phases (up to {other} "
-            f"cores, in {where}; see the CPU table). Numbers from those phases are pessimistic; compare guard "
-            "and floor phases run under similar load.", ""]
+    busy = [s for s in seen if s[0] >= BUSY_CORES]
+    loads = [s[2] for s in seen if s[2] is not None]
+    head = (f"> **Host load:** 1-minute load average {min(loads):.2f}–{max(loads):.2f} before the phases; "
+            if loads else "> **Host load:** ")
+    if not busy:
+        return [head + f"other processes used less than {BUSY_CORES} cores in every phase.", ""]
+    worst = max(busy)
+    return [head + f"other processes used ≥ {BUSY_CORES} cores in {len(busy)} of {len(seen)} phases (up to "
+            f"{worst[0]:.2f}, in {worst[1]}; see the CPU table). Numbers from those phases are pessimistic.", ""]
+
+
+def ceiling_lines(run: Mapping[str, Any]) -> list[str]:
+    ceiling = run.get("ceiling") or {}
+    gen = run.get("generator") or {}
+    if not gen.get("available"):
+        return [f"Not measured: {gen.get('wrk', 'no load generator')}.", ""]
+    if not ceiling.get("throughput"):
+        return ["Not measured.", ""]
+    fastest = max((rate(e, "floor", k) or 0.0 for e in run["sizes"] for k in kinds(run)), default=0.0)
+    cores = ceiling["generator_cpu_cores"] or 1e-9
+    one_core = ceiling["throughput"] / cores
+    lines = [f"The floor answering a trivial review (`{{\"request\":{{\"uid\":\"0\"}}}}`, "
+             f"{run['settings']['connections']} connections): **{_num(ceiling['throughput'])}/s** (best of "
+             f"{', '.join(_num(float(r)) for r in ceiling.get('rounds', []))}), with wrk ({gen.get('wrk')}, "
+             f"one thread) using {cores:.2f} of a core and the floor {ceiling.get('server_cpu_cores')}."]
+    if fastest:
+        verdict = "reaches" if one_core >= 2 * fastest else "does **not** reach"
+        lines.append(f"wrk is one thread: at that cost per request one core carries ~{_num(one_core)}/s, "
+                     f"{one_core / fastest:.1f} × the fastest floor rate measured with a review "
+                     f"({_num(fastest)}/s), so the generator {verdict} 2 × the floor's rate. The trivial "
+                     f"review itself ran at {ceiling['throughput'] / fastest:.2f} × that floor rate: past that, "
+                     "the limit is the server's own Python (one core), not the generator.")
+    return [" ".join(lines), ""]
+
+
+def targets(run: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """(target, measured, verdict) for issue 17's targets (and issue 8's view-build and estimator ones)."""
+    sizes = run["sizes"]
+    rows: list[tuple[str, str, str]] = []
+
+    def row(name: str, measured: str, ok: bool | None) -> None:
+        rows.append((name, measured, "–" if ok is None else "met" if ok else "**missed**"))
+
+    for kind in kinds(run):
+        ratios = [(e["size"], r) for e in sizes if (r := ratio(e, kind)) is not None]
+        row(f"{kind}: guard ≥ {TARGET_RATIO:.0%} of the floor, {run['settings']['connections']} connections",
+            ", ".join(f"{s}: {r:.0%}" for s, r in ratios),
+            all(r >= TARGET_RATIO for _, r in ratios) if ratios else None)
+    for kind in kinds(run):
+        p99s = [(e["size"], v) for e in sizes if (v := get(e, "guard", "latency", kind, "latency_us", "p99"))]
+        row(f"{kind}: guard p99 ≤ {TARGET_P99_MS:g} ms at 1 connection",
+            ", ".join(f"{s}: {_ms(v)} ms" for s, v in p99s),
+            all(v / 1000 <= TARGET_P99_MS for _, v in p99s) if p99s else None)
+    big = max(sizes, key=lambda e: e["pods"]) if sizes else None
+    rss = get(big, "guard", "memory_after", "VmRSS") if big else None
+    if big is not None and rss is not None:
+        peak = get(big, "guard", "memory_after", "VmHWM")
+        row(f"RSS ≤ {TARGET_RSS_MIB} MiB with the {big['pods']:,}-pod view", f"{rss} MiB (peak {peak} MiB)",
+            rss <= TARGET_RSS_MIB)
+    ceiling = run.get("ceiling") or {}
+    fastest = max((rate(e, "floor", k) or 0.0 for e in sizes for k in kinds(run)), default=0.0)
+    if ceiling.get("throughput") and fastest:
+        one_core = ceiling["throughput"] / (ceiling["generator_cpu_cores"] or 1e-9)
+        row("load generator reaches ≥ 2 × the floor's rate", f"~{_num(one_core)}/s per wrk core vs "
+            f"{_num(fastest)}/s: × {one_core / fastest:.1f}", one_core >= 2 * fastest)
+    view = run.get("view_build")
+    if view:
+        seconds, measured = view_total(view)
+        how = "measured" if measured else "projected (the loader was not run, see View build)"
+        row(f"view build ≤ 10 s for {view['pods']:,} pods", f"{seconds:.1f} s, {how}", seconds <= 10)
+    est = run.get("estimator") or {}
+    if est:
+        worst = max(est.get("annotation_1_model_us", 0), est.get("poststart_2_models_us", 0))
+        row("estimator ≤ 50 µs per pod (`compute_demand`, no cache)", f"{worst} µs (worst of the two pods)",
+            worst <= 50)
+    return rows
+
+
+def rounds_table(run: Mapping[str, Any]) -> list[str]:
+    lines = ["| size | review | server | saturated rounds (reviews/s, in run order) | median |",
+             "| --- | --- | --- | --- | ---: |"]
+    for e in run["sizes"]:
+        for kind in kinds(run):
+            for server in ("floor", "guard"):
+                rounds = get(e, server, "saturate_rounds", kind)
+                if rounds:
+                    lines.append(f"| {e['size']} | {kind} | {server} | {', '.join(_num(float(r)) for r in rounds)} "
+                                 f"| {_num(rate(e, server, kind))} |")
+            pairs = round_ratios(e, kind)
+            if pairs:
+                lines.append(f"| {e['size']} | {kind} | guard/floor per round | "
+                             f"{', '.join(f'{r:.2f}' for r in pairs)} | {_num(ratio(e, kind))} |")
+    return lines
+
+
+def latency_table(run: Mapping[str, Any]) -> list[str]:
+    lines = ["| size | review | server | reviews/s | mean | p50 | p90 | p99 | p99.9 | max |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for e in run["sizes"]:
+        for kind in kinds(run):
+            for server in ("floor", "guard"):
+                m = get(e, server, "latency", kind)
+                if m:
+                    lat = m["latency_us"]
+                    lines.append(f"| {e['size']} | {kind} | {server} | {_num(m['throughput'])} | {_ms(lat['mean'])} "
+                                 f"| {_ms(lat['p50'])} | {_ms(lat['p90'])} | {_ms(lat['p99'])} | {_ms(lat['p999'])} "
+                                 f"| {_ms(lat['max'])} |")
+    return lines
+
+
+def machine_table(run: Mapping[str, Any]) -> list[str]:
+    lines = ["| size | server | review | phase | reviews/s | server CPU | wrk CPU | other processes | "
+             "load 1 min | errors | guard's decisions |",
+             "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for size, server, kind, label, m in phases(run):
+        shown = ", ".join(f"{k} {v:,}" for k, v in sorted((m.get("decisions") or {}).items()))
+        lines.append(f"| {size} | {server} | {kind} | {label} | {_num(m['throughput'])} | {m.get('server_cpu_cores')} "
+                     f"| {m['generator_cpu_cores']} | {m.get('other_cpu_cores')} | {m.get('loadavg_1m_before')} "
+                     f"| {m['errors']} | {shown} |")
+    return lines
 
 
 def direct_note(run: Mapping[str, Any]) -> str:
@@ -123,45 +258,75 @@ def failures(run: Mapping[str, Any]) -> list[str]:
     return ["", "Failed:", *(f"- {size} {server}: `{' '.join(err.split())[:300]}`" for size, server, err in failed)]
 
 
-def targets(run: Mapping[str, Any]) -> list[tuple[str, str, str]]:
-    """(target, measured, verdict) for each of issue 8's targets that this run measured."""
-    sizes = run["sizes"]
-    rows: list[tuple[str, str, str]] = []
-
-    def row(name: str, measured: str, ok: bool | None) -> None:
-        rows.append((name, measured, "–" if ok is None else "met" if ok else "**missed**"))
-
-    p99s = [(e["size"], get(e, "guard", "rate", "latency_ms", "pod-validate", "p99")) for e in sizes]
-    p99s = [(s, v) for s, v in p99s if v is not None]
-    row("pod validate p99 ≤ 5 ms at the offered rate", ", ".join(f"{s}: {v} ms" for s, v in p99s),
-        all(v <= 5 for _, v in p99s) if p99s else None)
-    ratios = [(e["size"], r) for e in sizes if (r := ratio(e)) is not None]
-    row("saturated throughput ≥ 60% of the floor", ", ".join(f"{s}: {r:.0%}" for s, r in ratios),
-        all(r >= 0.6 for _, r in ratios) if ratios else None)
-    first, last = (sizes[0], sizes[-1]) if len(sizes) > 1 else (None, None)
-    if first is not None and last is not None:
-        for kind in ("all", "pod-validate"):
-            a = get(first, "guard", "rate", "latency_ms", kind, "p50")
-            b = get(last, "guard", "rate", "latency_ms", kind, "p50")
-            if a and b:
-                row(f"p50 ({kind}) at {last['pods']:,} pods ≤ 1.2 × p50 at {first['pods']:,} pods",
-                    f"{b} ms vs {a} ms: × {b / a:.2f}", b <= 1.2 * a)
-    big = max(sizes, key=lambda e: e["pods"]) if sizes else None
-    rss = get(big, "guard", "memory_after", "VmRSS") if big else None
-    if big is not None and rss is not None:
-        peak = get(big, "guard", "memory_after", "VmHWM")
-        row(f"RSS ≤ 250 MiB with the {big['pods']:,}-pod view", f"{rss} MiB (peak {peak} MiB)", rss <= 250)
-    view = run.get("view_build")
-    if view:
-        seconds, measured = view_total(view)
-        how = "measured" if measured else "projected (the loader was not run, see View build)"
-        row(f"view build ≤ 10 s for {view['pods']:,} pods", f"{seconds:.1f} s, {how}", seconds <= 10)
-    est = run.get("estimator") or {}
-    if est:
-        worst = max(est.get("annotation_1_model_us", 0), est.get("poststart_2_models_us", 0))
-        row("estimator ≤ 50 µs per pod (`compute_demand`, no cache)", f"{worst} µs (worst of the two pods)",
-            worst <= 50)
-    return rows
+def markdown(run: Mapping[str, Any], *, baseline: Mapping[str, Any] | None = None) -> str:
+    m, s, gen = run["machine"], run["settings"], run.get("generator") or {}
+    loads = ", ".join(str(x) for x in m["loadavg_at_start"])
+    end = f"; at the end {', '.join(str(x) for x in m['loadavg_at_end'])}" if m.get("loadavg_at_end") else ""
+    out = [
+        "# ollama-guard benchmark results",
+        "",
+        f"- Machine: {m['nproc']} × {m['cpu']} (nproc {m['nproc']}), Linux {m['kernel']}, Python {m['python']}, "
+        f"uvicorn {m['uvicorn']} on {m.get('loop', '?')} + {m.get('http', '?')}; load average (1, 5, 15 min) at "
+        f"start {loads}{end}",
+        f"- Run: {run['started']} to {run['finished']}; code: {run.get('revision', 'not recorded')}",
+        f"- Command: `{run['command'].strip()}`",
+        f"- Load generator: {gen.get('wrk', '–')}, one thread, keep-alive TLS (wrk's own OpenSSL), one Lua "
+        "script per review kind (`benchmarks/wrk/`) replaying pre-built review bodies derived from requests "
+        "recorded from kube-apiserver 1.24 (`benchmarks/reviews.py`; 40 distinct reviews per kind, each with "
+        f"its own UID). Saturated: {s['connections']} connections, {s['rounds']} rounds of {s['round_s']} s per "
+        "server and kind, floor and guard alternating (both servers up side by side; the median round "
+        "reported, each back-to-back pair's guard/floor ratio shown as a range), after a "
+        f"{s['warmup_s']} s warm-up. Latency: 1 connection, one review at a time, {s['duration_s']} s per "
+        "server and kind (wrk's percentiles).",
+        "- Floor: `benchmarks/floor.py`, a bare ASGI app on the guard's own uvicorn settings (uvloop, "
+        "httptools) and certificate; it decodes the review with orjson, as the guard does, and answers allowed "
+        "with its UID.",
+        "- Profiles, causes, fixes and before/after: `benchmarks/FINDINGS.md`.",
+        "",
+        *contention(run),
+        "## Summary",
+        "",
+        *summary_table(run),
+        "",
+        "guard/floor: the median rounds' ratio, then the range of the back-to-back pairs." + direct_note(run),
+        *failures(run),
+        "",
+        "## The generator's ceiling",
+        "",
+        *ceiling_lines(run),
+        "## Targets (issue 17)",
+        "",
+        "| target | measured | verdict |",
+        "| --- | --- | --- |",
+        *[f"| {t} | {v} | {ok} |" for t, v, ok in targets(run)],
+        "",
+        "## Memory and startup",
+        "",
+        *memory_table(run),
+        "",
+        "## Latency at 1 connection (ms)",
+        "",
+        *latency_table(run),
+        "",
+        "## Saturated rounds",
+        "",
+        *rounds_table(run),
+        "",
+        "## CPU per phase: server, generator, the rest of the machine",
+        "",
+        "Cores used during each phase (saturated: the median round). 'Other processes' is the whole machine "
+        "less the server and wrk: anything above ~0.1 means another process competed for the two cores. "
+        "The guard's decisions are its own `/metrics` counts over the phase.",
+        "",
+        *machine_table(run),
+        "",
+        *view_section(run),
+        *estimator_section(run),
+        *(baseline_section(run, baseline) if baseline else []),
+        "![latency at 1 connection by cluster size](latency.svg)",
+        "",
+    ]
+    return "\n".join(out)
 
 
 def view_total(view: Mapping[str, Any]) -> tuple[float, bool]:
@@ -171,108 +336,6 @@ def view_total(view: Mapping[str, Any]) -> tuple[float, bool]:
     if "loader_s" in view:  # runs before 2026-11-24 06:00 timed load_objects + SnapshotSource on the list
         return float(view["loader_s"]) + float(view["source_s"]), True
     return float(view.get("loader_projected_s", 0)) + float(view.get("source_s", 0)), False
-
-
-def kinds_table(run: Mapping[str, Any], server: str) -> list[str]:
-    lines = ["| size | review | count | p50 | p95 | p99 | max | decisions |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
-    for e in run["sizes"]:
-        latencies = get(e, server, "rate", "latency_ms") or {}
-        decisions = get(e, server, "rate", "decisions") or {}
-        for kind in KINDS:
-            lat = latencies.get(kind)
-            if not lat or not lat.get("count"):
-                continue
-            shown = ", ".join(f"{k} {v}" for k, v in sorted((decisions.get(kind) or {}).items()))
-            lines.append(f"| {e['size']} | {kind} | {lat['count']:,} | {lat['p50']} | {lat['p95']} | {lat['p99']} "
-                         f"| {lat['max']} | {shown} |")
-    return lines
-
-
-def machine_table(run: Mapping[str, Any]) -> list[str]:
-    lines = ["| size | server | phase | reviews/s | server CPU (cores) | generator CPU (cores) | whole machine (cores) "
-             "| send lag p99 (ms) | errors |", "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for e in run["sizes"]:
-        for server in ("floor", "guard"):
-            for mode in ("saturate", "rate"):
-                p = get(e, server, mode)
-                if not p:
-                    continue
-                lag = get(p, "send_lag_ms", "p99")
-                lines.append(f"| {e['size']} | {server} | {mode} | {_num(p['throughput'])} | {p['server_cpu_cores']} "
-                             f"| {p['generator_cpu_cores']} | {p['machine_cpu_cores']} | {_num(lag)} "
-                             f"| {p['errors']} |")
-    return lines
-
-
-def _saturation(settings: Mapping[str, Any]) -> str:
-    if "rounds" not in settings:  # runs before 2026-11-24 08:00: one saturated phase per server
-        return f"Saturated throughput: one {settings['duration_s']} s phase per server, floor first."
-    return (f"Saturated throughput: {settings['rounds']} rounds of {settings['round_s']} s per server, floor and "
-            "guard alternating (both servers up side by side), the median round reported and the guard/floor "
-            "ratio of each back-to-back pair shown as a range.")
-
-
-def markdown(run: Mapping[str, Any], *, baseline: Mapping[str, Any] | None = None) -> str:
-    m, s = run["machine"], run["settings"]
-    out = [
-        "# ollama-guard benchmark results",
-        "",
-        f"- Machine: {m['nproc']} × {m['cpu']} (nproc {m['nproc']}), Linux {m['kernel']}, Python {m['python']}, "
-        f"uvicorn {m['uvicorn']}; load average at start {', '.join(str(x) for x in m['loadavg_at_start'])}",
-        f"- Run: {run['started']} to {run['finished']}; code: {run.get('revision', 'not recorded')}",
-        f"- Command: `{run['command'].strip()}`",
-        f"- Load: {s['connections']} keep-alive TLS connections from one generator process "
-        f"(`benchmarks/load.py`). {_saturation(s)} Latency at {s['rate']:.0f} reviews/s offered for "
-        f"{s['duration_s']} s (open loop, measured from each review's scheduled time). Every phase after a "
-        f"{s['warmup_s']} s warm-up. "
-        "Mix per 10 reviews: 3 pod mutate, 3 pod validate, 3 binding validate, 1 Deployment validate, "
-        "derived from requests recorded from kube-apiserver 1.24 (`benchmarks/reviews.py`).",
-        "- Floor: `benchmarks/floor.py`, a bare ASGI app on the same uvicorn settings and certificate "
-        "(decodes the review with orjson, as the guard does, and answers allowed with its UID).",
-        "- Profiles, causes of missed targets, fixes and before/after: `benchmarks/FINDINGS.md`.",
-        "",
-        *contention(run),
-        "## Summary",
-        "",
-        *summary_table(run),
-        "",
-        "Latencies: all reviews at the offered rate." + direct_note(run),
-        *failures(run),
-        "",
-        "## Targets (issue 8)",
-        "",
-        "| target | measured | verdict |",
-        "| --- | --- | --- |",
-        *[f"| {t} | {v} | {ok} |" for t, v, ok in targets(run)],
-        "",
-        f"## Guard latency per review kind at {s['rate']:.0f}/s (ms)",
-        "",
-        *kinds_table(run, "guard"),
-        "",
-        f"## Floor latency per review kind at {s['rate']:.0f}/s (ms)",
-        "",
-        *kinds_table(run, "floor"),
-        "",
-        "## Saturated rounds",
-        "",
-        *rounds_table(run),
-        "",
-        "## CPU: server, generator, whole machine",
-        "",
-        "The generator is not the bottleneck when its CPU stays well under one core while the server's is "
-        "near one core (both are single Python processes). 'Whole machine' includes every process on the "
-        "host; more than server + generator means something else was running.",
-        "",
-        *machine_table(run),
-        "",
-        *view_section(run),
-        *estimator_section(run),
-        *(baseline_section(run, baseline) if baseline else []),
-        "![latency percentiles by cluster size](latency.svg)",
-        "",
-    ]
-    return "\n".join(out)
 
 
 def view_section(run: Mapping[str, Any]) -> list[str]:
@@ -315,27 +378,21 @@ def estimator_section(run: Mapping[str, Any]) -> list[str]:
 def baseline_section(run: Mapping[str, Any], baseline: Mapping[str, Any]) -> list[str]:
     before = {e["size"]: e for e in baseline.get("sizes", [])}
     lines = [f"## Before and after (before: run of {baseline.get('started')})", "",
-             "| size | metric | before | after |", "| --- | --- | ---: | ---: |"]
-    metrics: tuple[tuple[str, Callable[[Mapping[str, Any]], Any]], ...] = (
-        ("guard reviews/s", lambda e: get(e, "guard", "saturate", "throughput")),
-        ("guard/floor", ratio),
-        ("guard p50 (ms)", lambda e: get(e, "guard", "rate", "latency_ms", "all", "p50")),
-        ("guard p99 (ms)", lambda e: get(e, "guard", "rate", "latency_ms", "all", "p99")),
-        ("pod validate p99 (ms)", lambda e: get(e, "guard", "rate", "latency_ms", "pod-validate", "p99")),
-        ("guard RSS after load (MiB)", lambda e: get(e, "guard", "memory_after", "VmRSS")),
-        ("guard startup (s)", lambda e: get(e, "guard", "startup_s")),
-    )
+             "| size | review | metric | before | after |", "| --- | --- | --- | ---: | ---: |"]
     for e in run["sizes"]:
         old = before.get(e["size"])
         if old is None:
             continue
-        for label, metric in metrics:
-            lines.append(f"| {e['size']} | {label} | {_num(metric(old))} | {_num(metric(e))} |")
-    views = [v if isinstance(v, Mapping) else None for v in (baseline.get("view_build"), run.get("view_build"))]
-    if views[0] and views[1]:
-        (old_s, old_measured), (new_s, new_measured) = view_total(views[0]), view_total(views[1])
-        shown = [f"{_num(s)}{'' if m else ' (projected)'}" for s, m in ((old_s, old_measured), (new_s, new_measured))]
-        lines.append(f"| {views[1]['size']} | view build: serve load + build (s) | {shown[0]} | {shown[1]} |")
+        for kind in kinds(run):
+            for label, value in (("guard reviews/s", lambda x, k=kind: rate(x, "guard", k)),
+                                 ("guard/floor", lambda x, k=kind: ratio(x, k)),
+                                 ("guard p99, 1 connection (ms)",
+                                  lambda x, k=kind: get(x, "guard", "latency", k, "latency_us", "p99"))):
+                a, b = value(old), value(e)
+                if label.endswith("(ms)"):
+                    a, b = (None if v is None else v / 1000 for v in (a, b))
+                lines.append(f"| {e['size']} | {kind} | {label} | {_num(a, 3 if label.endswith('(ms)') else 2)} "
+                             f"| {_num(b, 3 if label.endswith('(ms)') else 2)} |")
     return [*lines, ""]
 
 
