@@ -172,7 +172,7 @@ def test_a_sigkilled_guard_restarts_with_the_same_committed_vram(api: KubeApiFix
         ready = first.wait_ready()
         assert (ready["mode"], ready["nodes"]) == ("live", 2)
         assert ready["tenants"] == len(objects) - 6  # minus 3 nodes, 2 namespaces and the finished pod
-        assert "(live cluster (list + watch))" in first.output()
+        assert "(live cluster (list + watch)" in first.output()  # then the loop and parser it runs
         assert first.committed() == expected
 
         # a binding is admitted (reserved in memory only), then the guard dies before the watch
