@@ -83,8 +83,8 @@ def test_quick_run_replays_every_review_kind_against_both_servers_without_errors
         assert all(len(r) == 2 for r in entry[server]["saturate_rounds"].values())  # --quick: two rounds
     decided = {kind: entry["guard"]["saturate"][kind]["decisions"] for kind in KINDS}
     assert set(decided["pod-mutate"]) == {"patched"}  # a mutation is a patch, never a denial
-    assert set(decided["pod-validate"]) <= {"allowed", "warned"}
-    assert "allowed" in decided["binding"]
+    assert "allowed" in decided["pod-validate"] and "allowed" in decided["binding"]
+    assert not any("error" in counts for counts in decided.values())  # never the guard's own failure
     for kind in KINDS:  # every answer the generator counted is one the guard counted as decided
         assert sum(decided[kind].values()) >= entry["guard"]["saturate"][kind]["requests"]
     assert entry["guard"]["launcher"] == "ollama-guard serve"

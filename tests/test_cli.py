@@ -50,6 +50,8 @@ def test_serve_embedded_default_answers_the_sample_review(tmp_path: Path) -> Non
             str(port),
             "--cert-dir",
             str(tmp_path / "certs"),
+            "--ui-port",
+            "0",  # no live page: port 8080 may be taken on a shared machine
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -147,5 +149,6 @@ def test_manifests_input_errors_exit_2(args: list[str], needle: str) -> None:
 def test_serve_rejects_a_broken_snapshot(tmp_path: Path) -> None:
     bad = tmp_path / "cluster.yaml"
     bad.write_text("items: [\n")
-    out = cli("serve", "--snapshot", str(bad), "--cert-dir", str(tmp_path / "c"), "--port", str(free_port()))
+    out = cli("serve", "--snapshot", str(bad), "--cert-dir", str(tmp_path / "c"), "--port", str(free_port()),
+              "--ui-port", "0")
     assert out.returncode == 2 and str(bad) in out.stderr and "line" in out.stderr

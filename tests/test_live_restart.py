@@ -92,7 +92,7 @@ class GuardProcess:
         self.log = (tmp / f"guard-{time.monotonic_ns()}.log").open("w+")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "webhook", "serve", "--host", "127.0.0.1", "--port", str(port),
-             "--cert-dir", str(self.cert_dir), "--kubeconfig", str(kubeconfig)],
+             "--cert-dir", str(self.cert_dir), "--kubeconfig", str(kubeconfig), "--ui-port", "0"],
             stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=tmp,
         )
 

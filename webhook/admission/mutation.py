@@ -311,7 +311,10 @@ def _estimate_text(demand: PodDemand, requested_mib: int = 0, cap_mib: int = 0) 
                 "weightsMiB": -(-m.weights_bytes // mib),
                 "kvMiB": -(-m.kv_bytes // mib),
                 "graphMiB": -(-m.graph_bytes // mib),
+                "headroomMiB": -(-m.headroom_bytes // mib),
                 "runnerMiB": m.runner_bytes // mib,
+                "flashAttention": m.flash_attention,
+                "kv": m.kv_type,
             }
             for m in est.models
         ]

@@ -64,6 +64,7 @@ def estimate(
         ollama,
         gpus=gpus,
         cuda_context_overhead_mib=cluster.cuda_context_overhead_mib,
+        runner_overhead_mib=cluster.runner_overhead_mib,
         safety_margin=cluster.safety_margin,
     )
     cap = driver_cap_mib(result) if cluster.driver_memory_limit else None

@@ -36,7 +36,10 @@ class Settings(BaseSettings, PolicyDefaults):
     #: live mode: `/readyz` is 503 while a watched kind has been disconnected from the API server
     #: for longer than this (issue 20); decisions that need what a stale view lacks are denied sooner
     stale_after_seconds: float = Field(default=5.0, gt=0, le=3600)
-    cuda_context_overhead: str = "512Mi"
+    #: per pod, on top of its runners (design §5.1: 0, the Ollama server holds no CUDA context)
+    cuda_context_overhead: str = "0Mi"
+    #: per loaded model: its runner process's CUDA context + cuBLAS (design §5.1: 589 MiB measured)
+    runner_overhead: str = "589Mi"
     default_tenant_vram: str | None = None
     catalog_overlay: Path | None = None
     max_body_bytes: int = Field(default=MAX_BODY_BYTES, ge=1024)
@@ -45,14 +48,16 @@ class Settings(BaseSettings, PolicyDefaults):
     def cluster_policy(self) -> ClusterPolicy:
         try:
             overhead = parse_mib(self.cuda_context_overhead)
+            runner = parse_mib(self.runner_overhead)
             default = parse_mib(self.default_tenant_vram) if self.default_tenant_vram else None
         except QuantityError as exc:
-            raise ConfigError(f"cuda_context_overhead/default_tenant_vram: {exc}") from None
+            raise ConfigError(f"cuda_context_overhead/runner_overhead/default_tenant_vram: {exc}") from None
         shared = {name: getattr(self, name) for name in PolicyDefaults.model_fields}
         return ClusterPolicy(
             **shared,
             exempt_namespaces=tuple(dict.fromkeys((*self.exempt_namespaces, self.guard_namespace))),
             cuda_context_overhead_mib=overhead,
+            runner_overhead_mib=runner,
             default_tenant_vram_mib=default,
         )
 

@@ -5,7 +5,9 @@ same shape) and tag resolution the way Ollama resolves names: case-insensitive, 
 and `library/` namespace and digest dropped, a missing tag meaning `latest`, `:latest` an alias.
 A tag that is not listed but reads `<listed size>[-<variant>...][-<quant>]` resolves to the listed
 entry, its size scaled by bits per weight when the quantisation differs (`derived=True`).
-Every entry is validated; a bad one raises `CatalogError` naming the source, tag and field.
+A size written the way the Ollama library prints it (`4.9GB`) is rounded to its last digit, so it
+stands for the upper end of that rounding (4.95 GB): the estimate must never count less than the
+real file. Every entry is validated; a bad one raises `CatalogError` naming the source, tag and field.
 Pure: the only I/O is reading the packaged YAML and an overlay file whose path is passed in.
 """
 
@@ -24,7 +26,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from webhook.core.quantity import QuantityError, parse_bytes
 
@@ -53,8 +55,21 @@ _QUANTS: Final[Mapping[str, tuple[str, Fraction]]] = {
     "bf16": ("BF16", Fraction(16)),
     "f32": ("F32", Fraction(32)),
     "fp32": ("F32", Fraction(32)),
+    "mxfp4": ("MXFP4", Fraction("4.25")),
 }
 _BITS: Final = dict(_QUANTS.values())
+#: Bits per weight of the token embedding in a file of each type: llama.cpp's quantiser stores
+#: `token_embd` in the file type's base block format (Q4_K_M -> Q4_K, 144 bytes per 256 weights;
+#: llama.cpp src/llama-quant.cpp `llama_tensor_get_type`), never below it, so a size derived from
+#: these is a lower bound and subtracting it from the GPU weights stays on the safe side. MXFP4
+#: (gpt-oss) quantises only the experts; 4.25 is its own floor.
+_EMBD_BITS: Final[Mapping[str, Fraction]] = {
+    "Q2_K": Fraction("2.625"), "Q3_K_S": Fraction("3.4375"), "Q3_K_M": Fraction("3.4375"),
+    "Q3_K_L": Fraction("3.4375"), "Q4_0": Fraction("4.5"), "Q4_1": Fraction(5), "Q4_K_S": Fraction("4.5"),
+    "Q4_K_M": Fraction("4.5"), "Q5_0": Fraction("5.5"), "Q5_1": Fraction(6), "Q5_K_S": Fraction("5.5"),
+    "Q5_K_M": Fraction("5.5"), "Q6_K": Fraction("6.5625"), "Q8_0": Fraction("8.5"), "F16": Fraction(16),
+    "BF16": Fraction(16), "F32": Fraction(32), "MXFP4": Fraction("4.25"),
+}
 _LIBRARY_SIZE = re.compile(r"(?P<number>[0-9]+(?:\.[0-9]+)?)(?P<unit>TB|GB|MB|kB|KB|B)")
 _UNITS: Final = {"TB": 10**12, "GB": 10**9, "MB": 10**6, "kB": 10**3, "KB": 10**3, "B": 1}
 
@@ -75,6 +90,44 @@ class ModelSpec:
     architecture: str
     quantization: str
     derived: bool = False
+    #: V head dim when it differs from the K head dim `head_dim` (0: the same)
+    value_head_dim: int = 0
+    #: FFN width per token: `intermediate_size`, or per expert for a mixture of experts (0: unknown)
+    feed_forward_length: int = 0
+    expert_count: int = 0
+    expert_used_count: int = 0
+    #: sliding-window attention: the window, and every `sliding_window_pattern`-th layer full
+    sliding_window: int = 0
+    sliding_window_pattern: int = 0
+    #: the output projection reuses `token_embd` (then llama.cpp also copies it to the GPU)
+    tied_embeddings: bool = True
+    #: exact bytes of `token_embd` (from the GGUF's tensor table); 0: derived when untied
+    token_embd_bytes: int = 0
+    #: an embedding model (GGUF `<arch>.pooling_type`): Ollama runs it with batch = context
+    embedding: bool = False
+    #: where the entry's numbers come from (catalog `source:`)
+    source: str = ""
+    #: the size was written in the library's rounded form and stands for its upper end
+    size_rounded: bool = False
+
+    @property
+    def v_head_dim(self) -> int:
+        return self.value_head_dim or self.head_dim
+
+    def host_token_embd(self) -> tuple[int, str]:
+        """Bytes of `token_embd` llama.cpp keeps in host memory, and how that figure was found.
+
+        llama.cpp loads the input embedding into host memory (it is only row-gathered); when the
+        output projection is the same tensor (tied embeddings) a copy goes to the GPU, so nothing
+        leaves the GPU's count. Unknown exact size: vocab × embedding × the file type's floor bits.
+        """
+        if self.tied_embeddings:
+            return 0, "tied embeddings: the output copy stays on the GPU"
+        if self.token_embd_bytes:
+            return self.token_embd_bytes, "token_embd tensor size from the catalog"
+        bits = _EMBD_BITS.get(self.quantization, Fraction(0))
+        size = math.floor(self.vocab_size * self.embedding_length * bits / 8)
+        return size, f"derived: vocab {self.vocab_size} × embedding {self.embedding_length} × {float(bits):g} bits"
 
 
 class UnknownModelError(LookupError):
@@ -107,11 +160,31 @@ class _Entry(BaseModel):
     vocab_size: int = Field(gt=0)
     architecture: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
     quantization: str
+    value_head_dim: int = Field(default=0, ge=0)
+    feed_forward_length: int = Field(default=0, ge=0)
+    expert_count: int = Field(default=0, ge=0)
+    expert_used_count: int = Field(default=0, ge=0)
+    sliding_window: int = Field(default=0, ge=0)
+    sliding_window_pattern: int = Field(default=0, ge=0)
+    tied_embeddings: bool = True
+    token_embd: int = Field(default=0, ge=0)
+    embedding: bool = False
+    source: str = Field(default="", max_length=400)
 
     @field_validator("size", mode="before")
     @classmethod
     def _size(cls, value: object) -> object:
         return _parse_size(value) if isinstance(value, str) else value
+
+    @field_validator("token_embd", mode="before")
+    @classmethod
+    def _token_embd(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        try:
+            return parse_bytes(value)
+        except QuantityError as exc:
+            raise ValueError(f"token_embd {value!r}: {exc.reason}; write integer bytes or a quantity") from None
 
     @field_validator("quantization", mode="before")
     @classmethod
@@ -128,12 +201,30 @@ class _Entry(BaseModel):
             raise ValueError(f"{value} KV heads do not divide the {heads} attention heads")
         return value
 
+    @model_validator(mode="after")
+    def _consistent(self) -> _Entry:
+        if self.sliding_window and self.sliding_window_pattern < 2:
+            raise ValueError(
+                "sliding_window needs sliding_window_pattern >= 2 (every N-th layer has full attention)"
+            )
+        if self.sliding_window_pattern and not self.sliding_window:
+            raise ValueError("sliding_window_pattern without sliding_window")
+        if bool(self.expert_count) != bool(self.expert_used_count) or self.expert_used_count > self.expert_count:
+            raise ValueError("expert_used_count must be set with expert_count and not exceed it")
+        if self.token_embd and self.tied_embeddings:
+            raise ValueError("token_embd is subtracted only for untied embeddings: set tied_embeddings: false")
+        return self
+
 
 def _parse_size(text: str) -> int:
-    """A size as the Ollama library prints it (`4.9GB`, decimal units) or a Kubernetes quantity."""
+    """A size as the Ollama library prints it (`4.9GB`, decimal units: the upper end of its rounding,
+    4.95 GB) or a Kubernetes quantity (exact)."""
     match = _LIBRARY_SIZE.fullmatch(text)
     if match is not None:
-        return math.ceil(Decimal(match["number"]) * _UNITS[match["unit"]])
+        number = Decimal(match["number"])
+        exponent = number.as_tuple().exponent
+        half = Decimal(5).scaleb(int(exponent) - 1) if isinstance(exponent, int) else Decimal(0)
+        return math.ceil((number + half) * _UNITS[match["unit"]])
     try:
         return parse_bytes(text)
     except QuantityError as exc:
@@ -213,7 +304,11 @@ def _requantize(base: ModelSpec, quant: str) -> ModelSpec:
     """The base entry at another quantisation: weights scaled by bits per weight, rounded up."""
     canonical, bits = _QUANTS[quant]
     size = math.ceil(base.size_bytes * bits / _BITS[base.quantization])
-    return replace(base, tag=f"{base.tag}-{quant}", size_bytes=size, quantization=canonical, derived=True)
+    # an exact token_embd scales by the floor bits of the two types (rounded down: the safe side)
+    embd = math.floor(base.token_embd_bytes * _EMBD_BITS[canonical] / _EMBD_BITS[base.quantization])
+    return replace(
+        base, tag=f"{base.tag}-{quant}", size_bytes=size, quantization=canonical, derived=True, token_embd_bytes=embd
+    )
 
 
 def _split_document(document: object, source: str) -> tuple[Mapping[Any, Any], Mapping[Any, Any]]:
@@ -249,8 +344,11 @@ def _build_models(raw: Mapping[Any, Any], source: str) -> dict[str, ModelSpec]:
             entry = _Entry.model_validate(dict(body))
         except ValidationError as exc:
             raise CatalogError(_describe(exc, source, tag)) from None
-        fields = entry.model_dump(exclude={"size"})
-        models[tag] = ModelSpec(tag=tag, size_bytes=entry.size, **fields)
+        fields = entry.model_dump(exclude={"size", "token_embd"})
+        rounded = isinstance(body.get("size"), str) and _LIBRARY_SIZE.fullmatch(body["size"]) is not None
+        models[tag] = ModelSpec(
+            tag=tag, size_bytes=entry.size, token_embd_bytes=entry.token_embd, size_rounded=rounded, **fields
+        )
     return models
 
 

@@ -148,7 +148,14 @@ class _EstimateCache:
     ) -> tuple[tuple[str, ...], tuple[str, ...], PodEstimate | None]:
         if catalog is not self._catalog or len(self._items) >= self.MAX:
             self._catalog, self._items = catalog, {}
-        key = (refs, settings, gpus, cluster.cuda_context_overhead_mib, cluster.safety_margin)
+        key = (
+            refs,
+            settings,
+            gpus,
+            cluster.cuda_context_overhead_mib,
+            cluster.runner_overhead_mib,
+            cluster.safety_margin,
+        )
         found = self._items.get(key)
         if found is None:
             known, unknown = resolve_models(catalog, refs)
@@ -158,6 +165,7 @@ class _EstimateCache:
                     settings,
                     gpus=gpus,
                     cuda_context_overhead_mib=cluster.cuda_context_overhead_mib,
+                    runner_overhead_mib=cluster.runner_overhead_mib,
                     safety_margin=cluster.safety_margin,
                 )
                 if known

@@ -62,7 +62,11 @@ class ClusterPolicy(PolicyDefaults):
     """Cluster-wide defaults and guard settings (design §9), quantities resolved to MiB."""
 
     exempt_namespaces: tuple[str, ...] = ("kube-system", "kube-node-lease", "ollama-guard-system")
-    cuda_context_overhead_mib: int = Field(default=512, ge=0, le=1 << 20)
+    #: per pod, on top of its runners (design §5.1: the Ollama server holds no CUDA context of its
+    #: own, each runner's is in `runner_overhead_mib`); for stacks whose server process does
+    cuda_context_overhead_mib: int = Field(default=0, ge=0, le=1 << 20)
+    #: per loaded model: the fixed cost of its runner process, CUDA context + cuBLAS (design §5.1)
+    runner_overhead_mib: int = Field(default=589, ge=0, le=1 << 20)
     #: None means one replica's even share of the node: gpu.memory / gpu.replicas.
     default_tenant_vram_mib: int | None = Field(default=None, ge=0)
 

@@ -211,5 +211,5 @@ def _typical_demand(tag: str, *, cluster: ClusterPolicy, catalog: Catalog) -> in
         max_loaded_models=cluster.max_loaded_models,
     )
     estimate = estimate_pod([(tag, spec)], settings, cuda_context_overhead_mib=cluster.cuda_context_overhead_mib,
-                            safety_margin=cluster.safety_margin)
+                            runner_overhead_mib=cluster.runner_overhead_mib, safety_margin=cluster.safety_margin)
     return estimate.demand_mib
