@@ -14,6 +14,7 @@ from typing import Any
 
 import jsonpatch
 import pytest
+from design_figures import LLAMA31_8B_MIB
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,6 +25,7 @@ from webhook.admission.validation import validate
 from webhook.cli.settings import load_settings
 from webhook.core.catalog import load_catalog
 from webhook.core.policy import ClusterPolicy
+from webhook.core.quantity import format_mib
 from webhook.state.files import load_objects
 from webhook.state.snapshot import SnapshotSource
 
@@ -84,7 +86,10 @@ def ollama_pod_review(
     req["name"], req["namespace"], req["dryRun"] = name, namespace, dry_run
     pod["metadata"].update(name=name, namespace=namespace, uid=str(uuid.uuid4()))
     pod["metadata"]["annotations"] = {"ollama-guard.io/models": models, **(annotations or {})}
-    defaults = {"OLLAMA_MAX_LOADED_MODELS": "1", "OLLAMA_CONTEXT_LENGTH": "8192", "OLLAMA_NUM_PARALLEL": "1"}
+    defaults = {
+        "OLLAMA_MAX_LOADED_MODELS": "1", "OLLAMA_CONTEXT_LENGTH": "8192", "OLLAMA_NUM_PARALLEL": "1",
+        "OLLAMA_FLASH_ATTENTION": "1",
+    }
     # as the mutation leaves it, with a driver cap below any demand here (tests/test_driver_cap.py checks its value)
     defaults |= {"NVIDIA_GPU_MEMORY_LIMIT": "1024", "NVIDIA_GPU_MEMORY_REQUEST": "1024"}
     pod["spec"]["containers"][0]["env"] = [{"name": k, "value": v} for k, v in {**defaults, **(env or {})}.items()]
@@ -123,7 +128,7 @@ def test_mutate_recorded_replicaset_pod_injects_settings_and_stamps() -> None:
     response = mutate(request(review), guard)
     assert response.allowed
     paths = [op["path"] for op in response.patch]
-    assert paths.count("/spec/containers/0/env/-") == 5  # three settings, the driver cap's two variables
+    assert paths.count("/spec/containers/0/env/-") == 6  # four settings, the driver cap's two variables
     assert "/metadata/annotations/ollama-guard.io~1vram-demand" in paths
     assert "/metadata/annotations/ollama-guard.io~1estimate" in paths
     pod = apply(review, response)
@@ -133,6 +138,7 @@ def test_mutate_recorded_replicaset_pod_injects_settings_and_stamps() -> None:
         "OLLAMA_MAX_LOADED_MODELS": "1",
         "OLLAMA_CONTEXT_LENGTH": "8192",
         "OLLAMA_NUM_PARALLEL": "1",
+        "OLLAMA_FLASH_ATTENTION": "1",
         "NVIDIA_GPU_MEMORY_LIMIT": str(estimate_of(pod)["demandMiB"]),
         "NVIDIA_GPU_MEMORY_REQUEST": str(estimate_of(pod)["demandMiB"]),
     }
@@ -161,6 +167,31 @@ def test_mutate_injects_gpu_request_when_none_and_respects_existing_values() -> 
     assert c["resources"] == {"limits": wanted, "requests": wanted}
     env = {e["name"]: e["value"] for e in c["env"]}
     assert env["OLLAMA_NUM_PARALLEL"] == "2" and env["OLLAMA_CONTEXT_LENGTH"] == "4096"
+
+
+@requires_fixtures
+@pytest.mark.parametrize(
+    ("policy", "env", "injected", "flash"),
+    [
+        pytest.param(True, None, "1", True, id="absent-gets-it-and-the-estimate-counts-it"),
+        pytest.param(True, "0", "0", False, id="the-authors-off-is-kept-and-estimated-off"),
+        pytest.param(False, None, None, False, id="policy-off-injects-nothing-estimates-off"),
+    ],
+)
+def test_mutate_injects_flash_attention_the_estimate_relies_on(
+    policy: bool, env: str | None, injected: str | None, flash: bool
+) -> None:
+    """Design §5.1: the guard counts flash attention only where it is certain, so it sets it."""
+    guard, _ = make_guard(cluster=load_settings(flash_attention=policy).cluster_policy())
+    review = copy.deepcopy(recorded("mutate-pod-create-2"))
+    if env is not None:
+        review["request"]["object"]["spec"]["containers"][0]["env"].append(
+            {"name": "OLLAMA_FLASH_ATTENTION", "value": env}
+        )
+    pod = apply(review, mutate(request(review), guard))
+    got = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}.get("OLLAMA_FLASH_ATTENTION")
+    assert got == injected
+    assert [m["flashAttention"] for m in estimate_of(pod)["perModel"]] == [flash]
 
 
 @requires_fixtures
@@ -421,18 +452,18 @@ def test_pinned_pod_is_checked_against_its_node() -> None:
 
 @requires_fixtures
 def test_bindings_fill_the_node_until_denied() -> None:
-    """Eight pods created at once (each fits the node as it is now); the scheduler binds them in turn."""
+    """Nine pods created at once (each fits the node as it is now); the scheduler binds them in turn."""
     guard, _ = make_guard()
-    pods = [ollama_pod_review() for _ in range(8)]
+    node = guard.ledger.view.nodes["gpu-h100-a"]
+    free = node.budget_mib - guard.ledger.committed("gpu-h100-a")
+    pods = [ollama_pod_review() for _ in range(9)]
     assert all(validate(request(p), guard).allowed for p in pods)
     answers = [validate(request(binding_review(p)), guard) for p in pods]
     demand = guard.ledger.find_tenant(f"team-a/{pods[0]['request']['name']}").demand_mib  # type: ignore[union-attr]
-    node = guard.ledger.view.nodes["gpu-h100-a"]
-    committed_before = node.budget_mib - guard.ledger.committed("gpu-h100-a") + 6 * demand
-    assert [a.allowed for a in answers] == [True] * 6 + [False] * 2
-    assert committed_before // demand == 6  # exactly floor(free / demand) were admitted
+    fits = free // demand  # exactly floor(free / demand) are admitted
+    assert fits == 7 and [a.allowed for a in answers] == [True] * fits + [False] * (len(pods) - fits)
     assert guard.ledger.committed("gpu-h100-a") <= node.budget_mib
-    denial = answers[6].message
+    denial = answers[fits].message
     assert "binding to gpu-h100-a would over-commit" in denial and "free of" in denial
     assert f"{demand / 1024:.1f} GiB for llama3.1:8b" in denial
     # once the node is full, a new pod is already refused at creation, naming the free VRAM
@@ -536,8 +567,8 @@ def test_deployment_whose_replicas_cannot_fit_is_denied_at_apply() -> None:
     guard, _ = make_guard()
     response = validate(request(deployment_review(10)), guard)
     assert not response.allowed
-    assert "10 replicas" in response.message and "hold 6 more right now" in response.message
-    assert "gpu-h100-a can hold 6 more" in response.message
+    assert "10 replicas" in response.message and "hold 7 more right now" in response.message
+    assert "gpu-h100-a can hold 7 more" in response.message
 
 
 @requires_fixtures
@@ -573,7 +604,7 @@ def workload_review(kind: str, spec: dict[str, Any], *, api: str = "apps/v1") ->
     review = copy.deepcopy(recorded("validate-deployment-create-1"))
     req = review["request"]
     template = req["object"]["spec"]["template"]
-    template["metadata"].setdefault("annotations", {})["ollama-guard.io/models"] = "qwen2.5:32b"
+    template["metadata"].setdefault("annotations", {})["ollama-guard.io/models"] = "llama3.1:70b"
     group, _, version = api.rpartition("/")
     req["uid"] = str(uuid.uuid4())
     req["kind"] = {"group": group, "version": version, "kind": kind}
@@ -602,7 +633,7 @@ def workload_review(kind: str, spec: dict[str, Any], *, api: str = "apps/v1") ->
     ],
 )
 def test_workload_kinds_count_their_copies(kind: str, spec: dict[str, Any], api: str, allowed: bool) -> None:
-    """qwen2.5:32b (24.5 GiB at the default context) fits the bundled node's 48.6 GiB free once, not twice."""
+    """llama3.1:70b (47.6 GiB at the default context) fits the bundled node's 50.7 GiB free once, not twice."""
     guard, _ = make_guard()
     response = validate(request(workload_review(kind, spec, api=api)), guard)
     assert response.allowed is allowed, response.message
@@ -715,29 +746,34 @@ def test_helm_rendered_deployment_in_each_mode(mode: str, allowed: bool, warned:
     assert validate(request(helm_deployment_review(1)), guard).allowed  # one replica fits in every mode
 
 
+QUOTA_FOR_TWO = f"{LLAMA31_8B_MIB * 5 // 2}Mi"
+TWO_IN_USE = f"{format_mib(2 * LLAMA31_8B_MIB)} in use"
+
+
 @requires_fixtures
 def test_bound_pods_count_against_the_quota_in_snapshot_mode() -> None:
-    guard, _ = make_guard(namespaces={"team-a": {"ollama-guard.io/vram-quota": "20Gi"}})
+    """Two llama3.1:8b pods fit a quota of two and a half, the third does not."""
+    guard, _ = make_guard(namespaces={"team-a": {"ollama-guard.io/vram-quota": QUOTA_FOR_TWO}})
     for _ in range(2):
         pod = ollama_pod_review()
         assert validate(request(pod), guard).allowed
         assert validate(request(binding_review(pod)), guard).allowed
     third = validate(request(ollama_pod_review()), guard)
-    assert not third.allowed and "quota" in third.message and "15.5 GiB in use" in third.message
+    assert not third.allowed and "quota" in third.message and TWO_IN_USE in third.message
 
 
 @requires_fixtures
 def test_pods_admitted_but_not_yet_bound_count_against_the_quota() -> None:
     """A burst: pods validated one after another before the scheduler binds any of them."""
-    guard, _ = make_guard(namespaces={"team-a": {"ollama-guard.io/vram-quota": "20Gi"}})
+    guard, _ = make_guard(namespaces={"team-a": {"ollama-guard.io/vram-quota": QUOTA_FOR_TWO}})
     first, second = ollama_pod_review(), ollama_pod_review()
     assert validate(request(first), guard).allowed
     assert validate(request(first), guard).allowed  # the same pod judged again does not count twice
     assert validate(request(second), guard).allowed
     third = validate(request(ollama_pod_review()), guard)
-    assert not third.allowed and "quota" in third.message and "15.5 GiB in use" in third.message
+    assert not third.allowed and "quota" in third.message and TWO_IN_USE in third.message
     assert validate(request(binding_review(first)), guard).allowed  # bound: counted once, not twice
-    assert "15.5 GiB in use" in validate(request(ollama_pod_review()), guard).message
+    assert TWO_IN_USE in validate(request(ollama_pod_review()), guard).message
 
 
 @requires_fixtures

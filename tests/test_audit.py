@@ -24,6 +24,7 @@ from typing import Any
 import jsonpatch
 import pytest
 import yaml
+from design_figures import LLAMA31_8B_MIB
 from kube_api_fixture import KubeApiFixture
 from typer.testing import CliRunner
 
@@ -219,14 +220,17 @@ def test_golden_output(example_report: AuditReport, fmt: Format) -> None:
     assert path.read_bytes() == text.encode("utf-8"), f"{path.name} changed; rerun with UPDATE_GOLDEN=1 and review"
 
 
+LLAMA = LLAMA31_8B_MIB  # one model loaded at once: the larger of the two
+
+
 def test_example_audit_says_what_the_examples_are_for(example_report: AuditReport) -> None:
     subjects = {s.resource.name: s for s in example_report.subjects}
     assert (subjects["ollama"].verdict, subjects["ollama"].models_from) == ("admit", "discovered")
     assert subjects["ollama"].models == ("llama3.1:8b", "nomic-embed-text")
     assert subjects["ollama"].inject[0] == (
         "container ollama: env OLLAMA_MAX_LOADED_MODELS=1, OLLAMA_CONTEXT_LENGTH=8192, OLLAMA_NUM_PARALLEL=1, "
-        "NVIDIA_GPU_MEMORY_LIMIT=7949, NVIDIA_GPU_MEMORY_REQUEST=7949; "
-        "limits ollama-guard.io/vram-mib=7949; requests ollama-guard.io/vram-mib=7949"
+        f"OLLAMA_FLASH_ATTENTION=1, NVIDIA_GPU_MEMORY_LIMIT={LLAMA}, NVIDIA_GPU_MEMORY_REQUEST={LLAMA}; "
+        f"limits ollama-guard.io/vram-mib={LLAMA}; requests ollama-guard.io/vram-mib={LLAMA}"
     )
     assert (subjects["qwen-chat"].verdict, subjects["qwen-chat"].admission) == ("deny", "warned")
     assert [v.rule for v in subjects["llama-70b-eval"].violations] == ["settings-cap", "capacity"]
@@ -234,12 +238,15 @@ def test_example_audit_says_what_the_examples_are_for(example_report: AuditRepor
     assert [v.rule for v in subjects["whisper-transcribe"].advisories] == ["undeclared-vram", "unschedulable"]
     (node,) = example_report.nodes
     assert [t.name for t in node.tenants if t.planned] == ["ollama-0", "nightly-embed-0"]
-    assert node.committed_mib == 15374 + 16384 + 7949 + 1500
-    # the running qwen2.5 pod predates the driver cap: a warning (design §8)
+    # qwen2.5:14b at context 16384 (estimate), comfyui (declared), llama3.1:8b, nomic-embed-text
+    assert node.committed_mib == 13230 + 16384 + LLAMA + 1513
+    # the running qwen2.5 pod predates the driver cap (design §8) and the flash-attention setting the
+    # estimate assumes (§5.1): two warnings
     assert [f.rule for f in example_report.findings if f.resource.name.startswith("ollama-qwen")] == [
-        "driver-memory-limit"
+        "settings-missing",
+        "driver-memory-limit",
     ]
-    assert example_report.summary == {"pass": 5, "fail": 3, "warn": 3, "error": 0, "skip": 0}
+    assert example_report.summary == {"pass": 5, "fail": 3, "warn": 4, "error": 0, "skip": 0}
     assert [ref.kind for _, ref in example_report.ignored] == ["ServiceAccount", "Service"]
 
 
@@ -254,10 +261,19 @@ def test_rich_state_findings() -> None:
     # each tenant of an over-committed node would be denied if created now, next to the others
     assert results(report, XSS) == results(report, "big-two") == {"capacity": "fail", "vram-quota": "fail"}
     assert results(report, "ml") == {"namespace-policy": "fail"}
-    # running Ollama pods the mutation never saw have no driver cap (design §8)
-    assert results(report, "chat") == {"namespace-policy": "fail", "driver-memory-limit": "warn"}
+    # running Ollama pods the mutation never saw have no driver cap (design §8) nor OLLAMA_FLASH_ATTENTION
+    assert results(report, "chat") == {
+        "namespace-policy": "fail",
+        "driver-memory-limit": "warn",
+        "settings-missing": "warn",
+    }
     assert results(report, "lab") == {"vram-quota": "fail"}
-    assert results(report, "mystery") == {"unknown-model": "warn", "vram-quota": "fail", "driver-memory-limit": "warn"}
+    assert results(report, "mystery") == {
+        "unknown-model": "warn",
+        "vram-quota": "fail",
+        "driver-memory-limit": "warn",
+        "settings-missing": "warn",
+    }
     assert results(report, "bare-ollama") == {
         "settings-missing": "warn",
         "undeclared-models": "warn",
@@ -312,7 +328,7 @@ def test_rich_state_findings() -> None:
             id="exempt-gpu-pod-is-placed-even-if-it-over-commits",
         ),
         pytest.param(
-            [pod("a", "team-a", models="qwen2.5:32b"), pod("b", "team-a", models="qwen2.5:32b")],
+            [pod("a", "team-a", models="llama3.1:70b"), pod("b", "team-a", models="llama3.1:70b")],
             {"a": ("admit", ("gpu-h100-a",), []), "b": ("deny", (), [])},
             id="admitted-pods-count-for-the-next",
         ),
@@ -977,7 +993,7 @@ def test_live_audit_lists_each_kind_once_and_never_watches(tmp_path: Path) -> No
     doc = json.loads(result.stdout)
     assert doc["source"]["state"] == "live cluster " + api.url
     (node,) = doc["nodes"]
-    assert node["committedMiB"] == 15374 + 16384 + 3 * 1024
+    assert node["committedMiB"] == 13230 + 16384 + 3 * 1024  # qwen2.5:14b estimated, comfyui, the extras
     assert not [r for r in requests if r.watch]
     assert sorted({r.kind for r in requests if r.kind}) == ["Namespace", "Node", "Pod"]
     assert all(r.query.get("limit") == "500" for r in requests)
@@ -1113,8 +1129,8 @@ def test_write_reports_creates_then_replaces(report_store: tuple[str, type[Repor
     assert "created ClusterPolicyReport ollama-guard" in first.stderr
     assert "created PolicyReport team-b/ollama-guard" in first.stderr
     stored = handler.store[f"{base}/namespaces/team-b/policyreports/ollama-guard"]
-    # the running qwen2.5 pod has no driver cap: a warning, not a pass (design §8)
-    assert (stored["summary"]["pass"], stored["summary"]["warn"]) == (2, 1) and stored["kind"] == "PolicyReport"
+    # the running qwen2.5 pod has no driver cap nor OLLAMA_FLASH_ATTENTION: warnings, not a pass (design §8)
+    assert (stored["summary"]["pass"], stored["summary"]["warn"]) == (2, 2) and stored["kind"] == "PolicyReport"
     second = invoke("--kubeconfig", str(config), "--format", "json", "--write-reports")
     assert second.exit_code == 0, second.output
     assert "updated PolicyReport team-b/ollama-guard" in second.stderr

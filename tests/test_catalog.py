@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
+from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,6 @@ from hypothesis import strategies as st
 from webhook.core.catalog import (
     Catalog,
     CatalogError,
-    ModelSpec,
     UnknownModelError,
     load_catalog,
     normalize_ref,
@@ -26,47 +27,47 @@ CATALOG = load_catalog()
 # design.md §5 (tag, size, L, KV heads, head dim, trained ctx) + published configs (E, heads,
 # vocab, architecture, quantisation).
 DESIGN_TABLE = [
-    ("llama3.2:1b", 1_300_000_000, 16, 8, 64, 131072, 2048, 32, 128256, "llama", "Q8_0"),
-    ("llama3.2:3b", 2_000_000_000, 28, 8, 128, 131072, 3072, 24, 128256, "llama", "Q4_K_M"),
-    ("llama3.1:8b", 4_900_000_000, 32, 8, 128, 131072, 4096, 32, 128256, "llama", "Q4_K_M"),
-    ("llama3.1:70b", 43_000_000_000, 80, 8, 128, 131072, 8192, 64, 128256, "llama", "Q4_K_M"),
-    ("llama3.3:70b", 43_000_000_000, 80, 8, 128, 131072, 8192, 64, 128256, "llama", "Q4_K_M"),
-    ("qwen2.5:0.5b", 398_000_000, 24, 2, 64, 32768, 896, 14, 151936, "qwen2", "Q4_K_M"),
-    ("qwen2.5:1.5b", 986_000_000, 28, 2, 128, 32768, 1536, 12, 151936, "qwen2", "Q4_K_M"),
-    ("qwen2.5:3b", 1_900_000_000, 36, 2, 128, 32768, 2048, 16, 151936, "qwen2", "Q4_K_M"),
-    ("qwen2.5:7b", 4_700_000_000, 28, 4, 128, 32768, 3584, 28, 152064, "qwen2", "Q4_K_M"),
-    ("qwen2.5:14b", 9_000_000_000, 48, 8, 128, 32768, 5120, 40, 152064, "qwen2", "Q4_K_M"),
-    ("qwen2.5:32b", 20_000_000_000, 64, 8, 128, 32768, 5120, 40, 152064, "qwen2", "Q4_K_M"),
-    ("qwen2.5:72b", 47_000_000_000, 80, 8, 128, 32768, 8192, 64, 152064, "qwen2", "Q4_K_M"),
-    ("qwen3:0.6b", 523_000_000, 28, 8, 128, 40960, 1024, 16, 151936, "qwen3", "Q4_K_M"),
-    ("qwen3:1.7b", 1_400_000_000, 28, 8, 128, 40960, 2048, 16, 151936, "qwen3", "Q4_K_M"),
-    ("qwen3:4b", 2_500_000_000, 36, 8, 128, 40960, 2560, 32, 151936, "qwen3", "Q4_K_M"),
-    ("qwen3:8b", 5_200_000_000, 36, 8, 128, 40960, 4096, 32, 151936, "qwen3", "Q4_K_M"),
-    ("qwen3:14b", 9_300_000_000, 40, 8, 128, 40960, 5120, 40, 151936, "qwen3", "Q4_K_M"),
-    ("qwen3:30b", 19_000_000_000, 48, 4, 128, 40960, 2048, 32, 151936, "qwen3moe", "Q4_K_M"),
-    ("qwen3:32b", 20_000_000_000, 64, 8, 128, 40960, 5120, 64, 151936, "qwen3", "Q4_K_M"),
-    ("mistral:7b", 4_100_000_000, 32, 8, 128, 32768, 4096, 32, 32768, "llama", "Q4_K_M"),
-    ("mixtral:8x7b", 26_000_000_000, 32, 8, 128, 32768, 4096, 32, 32000, "llama", "Q4_K_M"),
-    ("gemma2:2b", 1_600_000_000, 26, 4, 256, 8192, 2304, 8, 256000, "gemma2", "Q4_K_M"),
-    ("gemma2:9b", 5_400_000_000, 42, 8, 256, 8192, 3584, 16, 256000, "gemma2", "Q4_K_M"),
-    ("gemma2:27b", 16_000_000_000, 46, 16, 128, 8192, 4608, 32, 256000, "gemma2", "Q4_K_M"),
-    ("gemma3:1b", 815_000_000, 26, 1, 256, 32768, 1152, 4, 262144, "gemma3", "Q4_K_M"),
-    ("gemma3:4b", 3_300_000_000, 34, 4, 256, 131072, 2560, 8, 262208, "gemma3", "Q4_K_M"),
-    ("gemma3:12b", 8_100_000_000, 48, 8, 256, 131072, 3840, 16, 262208, "gemma3", "Q4_K_M"),
-    ("gemma3:27b", 17_000_000_000, 62, 16, 128, 131072, 5376, 32, 262208, "gemma3", "Q4_K_M"),
-    ("phi3:3.8b", 2_200_000_000, 32, 32, 96, 4096, 3072, 32, 32064, "phi3", "Q4_K_M"),
-    ("phi3:14b", 7_900_000_000, 40, 10, 128, 4096, 5120, 40, 32064, "phi3", "Q4_K_M"),
-    ("phi4:14b", 9_100_000_000, 40, 10, 128, 16384, 5120, 40, 100352, "phi3", "Q4_K_M"),
-    ("deepseek-r1:1.5b", 1_100_000_000, 28, 2, 128, 131072, 1536, 12, 151936, "qwen2", "Q4_K_M"),
-    ("deepseek-r1:7b", 4_700_000_000, 28, 4, 128, 131072, 3584, 28, 152064, "qwen2", "Q4_K_M"),
-    ("deepseek-r1:8b", 5_200_000_000, 36, 8, 128, 131072, 4096, 32, 151936, "qwen3", "Q4_K_M"),
-    ("deepseek-r1:14b", 9_000_000_000, 48, 8, 128, 131072, 5120, 40, 152064, "qwen2", "Q4_K_M"),
-    ("deepseek-r1:32b", 20_000_000_000, 64, 8, 128, 131072, 5120, 40, 152064, "qwen2", "Q4_K_M"),
-    ("deepseek-r1:70b", 43_000_000_000, 80, 8, 128, 131072, 8192, 64, 128256, "llama", "Q4_K_M"),
-    ("nomic-embed-text:v1.5", 274_000_000, 12, 12, 64, 2048, 768, 12, 30522, "nomic-bert", "F16"),
-    ("llava:7b", 4_700_000_000, 32, 8, 128, 32768, 4096, 32, 32000, "llama", "Q4_K_M"),
-    ("codellama:7b", 3_800_000_000, 32, 32, 128, 16384, 4096, 32, 32016, "llama", "Q4_K_M"),
-    ("codellama:13b", 7_400_000_000, 40, 40, 128, 16384, 5120, 40, 32016, "llama", "Q4_K_M"),
+    ("llama3.2:1b", "1.3GB", 16, 8, 64, 131072, 2048, 32, 128256, "llama", "Q8_0"),
+    ("llama3.2:3b", "2.0GB", 28, 8, 128, 131072, 3072, 24, 128256, "llama", "Q4_K_M"),
+    ("llama3.1:8b", "4.9GB", 32, 8, 128, 131072, 4096, 32, 128256, "llama", "Q4_K_M"),
+    ("llama3.1:70b", "43GB", 80, 8, 128, 131072, 8192, 64, 128256, "llama", "Q4_K_M"),
+    ("llama3.3:70b", "43GB", 80, 8, 128, 131072, 8192, 64, 128256, "llama", "Q4_K_M"),
+    ("qwen2.5:0.5b", "398MB", 24, 2, 64, 32768, 896, 14, 151936, "qwen2", "Q4_K_M"),
+    ("qwen2.5:1.5b", "986MB", 28, 2, 128, 32768, 1536, 12, 151936, "qwen2", "Q4_K_M"),
+    ("qwen2.5:3b", "1.9GB", 36, 2, 128, 32768, 2048, 16, 151936, "qwen2", "Q4_K_M"),
+    ("qwen2.5:7b", "4.7GB", 28, 4, 128, 32768, 3584, 28, 152064, "qwen2", "Q4_K_M"),
+    ("qwen2.5:14b", "9.0GB", 48, 8, 128, 32768, 5120, 40, 152064, "qwen2", "Q4_K_M"),
+    ("qwen2.5:32b", "20GB", 64, 8, 128, 32768, 5120, 40, 152064, "qwen2", "Q4_K_M"),
+    ("qwen2.5:72b", "47GB", 80, 8, 128, 32768, 8192, 64, 152064, "qwen2", "Q4_K_M"),
+    ("qwen3:0.6b", "523MB", 28, 8, 128, 40960, 1024, 16, 151936, "qwen3", "Q4_K_M"),
+    ("qwen3:1.7b", "1.4GB", 28, 8, 128, 40960, 2048, 16, 151936, "qwen3", "Q4_K_M"),
+    ("qwen3:4b", "2.5GB", 36, 8, 128, 40960, 2560, 32, 151936, "qwen3", "Q4_K_M"),
+    ("qwen3:8b", "5.2GB", 36, 8, 128, 40960, 4096, 32, 151936, "qwen3", "Q4_K_M"),
+    ("qwen3:14b", "9.3GB", 40, 8, 128, 40960, 5120, 40, 151936, "qwen3", "Q4_K_M"),
+    ("qwen3:30b", "19GB", 48, 4, 128, 40960, 2048, 32, 151936, "qwen3moe", "Q4_K_M"),
+    ("qwen3:32b", "20GB", 64, 8, 128, 40960, 5120, 64, 151936, "qwen3", "Q4_K_M"),
+    ("mistral:7b", "4.1GB", 32, 8, 128, 32768, 4096, 32, 32768, "llama", "Q4_K_M"),
+    ("mixtral:8x7b", "26GB", 32, 8, 128, 32768, 4096, 32, 32000, "llama", "Q4_K_M"),
+    ("gemma2:2b", "1.6GB", 26, 4, 256, 8192, 2304, 8, 256000, "gemma2", "Q4_K_M"),
+    ("gemma2:9b", "5.4GB", 42, 8, 256, 8192, 3584, 16, 256000, "gemma2", "Q4_K_M"),
+    ("gemma2:27b", "16GB", 46, 16, 128, 8192, 4608, 32, 256000, "gemma2", "Q4_K_M"),
+    ("gemma3:1b", "815MB", 26, 1, 256, 32768, 1152, 4, 262144, "gemma3", "Q4_K_M"),
+    ("gemma3:4b", "3.3GB", 34, 4, 256, 131072, 2560, 8, 262208, "gemma3", "Q4_K_M"),
+    ("gemma3:12b", "8.1GB", 48, 8, 256, 131072, 3840, 16, 262208, "gemma3", "Q4_K_M"),
+    ("gemma3:27b", "17GB", 62, 16, 128, 131072, 5376, 32, 262208, "gemma3", "Q4_K_M"),
+    ("phi3:3.8b", "2.2GB", 32, 32, 96, 4096, 3072, 32, 32064, "phi3", "Q4_K_M"),
+    ("phi3:14b", "7.9GB", 40, 10, 128, 4096, 5120, 40, 32064, "phi3", "Q4_K_M"),
+    ("phi4:14b", "9.1GB", 40, 10, 128, 16384, 5120, 40, 100352, "phi3", "Q4_K_M"),
+    ("deepseek-r1:1.5b", "1.1GB", 28, 2, 128, 131072, 1536, 12, 151936, "qwen2", "Q4_K_M"),
+    ("deepseek-r1:7b", "4.7GB", 28, 4, 128, 131072, 3584, 28, 152064, "qwen2", "Q4_K_M"),
+    ("deepseek-r1:8b", "5.2GB", 36, 8, 128, 131072, 4096, 32, 151936, "qwen3", "Q4_K_M"),
+    ("deepseek-r1:14b", "9.0GB", 48, 8, 128, 131072, 5120, 40, 152064, "qwen2", "Q4_K_M"),
+    ("deepseek-r1:32b", "20GB", 64, 8, 128, 131072, 5120, 40, 152064, "qwen2", "Q4_K_M"),
+    ("deepseek-r1:70b", "43GB", 80, 8, 128, 131072, 8192, 64, 128256, "llama", "Q4_K_M"),
+    ("nomic-embed-text:v1.5", "274MB", 12, 12, 64, 2048, 768, 12, 30522, "nomic-bert", "F16"),
+    ("llava:7b", "4.7GB", 32, 8, 128, 32768, 4096, 32, 32000, "llama", "Q4_K_M"),
+    ("codellama:7b", "3.8GB", 32, 32, 128, 16384, 4096, 32, 32016, "llama", "Q4_K_M"),
+    ("codellama:13b", "7.4GB", 40, 40, 128, 16384, 5120, 40, 32016, "llama", "Q4_K_M"),
 ]
 
 ENTRY: dict[str, Any] = {
@@ -76,18 +77,116 @@ ENTRY: dict[str, Any] = {
 }
 
 
+#: sizes the catalog lists exactly instead of the library's rounded figure (Ollama's /api/tags)
+EXACT_SIZES = {"llama3.1:8b": 4_920_753_328}
+_PRINTED = re.compile(r"(?P<number>[0-9.]+)(?P<unit>GB|MB)")
+
+
+def printed_range(printed: str) -> tuple[int, int]:
+    """A size as the library prints it, rounded to its last digit: the bytes it may stand for."""
+    match = _PRINTED.fullmatch(printed)
+    assert match is not None, printed
+    number, unit = Decimal(match["number"]), {"GB": 10**9, "MB": 10**6}[match["unit"]]
+    half = Decimal(5).scaleb(int(number.as_tuple().exponent) - 1)
+    return math.ceil((number - half) * unit), math.ceil((number + half) * unit)
+
+
 @pytest.mark.parametrize("row", [pytest.param(row, id=row[0]) for row in DESIGN_TABLE])
 def test_every_design_table_row_is_shipped_with_its_numbers(row: tuple[Any, ...]) -> None:
-    tag, size, layers, kv_heads, head_dim, ctx, embedding, heads, vocab, arch, quant = row
-    assert CATALOG.resolve(tag) == ModelSpec(
-        tag=tag, size_bytes=size, layers=layers, kv_heads=kv_heads, head_dim=head_dim,
-        context_length=ctx, embedding_length=embedding, heads=heads, vocab_size=vocab,
-        architecture=arch, quantization=quant, derived=False,
+    tag, printed, layers, kv_heads, head_dim, ctx, embedding, heads, vocab, arch, quant = row
+    spec = CATALOG.resolve(tag)
+    assert (spec.tag, spec.layers, spec.kv_heads, spec.head_dim, spec.context_length) == (
+        tag, layers, kv_heads, head_dim, ctx
     )
+    assert (spec.embedding_length, spec.heads, spec.vocab_size, spec.architecture, spec.quantization) == (
+        embedding, heads, vocab, arch, quant
+    )
+    low, high = printed_range(printed)
+    # the upper end of the library's rounding (never below the real file), or the exact bytes
+    assert spec.size_bytes == EXACT_SIZES.get(tag, high) and low <= spec.size_bytes <= high
+    assert spec.size_rounded is (tag not in EXACT_SIZES) and spec.derived is False
 
 
-def test_catalog_lists_exactly_the_design_table() -> None:
-    assert sorted(CATALOG.models) == sorted(row[0] for row in DESIGN_TABLE)
+# What people pull today beyond design §5's table (issue 19), each against its Hugging Face config.json
+# (layers, heads, KV heads, head dim, E, FFN per expert, vocab, trained context) and its Ollama library
+# page (size); the structure the estimate needs beyond the plain formula in the last column.
+NEW_ENTRIES = [
+    ("gpt-oss:20b", "14GB", 24, 64, 8, 64, 2880, 2880, 201088, 131072, "gpt-oss",
+     {"expert_count": 32, "expert_used_count": 4, "sliding_window": 128, "sliding_window_pattern": 2}),
+    ("gpt-oss:120b", "65GB", 36, 64, 8, 64, 2880, 2880, 201088, 131072, "gpt-oss",
+     {"expert_count": 128, "expert_used_count": 4, "sliding_window": 128, "sliding_window_pattern": 2}),
+    ("qwen3:235b", "142GB", 94, 64, 4, 128, 4096, 1536, 151936, 40960, "qwen3moe",
+     {"expert_count": 128, "expert_used_count": 8}),
+    ("qwen3-coder:30b", "19GB", 48, 32, 4, 128, 2048, 768, 151936, 262144, "qwen3moe",
+     {"expert_count": 128, "expert_used_count": 8}),
+    ("gemma3:270m", "292MB", 18, 4, 1, 256, 640, 2048, 262144, 32768, "gemma3",
+     {"sliding_window": 512, "sliding_window_pattern": 6}),
+    ("mistral-small:22b", "13GB", 56, 48, 8, 128, 6144, 16384, 32768, 32768, "llama", {}),
+    ("mistral-small:24b", "14GB", 40, 32, 8, 128, 5120, 32768, 131072, 32768, "llama", {}),
+    ("phi4-mini:3.8b", "2.5GB", 32, 24, 8, 128, 3072, 8192, 200064, 131072, "phi3", {"tied_embeddings": True}),
+    ("deepseek-r1:671b", "404GB", 61, 128, 128, 192, 7168, 2048, 129280, 163840, "deepseek2",
+     {"value_head_dim": 128, "expert_count": 256, "expert_used_count": 8}),
+    ("granite3.3:2b", "1.5GB", 40, 32, 8, 64, 2048, 8192, 49159, 131072, "granite", {"tied_embeddings": True}),
+    ("granite3.3:8b", "4.9GB", 40, 32, 8, 128, 4096, 12800, 49159, 131072, "granite", {"tied_embeddings": True}),
+    ("mxbai-embed-large:335m", "670MB", 24, 16, 16, 64, 1024, 4096, 30522, 512, "bert", {"embedding": True}),
+    ("all-minilm:22m", "46MB", 6, 12, 12, 32, 384, 1536, 30522, 512, "bert", {"embedding": True}),
+    ("all-minilm:33m", "67MB", 12, 12, 12, 32, 384, 1536, 30522, 512, "bert", {"embedding": True}),
+    ("bge-m3:567m", "1.2GB", 24, 16, 16, 64, 1024, 4096, 250002, 8192, "bert", {"embedding": True}),
+    ("snowflake-arctic-embed:335m", "669MB", 24, 16, 16, 64, 1024, 4096, 30522, 512, "bert", {"embedding": True}),
+]
+#: design §5 rows whose structure goes beyond the plain formula
+DESIGN_STRUCTURE = {
+    "gemma2:2b": {"sliding_window": 4096, "sliding_window_pattern": 2, "tied_embeddings": True},
+    "gemma2:9b": {"sliding_window": 4096, "sliding_window_pattern": 2},
+    "gemma2:27b": {"sliding_window": 4096, "sliding_window_pattern": 2},
+    "gemma3:1b": {"sliding_window": 512, "sliding_window_pattern": 6, "tied_embeddings": True},
+    "gemma3:4b": {"sliding_window": 1024, "sliding_window_pattern": 6},
+    "gemma3:12b": {"sliding_window": 1024, "sliding_window_pattern": 6},
+    "gemma3:27b": {"sliding_window": 1024, "sliding_window_pattern": 6},
+    "qwen3:30b": {"expert_count": 128, "expert_used_count": 8, "feed_forward_length": 768, "tied_embeddings": False},
+    "mixtral:8x7b": {"expert_count": 8, "expert_used_count": 2, "tied_embeddings": False},
+    "llama3.1:8b": {"tied_embeddings": False, "feed_forward_length": 14336},
+    "llama3.2:1b": {"tied_embeddings": True},
+    "qwen2.5:0.5b": {"tied_embeddings": True},
+    "qwen2.5:7b": {"tied_embeddings": False},
+    "nomic-embed-text:v1.5": {"embedding": True},
+}
+
+
+@pytest.mark.parametrize("row", [pytest.param(row, id=row[0]) for row in NEW_ENTRIES])
+def test_every_new_entry_has_its_published_numbers(row: tuple[Any, ...]) -> None:
+    tag, printed, layers, heads, kv_heads, head_dim, embedding, ffn, vocab, ctx, arch, structure = row
+    spec = CATALOG.resolve(tag)
+    assert (spec.layers, spec.heads, spec.kv_heads, spec.head_dim, spec.embedding_length) == (
+        layers, heads, kv_heads, head_dim, embedding
+    )
+    assert (spec.feed_forward_length, spec.vocab_size, spec.context_length, spec.architecture) == (
+        ffn, vocab, ctx, arch
+    )
+    assert spec.size_bytes == printed_range(printed)[1]
+    for field, value in structure.items():
+        assert getattr(spec, field) == value, field
+
+
+@pytest.mark.parametrize("tag", [pytest.param(t, id=t) for t in DESIGN_STRUCTURE])
+def test_design_rows_carry_the_structure_the_estimate_needs(tag: str) -> None:
+    spec = CATALOG.resolve(tag)
+    for field, value in DESIGN_STRUCTURE[tag].items():
+        assert getattr(spec, field) == value, field
+
+
+@pytest.mark.parametrize("tag", [pytest.param(t, id=t) for t in sorted(CATALOG.models)])
+def test_every_entry_names_its_public_sources(tag: str) -> None:
+    """Issue 19: each entry's numbers with the public source they were read from."""
+    source = CATALOG.models[tag].source
+    assert source.startswith("hf ") and f"ollama.com/library/{tag.split(':', maxsplit=1)[0]}" in source
+    if CATALOG.models[tag].architecture == "deepseek2":
+        assert "MLA" in source and "safe side" in source  # counted as the per-head cache, marked so
+    assert CATALOG.models[tag].feed_forward_length > 0
+
+
+def test_catalog_lists_exactly_the_design_table_and_the_new_entries() -> None:
+    assert sorted(CATALOG.models) == sorted([row[0] for row in DESIGN_TABLE] + [row[0] for row in NEW_ENTRIES])
     assert set(CATALOG.known_tags()) == {*CATALOG.models, *CATALOG.aliases}
     assert list(CATALOG.known_tags()) == sorted(CATALOG.known_tags())
 
@@ -106,7 +205,16 @@ def test_catalog_lists_exactly_the_design_table() -> None:
     pytest.param("phi3:mini", "phi3:3.8b", id="phi3-mini"),
     pytest.param("phi3:medium", "phi3:14b", id="phi3-medium"),
     pytest.param("phi4:latest", "phi4:14b", id="phi4"),
-    pytest.param("deepseek-r1:latest", "deepseek-r1:7b", id="deepseek-r1"),
+    pytest.param("deepseek-r1:latest", "deepseek-r1:8b", id="deepseek-r1"),
+    pytest.param("gpt-oss:latest", "gpt-oss:20b", id="gpt-oss"),
+    pytest.param("qwen3-coder:latest", "qwen3-coder:30b", id="qwen3-coder"),
+    pytest.param("mistral-small:latest", "mistral-small:24b", id="mistral-small"),
+    pytest.param("phi4-mini:latest", "phi4-mini:3.8b", id="phi4-mini"),
+    pytest.param("granite3.3:latest", "granite3.3:8b", id="granite3.3"),
+    pytest.param("mxbai-embed-large:latest", "mxbai-embed-large:335m", id="mxbai-embed-large"),
+    pytest.param("all-minilm:latest", "all-minilm:22m", id="all-minilm"),
+    pytest.param("bge-m3:latest", "bge-m3:567m", id="bge-m3"),
+    pytest.param("snowflake-arctic-embed:latest", "snowflake-arctic-embed:335m", id="snowflake-arctic-embed"),
     pytest.param("nomic-embed-text:latest", "nomic-embed-text:v1.5", id="nomic-embed-text"),
     pytest.param("llava:latest", "llava:7b", id="llava"),
     pytest.param("codellama:latest", "codellama:7b", id="codellama"),
@@ -154,19 +262,19 @@ def _scaled(size: int, new_bits: str, base_bits: str) -> int:
 
 @pytest.mark.parametrize(("ref", "base", "tag", "quant", "size"), [
     pytest.param("qwen2.5:14b-instruct-q8_0", "qwen2.5:14b", "qwen2.5:14b-q8_0", "Q8_0",
-                 _scaled(9_000_000_000, "8.5", "4.85"), id="q8_0-variant-dropped"),
+                 _scaled(9_050_000_000, "8.5", "4.85"), id="q8_0-variant-dropped"),
     pytest.param("llama3.1:8b-instruct-fp16", "llama3.1:8b", "llama3.1:8b-fp16", "F16",
-                 _scaled(4_900_000_000, "16", "4.85"), id="fp16"),
+                 _scaled(4_920_753_328, "16", "4.85"), id="fp16"),
     pytest.param("gemma3:4b-it-q4_0", "gemma3:4b", "gemma3:4b-q4_0", "Q4_0",
-                 _scaled(3_300_000_000, "4.5", "4.85"), id="gemma-it-q4_0"),
+                 _scaled(3_350_000_000, "4.5", "4.85"), id="gemma-it-q4_0"),
     pytest.param("llama3.2:1b-instruct-q4_K_M", "llama3.2:1b", "llama3.2:1b-q4_k_m", "Q4_K_M",
-                 _scaled(1_300_000_000, "4.85", "8.5"), id="smaller-than-a-q8_0-base"),
+                 _scaled(1_350_000_000, "4.85", "8.5"), id="smaller-than-a-q8_0-base"),
     pytest.param("phi3:medium-q5_K_M", "phi3:14b", "phi3:14b-q5_k_m", "Q5_K_M",
-                 _scaled(7_900_000_000, "5.7", "4.85"), id="through-an-alias"),
+                 _scaled(7_950_000_000, "5.7", "4.85"), id="through-an-alias"),
     pytest.param("nomic-embed-text:v1.5-q8_0", "nomic-embed-text:v1.5", "nomic-embed-text:v1.5-q8_0",
-                 "Q8_0", _scaled(274_000_000, "8.5", "16"), id="f16-base"),
+                 "Q8_0", _scaled(274_500_000, "8.5", "16"), id="f16-base"),
     pytest.param("qwen3:8b-Q3_K_S", "qwen3:8b", "qwen3:8b-q3_k_s", "Q3_K_S",
-                 _scaled(5_200_000_000, "3.5", "4.85"), id="q3_k_s-upper-case"),
+                 _scaled(5_250_000_000, "3.5", "4.85"), id="q3_k_s-upper-case"),
 ])
 def test_other_quantisations_scale_the_weights(
     ref: str, base: str, tag: str, quant: str, size: int
@@ -180,7 +288,7 @@ def test_other_quantisations_scale_the_weights(
 
 def test_q8_0_scaling_of_qwen25_14b_is_the_bits_ratio() -> None:
     spec = CATALOG.resolve("qwen2.5:14b-instruct-q8_0")
-    assert spec.size_bytes == math.ceil(9_000_000_000 * 8.5 / 4.85)
+    assert spec.size_bytes == math.ceil(9_050_000_000 * 8.5 / 4.85)
     assert (spec.architecture, spec.layers, spec.kv_heads) == ("qwen2", 48, 8)
     assert spec.derived is True
 
@@ -227,14 +335,14 @@ def test_unknown_model_message_text() -> None:
 def test_overlay_adds_models_and_aliases_without_touching_the_base() -> None:
     overlay = {
         "models": {"MyOrg/Custom:v2": ENTRY},
-        "aliases": {"myorg/custom:latest": "myorg/custom:v2", "deepseek-r1:latest": "deepseek-r1:8b"},
+        "aliases": {"myorg/custom:latest": "myorg/custom:v2", "deepseek-r1:latest": "deepseek-r1:7b"},
     }
     catalog = CATALOG.with_overlay(overlay, source="test")
     custom = catalog.resolve("myorg/custom")
-    assert (custom.tag, custom.size_bytes, custom.quantization) == ("myorg/custom:v2", 1_500_000_000, "Q4_K_M")
-    assert catalog.resolve("deepseek-r1").tag == "deepseek-r1:8b"
-    assert catalog.resolve("myorg/custom:v2-q8_0").size_bytes == _scaled(1_500_000_000, "8.5", "4.85")
-    assert CATALOG.resolve("deepseek-r1").tag == "deepseek-r1:7b"
+    assert (custom.tag, custom.size_bytes, custom.quantization) == ("myorg/custom:v2", 1_550_000_000, "Q4_K_M")
+    assert catalog.resolve("deepseek-r1").tag == "deepseek-r1:7b"
+    assert catalog.resolve("myorg/custom:v2-q8_0").size_bytes == _scaled(1_550_000_000, "8.5", "4.85")
+    assert CATALOG.resolve("deepseek-r1").tag == "deepseek-r1:8b"
     with pytest.raises(UnknownModelError):
         CATALOG.resolve("myorg/custom")
 
@@ -249,7 +357,22 @@ def test_overlay_replaces_an_entry_whole_and_can_shadow_an_alias() -> None:
     latest = catalog.resolve("llama3.1")
     assert (latest.tag, latest.size_bytes, latest.quantization) == ("llama3.1:latest", 4600 * 2**20, "Q8_0")
     assert "llama3.1:latest" not in catalog.aliases
-    assert CATALOG.resolve("llama3.1:8b").size_bytes == 4_900_000_000
+    assert CATALOG.resolve("llama3.1:8b").size_bytes == 4_920_753_328
+
+
+@pytest.mark.parametrize(("size", "expected", "rounded"), [
+    pytest.param("4.9GB", 4_950_000_000, True, id="library-one-decimal"),
+    pytest.param("43GB", 43_500_000_000, True, id="library-whole-gigabytes"),
+    pytest.param("9.0GB", 9_050_000_000, True, id="library-trailing-zero"),
+    pytest.param("398MB", 398_500_000, True, id="library-megabytes"),
+    pytest.param(4_920_753_328, 4_920_753_328, False, id="integer-bytes-exact"),
+    pytest.param("4600Mi", 4600 * 2**20, False, id="quantity-exact"),
+])
+def test_a_library_size_stands_for_the_upper_end_of_its_rounding(size: object, expected: int, rounded: bool) -> None:
+    """The Ollama library rounds to its last printed digit (llama3.1:8b: 4,920,753,328 B shows as
+    4.9GB): reading the upper end keeps the weights term from falling below the real file."""
+    spec = CATALOG.with_overlay({"models": {"x:1b": {**ENTRY, "size": size}}}).resolve("x:1b")
+    assert (spec.size_bytes, spec.size_rounded) == (expected, rounded)
 
 
 @pytest.mark.parametrize(("overlay", "fragments"), [
@@ -271,6 +394,18 @@ def test_overlay_replaces_an_entry_whole_and_can_shadow_an_alias() -> None:
                  ('field "quantization"', "unknown quantization 'Q7'"), id="bad-quant"),
     pytest.param({"models": {"x:1b": {**ENTRY, "kv_heads": 3}}},
                  ('field "kv_heads"', "do not divide the 16 attention heads"), id="kv-heads"),
+    pytest.param({"models": {"x:1b": {**ENTRY, "sliding_window": 1024}}},
+                 ("sliding_window needs sliding_window_pattern",), id="window-without-pattern"),
+    pytest.param({"models": {"x:1b": {**ENTRY, "sliding_window_pattern": 6}}},
+                 ("sliding_window_pattern without sliding_window",), id="pattern-without-window"),
+    pytest.param({"models": {"x:1b": {**ENTRY, "expert_count": 8}}},
+                 ("expert_used_count must be set with expert_count",), id="experts-without-used"),
+    pytest.param({"models": {"x:1b": {**ENTRY, "expert_count": 2, "expert_used_count": 4}}},
+                 ("not exceed it",), id="more-used-than-experts"),
+    pytest.param({"models": {"x:1b": {**ENTRY, "token_embd": "300Mi"}}},
+                 ("set tied_embeddings: false",), id="token-embd-on-tied"),
+    pytest.param({"models": {"x:1b": {**ENTRY, "tied_embeddings": False, "token_embd": "3 MB"}}},
+                 ('field "token_embd"', "whitespace"), id="bad-token-embd"),
     pytest.param({"models": {"x:1b": 5}}, ('entry "x:1b"', "expected a mapping"), id="not-a-mapping"),
     pytest.param({"models": {"x:1b": ENTRY, "X:1B": ENTRY}}, ('entry "x:1b"', "listed twice"),
                  id="duplicate-tag"),
@@ -304,7 +439,7 @@ def test_load_catalog_reads_an_overlay_file(tmp_path: Path) -> None:
         "  myorg/custom:latest: myorg/custom:v2\n"
     )
     catalog = load_catalog(path)
-    assert catalog.resolve("myorg/custom").size_bytes == 398_000_000
+    assert catalog.resolve("myorg/custom").size_bytes == 398_500_000
     assert catalog.resolve("llama3.1").tag == "llama3.1:8b"
 
 

@@ -89,6 +89,7 @@ def test_serve_embedded_default_answers_the_sample_review(tmp_path: Path) -> Non
             "OLLAMA_MAX_LOADED_MODELS",
             "OLLAMA_CONTEXT_LENGTH",
             "OLLAMA_NUM_PARALLEL",
+            "OLLAMA_FLASH_ATTENTION",
             "NVIDIA_GPU_MEMORY_LIMIT",
             "NVIDIA_GPU_MEMORY_REQUEST",
         }

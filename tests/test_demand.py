@@ -51,7 +51,13 @@ def demand(pod: Any, catalog: Any = CATALOG) -> Any:
         pytest.param({"OLLAMA_CONTEXT_LENGTH": "4096"}, "context_length", 4096, id="env-context"),
         pytest.param({"OLLAMA_NUM_PARALLEL": "0"}, "num_parallel", 4, id="auto-parallel-worst-case"),
         pytest.param({"OLLAMA_MAX_LOADED_MODELS": "0"}, "max_loaded_models", 3, id="auto-max-loaded"),
-        pytest.param({"OLLAMA_KV_CACHE_TYPE": "q8_0"}, "effective_kv_type", "f16", id="kv-type-needs-flash"),
+        pytest.param({"OLLAMA_KV_CACHE_TYPE": "q8_0"}, "effective_kv_type", "q8_0", id="kv-type-with-injected-flash"),
+        pytest.param(
+            {"OLLAMA_KV_CACHE_TYPE": "q8_0", "OLLAMA_FLASH_ATTENTION": "false"},
+            "effective_kv_type",
+            "f16",
+            id="kv-type-needs-flash",
+        ),
         pytest.param(
             {"OLLAMA_KV_CACHE_TYPE": "q8_0", "OLLAMA_FLASH_ATTENTION": "1"},
             "effective_kv_type",
@@ -69,6 +75,62 @@ def demand(pod: Any, catalog: Any = CATALOG) -> Any:
 )
 def test_settings_are_read_like_ollama(env: dict[str, str], field: str, value: object) -> None:
     assert getattr(demand(ollama(env)).settings, field) == value
+
+
+@pytest.mark.parametrize(
+    ("value", "flash"),
+    [
+        pytest.param(None, True, id="absent-is-what-the-webhook-injects"),
+        pytest.param("1", True, id="one"),
+        pytest.param(" 'true' ", True, id="quoted-and-spaced-like-envconfig-Var"),
+        pytest.param("T", True, id="go-parsebool-T"),
+        pytest.param("yes", True, id="unparsable-is-true-like-BoolWithDefault"),
+        pytest.param("0", False, id="zero"),
+        pytest.param("False", False, id="False"),
+        pytest.param("f", False, id="f"),
+        pytest.param("", False, id="empty-is-unset-so-auto-so-not-certain"),
+    ],
+)
+def test_flash_attention_is_read_like_ollama_envconfig(value: str | None, flash: bool) -> None:
+    """envconfig.BoolWithDefault("OLLAMA_FLASH_ATTENTION"): Go's ParseBool, an unparsable value is true,
+    an empty one is unset (llama.cpp's `auto`, which the guard cannot vouch for)."""
+    env = {} if value is None else {"OLLAMA_FLASH_ATTENTION": value}
+    assert demand(ollama(env)).settings.flash_attention is flash
+
+
+def test_flash_attention_counts_only_when_every_ollama_container_has_it() -> None:
+    containers = [
+        {"name": f"o{i}", "image": "ollama/ollama", "env": env, "resources": {"limits": {"nvidia.com/gpu": "1"}}}
+        for i, env in enumerate(([], [{"name": "OLLAMA_FLASH_ATTENTION", "value": "0"}]))
+    ]
+    raw = {
+        "metadata": {"name": "p", "namespace": "team-a", "annotations": {"ollama-guard.io/models": "llama3.1:8b"}},
+        "spec": {"containers": containers},
+    }
+    assert demand(read_pod(raw, gpu_resources=CLUSTER.gpu_resources)).settings.flash_attention is False
+
+
+def test_flash_attention_from_valuefrom_is_off_with_a_note() -> None:
+    raw = {
+        "metadata": {"name": "p", "namespace": "team-a", "annotations": {"ollama-guard.io/models": "llama3.1:8b"}},
+        "spec": {"containers": [{
+            "name": "o", "image": "ollama/ollama", "resources": {"limits": {"nvidia.com/gpu": "1"}},
+            "env": [{"name": "OLLAMA_FLASH_ATTENTION", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}}],
+        }]},
+    }
+    got = demand(read_pod(raw, gpu_resources=CLUSTER.gpu_resources))
+    assert got.settings.flash_attention is False
+    assert any("OLLAMA_FLASH_ATTENTION comes from valueFrom" in note for note in got.notes)
+
+
+def test_without_the_injection_an_absent_setting_is_off() -> None:
+    """A policy that does not inject OLLAMA_FLASH_ATTENTION cannot count on it (nor, from the same
+    cache, hand out the figure of a namespace that does)."""
+    cluster = ClusterPolicy(flash_attention=False)
+    ns = resolve_namespace_policy(cluster, "team-a", None)
+    off = compute_demand(ollama(), ns=ns, cluster=cluster, catalog=CATALOG)
+    assert off.settings.flash_attention is False and ns.flash_attention is False
+    assert off.demand_mib > demand(ollama()).demand_mib
 
 
 @pytest.mark.parametrize(
@@ -122,7 +184,7 @@ _ENV_VALUES = {
     "OLLAMA_MAX_LOADED_MODELS": st.sampled_from(["0", "1", "2"]),
     "OLLAMA_KV_CACHE_TYPE": st.sampled_from(["f16", "q8_0", "q4_0", "Q8_0 ", "bogus"]),
 }
-_WIDTH = {"f16": 2.0, "q8_0": 1.0, "q4_0": 0.5}
+_WIDTH = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
 
 
 @settings(max_examples=200, deadline=None)
@@ -173,6 +235,7 @@ def test_the_demand_cache_serves_identical_pods_and_only_them() -> None:
         ),
         "kv-cache": ollama({"OLLAMA_KV_CACHE_TYPE": "q4_0", "OLLAMA_FLASH_ATTENTION": "1"}),
         "overhead": ollama({"OLLAMA_GPU_OVERHEAD": str(4 << 30)}),
+        "flash-off": ollama({"OLLAMA_FLASH_ATTENTION": "0"}),
         "models": ollama(annotations={"ollama-guard.io/models": "qwen2.5:14b"}),
         "vram": ollama(annotations={"ollama-guard.io/vram": "40Gi"}),
         "context-annotation": ollama(annotations={"ollama-guard.io/context-length": "32768"}),
@@ -186,6 +249,8 @@ def test_the_demand_cache_serves_identical_pods_and_only_them() -> None:
     assert compute_demand(ollama(), ns=capped, cluster=CLUSTER, catalog=CATALOG).demand_mib < first.demand_mib
     stricter = ClusterPolicy(safety_margin=0.5)
     assert compute_demand(ollama(), ns=NS, cluster=stricter, catalog=CATALOG).demand_mib > first.demand_mib
+    dearer = ClusterPolicy(runner_overhead_mib=1000)
+    assert compute_demand(ollama(), ns=NS, cluster=dearer, catalog=CATALOG).demand_mib > first.demand_mib
 
 
 @settings(max_examples=300, deadline=None)

@@ -162,7 +162,7 @@ CASES = [
         "recorded-pod-2-gets-both",
         caps={"ollama": (CAP, CAP)},
         cap=LLAMA31_8B_MIB,
-        ops=[("add", f"{ENV0}/-")] * 5,
+        ops=[("add", f"{ENV0}/-")] * 6,
     ),
     case("recorded-pod-3", base="mutate-pod-create-3.json", caps={"ollama": (CAP, CAP)}, cap=LLAMA31_8B_MIB),
     case("recorded-pod-4", base="mutate-pod-create-4.json", caps={"ollama": (CAP, CAP)}, cap=LLAMA31_8B_MIB),
@@ -212,7 +212,7 @@ CASES = [
         set_env(0, NVIDIA_GPU_MEMORY_LIMIT="80000"),
         caps={"ollama": (CAP, CAP)},
         warnings=("container ollama: NVIDIA_GPU_MEMORY_LIMIT=80000 lowered to cap (per-GPU demand, MiB)",),
-        ops=[("add", f"{ENV0}/-")] * 4 + [("replace", f"{ENV0}/1")],
+        ops=[("add", f"{ENV0}/-")] * 5 + [("replace", f"{ENV0}/1")],
     ),
     case(
         "user-both-higher-both-lowered",
@@ -222,14 +222,14 @@ CASES = [
             "container ollama: NVIDIA_GPU_MEMORY_LIMIT=81559 lowered to cap (per-GPU demand, MiB)",
             "container ollama: NVIDIA_GPU_MEMORY_REQUEST=81559 lowered to cap (per-GPU demand, MiB)",
         ),
-        ops=[("add", f"{ENV0}/-")] * 3 + [("replace", f"{ENV0}/1"), ("replace", f"{ENV0}/2")],
+        ops=[("add", f"{ENV0}/-")] * 4 + [("replace", f"{ENV0}/1"), ("replace", f"{ENV0}/2")],
     ),
     case(
         "user-limit-equal-is-left-alone",
         set_env(0, NVIDIA_GPU_MEMORY_LIMIT=str(LLAMA31_8B_MIB)),
         caps={"ollama": (str(LLAMA31_8B_MIB), CAP)},
         cap=LLAMA31_8B_MIB,
-        ops=[("add", f"{ENV0}/-")] * 4,
+        ops=[("add", f"{ENV0}/-")] * 5,
     ),
     case(
         "user-limit-lower-is-kept-and-the-request-follows-it",
@@ -529,7 +529,10 @@ def test_garbage_over_the_wire_is_a_400_review_never_a_crash(guard: GuardServer,
 
 # --- /validate and the audit report a missing or too high cap ----------------------------------------------------
 
-SETTINGS = {"OLLAMA_MAX_LOADED_MODELS": "1", "OLLAMA_CONTEXT_LENGTH": "8192", "OLLAMA_NUM_PARALLEL": "1"}
+SETTINGS = {
+    "OLLAMA_MAX_LOADED_MODELS": "1", "OLLAMA_CONTEXT_LENGTH": "8192", "OLLAMA_NUM_PARALLEL": "1",
+    "OLLAMA_FLASH_ATTENTION": "1",
+}
 
 
 @pytest.mark.parametrize(

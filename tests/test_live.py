@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from conftest import GuardServer, load_recorded, variant
+from design_figures import LLAMA31_8B_MIB
 from kube_api_fixture import KubeApiFixture
 from live_cluster import (
     ANN_ESTIMATE,
@@ -200,7 +201,7 @@ def test_a_plain_pod_is_not_kept() -> None:
     assert project("Pod", plain) is None
 
 
-LLAMA_MIB = 7949  # llama3.1:8b at the namespace defaults, as the mutating webhook requests it
+LLAMA_MIB = LLAMA31_8B_MIB  # llama3.1:8b at the namespace defaults, as the mutating webhook requests it
 
 
 def test_replicas_share_their_projection_and_a_current_stamp_is_reduced() -> None:

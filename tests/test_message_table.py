@@ -32,8 +32,8 @@ from webhook.cli.settings import load_settings
 GOLDEN = Path(__file__).parent / "golden" / "messages.txt"
 DENY = load_settings(capacity_at_admission="deny").cluster_policy()
 WARN = load_settings(capacity_at_admission="warn").cluster_policy()
-# with the snapshot's two running tenants (31,758 MiB) this leaves 4.7 GiB of the bundled H100's 79.6
-BIG = gpu_tenant("big", 45_000, node="gpu-h100-a")
+# with the snapshot's two running tenants (29,614 MiB) this leaves 4.7 GiB of the bundled H100's 79.6
+BIG = gpu_tenant("big", 47_144, node="gpu-h100-a")
 ROOMY_B = {
     "kind": "Node",
     "metadata": {"name": "gpu-h100-b", "labels": {

@@ -32,7 +32,10 @@ ANN_DEMAND = "ollama-guard.io/vram-demand"
 ANN_ESTIMATE = "ollama-guard.io/estimate"
 ANN_MODELS = "ollama-guard.io/models"
 VRAM = "ollama-guard.io/vram-mib"
-DEFAULT_ENV = {"OLLAMA_MAX_LOADED_MODELS": "1", "OLLAMA_CONTEXT_LENGTH": "8192", "OLLAMA_NUM_PARALLEL": "1"}
+DEFAULT_ENV = {
+    "OLLAMA_MAX_LOADED_MODELS": "1", "OLLAMA_CONTEXT_LENGTH": "8192", "OLLAMA_NUM_PARALLEL": "1",
+    "OLLAMA_FLASH_ATTENTION": "1",
+}
 Edit = Callable[[dict[str, Any]], None]
 
 

@@ -27,6 +27,7 @@ from conftest import (
     serve_guard,
     variant,
 )
+from design_figures import LLAMA31_8B_MIB
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -689,15 +690,17 @@ def test_the_server_still_answers_correctly_after_the_runs(fuzz_guard: GuardServ
         "/spec/containers/0/env/-",
         "/spec/containers/0/env/-",
         "/spec/containers/0/env/-",
+        "/spec/containers/0/env/-",
         "/spec/containers/0/resources/limits/ollama-guard.io~1vram-mib",
         "/spec/containers/0/resources/requests/ollama-guard.io~1vram-mib",
         "/metadata/annotations/ollama-guard.io~1estimate",
         "/metadata/annotations/ollama-guard.io~1vram-demand",
     ]
-    assert ops[-1]["value"] == "7949" == ops[5]["value"] == ops[6]["value"]
-    assert [ops[3]["value"], ops[4]["value"]] == [  # the driver cap (design §8), per GPU
-        {"name": "NVIDIA_GPU_MEMORY_LIMIT", "value": "7949"},
-        {"name": "NVIDIA_GPU_MEMORY_REQUEST", "value": "7949"},
+    llama = str(LLAMA31_8B_MIB)
+    assert ops[-1]["value"] == llama == ops[6]["value"] == ops[7]["value"]
+    assert [ops[4]["value"], ops[5]["value"]] == [  # the driver cap (design §8), per GPU
+        {"name": "NVIDIA_GPU_MEMORY_LIMIT", "value": llama},
+        {"name": "NVIDIA_GPU_MEMORY_REQUEST", "value": llama},
     ]
     admin = fuzz_guard.review("/validate", variant(load_recorded("validate-namespace-update-1.json")))
     assert admin == {"uid": admin["uid"], "allowed": True}

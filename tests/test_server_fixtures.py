@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -25,34 +24,17 @@ from conftest import (
     require_fixtures,
     variant,
 )
+from design_figures import LLAMA31_8B_MIB
 
 from webhook.http.server import JsonFormatter
 
 MIB = 1 << 20
-ENV_NAMES = ("OLLAMA_MAX_LOADED_MODELS", "OLLAMA_CONTEXT_LENGTH", "OLLAMA_NUM_PARALLEL")
+ENV_NAMES = ("OLLAMA_MAX_LOADED_MODELS", "OLLAMA_CONTEXT_LENGTH", "OLLAMA_NUM_PARALLEL", "OLLAMA_FLASH_ATTENTION")
 ANN_DEMAND = "ollama-guard.io/vram-demand"
 ANN_ESTIMATE = "ollama-guard.io/estimate"
 NODE = "gpu-h100-a"
 #: one replica's even share of the bundled node (81559 MiB / 4 replicas): what an undeclared pod requests
 EVEN_SHARE_MIB = 81559 // 4
-
-
-def design_demand_mib(
-    *, size_bytes: int, layers: int, kv_heads: int, head_dim: int, embedding: int, heads: int, vocab: int, ctx: int
-) -> int:
-    """Design §5 for one model, parallel 1, f16 KV, + 512 MiB CUDA context, +10% margin."""
-    kv = ctx * 1 * layers * kv_heads * head_dim * 2 * 2
-    batch = min(ctx, 512)
-    graph = max(4 * batch * (1 + 4 * embedding + ctx * (1 + heads)), 4 * batch * (embedding + vocab))
-    runner = 457 * MIB
-    return math.ceil((size_bytes + kv + graph + runner + 512 * MIB) * 1.10 / MIB)
-
-
-#: llama3.1:8b (design §5 table: 4.9 GB, 32 layers, 8 KV heads, head dim 128; E 4096, 32 heads,
-#: vocabulary 128256) at the injected context 8192.
-LLAMA31_8B_MIB = design_demand_mib(
-    size_bytes=4_900_000_000, layers=32, kv_heads=8, head_dim=128, embedding=4096, heads=32, vocab=128256, ctx=8192
-)
 
 
 def decode_patch(response: dict[str, Any]) -> list[dict[str, Any]]:
@@ -153,7 +135,7 @@ RECORDED_OUTCOMES = [
                 (
                     "add",
                     "/spec/containers/0/env",
-                    [{"name": n, "value": v} for n, v in zip(ENV_NAMES, ("1", "8192", "1"), strict=True)]
+                    [{"name": n, "value": v} for n, v in zip(ENV_NAMES, ("1", "8192", "1", "1"), strict=True)]
                     + driver_cap(EVEN_SHARE_MIB),
                 ),
                 *vram_request(EVEN_SHARE_MIB),
@@ -176,7 +158,7 @@ RECORDED_OUTCOMES = [
             {
                 "allowed": True,
                 "patch": [
-                    *env_appends("1", "8192", "1"),
+                    *env_appends("1", "8192", "1", "1"),
                     *[("add", "/spec/containers/0/env/-", item) for item in driver_cap(LLAMA31_8B_MIB)],
                     *vram_request(LLAMA31_8B_MIB),
                     ("add", "/metadata/annotations/ollama-guard.io~1vram-demand", str(LLAMA31_8B_MIB)),
@@ -216,7 +198,7 @@ RECORDED_OUTCOMES = [
         {
             "allowed": True,
             "warnings": [
-                "OLLAMA_CONTEXT_LENGTH, OLLAMA_MAX_LOADED_MODELS, OLLAMA_NUM_PARALLEL not set",
+                "OLLAMA_CONTEXT_LENGTH, OLLAMA_FLASH_ATTENTION, OLLAMA_MAX_LOADED_MODELS, OLLAMA_NUM_PARALLEL not set",
                 "no models declared: counted as one replica's even share",
             ],
         },
@@ -229,7 +211,7 @@ RECORDED_OUTCOMES = [
             {
                 "allowed": True,
                 "warnings": [
-                    "OLLAMA_CONTEXT_LENGTH, OLLAMA_MAX_LOADED_MODELS, OLLAMA_NUM_PARALLEL",
+                    "OLLAMA_CONTEXT_LENGTH, OLLAMA_FLASH_ATTENTION, OLLAMA_MAX_LOADED_MODELS, OLLAMA_NUM_PARALLEL",
                     f"container ollama: no NVIDIA_GPU_MEMORY_LIMIT/_REQUEST; driver cap unset (per-GPU demand "
                     f"{LLAMA31_8B_MIB})",
                 ],
@@ -291,7 +273,7 @@ def test_every_recorded_file_has_an_expected_outcome() -> None:
 NON_ADMIN = {"user": "alice", "groups": ("system:authenticated",)}
 GPU_NODE_FULL = "no time-sliced GPU node it can run on has that free: gpu-h100-a:"
 #: replicas: how many more the nodes hold, per node, and the fix that follows from it (issue 18)
-NODES_HOLD_6 = "they can run on hold 6 more right now: gpu-h100-a can hold 6 more (48.6 GiB free of 79.6 GiB)"
+NODES_HOLD_7 = "they can run on hold 7 more right now: gpu-h100-a can hold 7 more (50.7 GiB free of 79.6 GiB)"
 
 
 def _keep_enforcement(obj: dict[str, Any]) -> None:
@@ -350,8 +332,8 @@ VARIANTS = [
         {
             "allowed": False,
             "code": 403,
-            "message": ["scaling deployment team-a/ollama to 30 denied", "29 more replicas of pod", NODES_HOLD_6,
-                        "at most 6 more replicas"],
+            "message": ["scaling deployment team-a/ollama to 30 denied", "29 more replicas of pod", NODES_HOLD_7,
+                        "at most 7 more replicas"],
         },
         id="scale-to-30-denied",
     ),
@@ -369,7 +351,7 @@ VARIANTS = [
         {
             "allowed": False,
             "code": 403,
-            "message": ["deployment team-a/ollama denied", "replicas of pod", NODES_HOLD_6],
+            "message": ["deployment team-a/ollama denied", "replicas of pod", NODES_HOLD_7],
         },
         id="deployment-update-to-20-replicas-denied",
     ),
@@ -411,9 +393,9 @@ VARIANTS = [
     pytest.param(
         [],
         "validate-pod-create-2.json",
-        {"models": "llama3.1:70b"},
-        {"allowed": False, "code": 403, "message": ["llama3.1:70b", GPU_NODE_FULL, "48.6 GiB free of 79.6 GiB"]},
-        id="validate-70b-does-not-fit-the-free-vram",
+        {"models": "qwen2.5:72b"},
+        {"allowed": False, "code": 403, "message": ["qwen2.5:72b", GPU_NODE_FULL, "50.7 GiB free of 79.6 GiB"]},
+        id="validate-72b-does-not-fit-the-free-vram",
     ),
     pytest.param(
         [],
@@ -457,7 +439,7 @@ def test_variant_outcome(
 def test_mutation_follows_the_namespace_defaults(guard: GuardServer, recorded: Callable[[str], dict[str, Any]]) -> None:
     """team-b's `ollama-guard.io/context-length: 16384` is what gets injected there."""
     response = guard.review("/mutate", variant(recorded("mutate-pod-create-2.json"), namespace="team-b"))
-    assert _without_estimate(_ops(response))[:3] == env_appends("1", "16384", "1")
+    assert _without_estimate(_ops(response))[:4] == env_appends("1", "16384", "1", "1")
 
 
 def test_warn_mode_says_what_it_would_deny(guard: GuardServer, recorded: Callable[[str], dict[str, Any]]) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+from design_figures import LLAMA31_8B_MIB
 from kube_api_fixture import KubeApiFixture
 from live_cluster import write_kubeconfig
 from typer.testing import CliRunner
@@ -23,6 +24,7 @@ from webhook.cli.main import app
 from webhook.cli.settings import load_settings
 from webhook.core.catalog import load_catalog
 from webhook.core.deviceplugin import Current, Targets, class_config, config_map, plan_changes
+from webhook.core.quantity import format_mib
 from webhook.core.timeslicing import ClassPlan, Plan
 
 CLUSTER = load_settings().cluster_policy()
@@ -112,7 +114,7 @@ PLANS = [
         [node("h1", H100), node("l1", L40S), node("a1", A100)],
         [deployment("qwen", QWEN32),
          deployment("chat", ollama_template("llama3.1:8b", selector={"nvidia.com/gpu.product": "NVIDIA-L40S"}))],
-        {"nvidia-h100-80gb-hbm3-x1": (3, "demand"), "nvidia-l40s-x1": (5, "demand"),
+        {"nvidia-h100-80gb-hbm3-x1": (3, "demand"), "nvidia-l40s-x1": (6, "demand"),
          "nvidia-a100-sxm4-40gb-x1": (1, "demand")},
         id="mixed-h100-l40s-a100",
     ),
@@ -124,11 +126,11 @@ PLANS = [
     ),
     pytest.param(
         [node("h1", H100), node("t1", T4)], [deployment("mystery", ollama_template(None))],
-        {"nvidia-h100-80gb-hbm3-x1": (4, "seed table"), "tesla-t4-x1": (1, "seed table")},
+        {"nvidia-h100-80gb-hbm3-x1": (4, "seed table"), "tesla-t4-x1": (2, "seed table")},
         id="no-declared-models-seed-table",
     ),
     pytest.param(
-        [node("h1", H100, annotations={"ollama-guard.io/vram-reserved": "8Gi"})], [deployment("qwen", QWEN32)],
+        [node("h1", H100, annotations={"ollama-guard.io/vram-reserved": "12Gi"})], [deployment("qwen", QWEN32)],
         {"nvidia-h100-80gb-hbm3-x1": (2, "demand")},
         id="vram-reserved-leaves-room-for-two",
     ),
@@ -160,18 +162,19 @@ def test_plans(nodes: list[dict[str, Any]], manifests: list[dict[str, Any]],
 
 def test_the_reasoning_says_how_many_fit_and_why_not_one_more() -> None:
     (h100,) = plan_of([node("h1", H100, replicas=4)], [deployment("qwen", QWEN32)]).classes
-    assert ("NVIDIA-H100-80GB-HBM3 (79.6 GiB per GPU) under qwen2.5:32b pods of 24.5 GiB: 3 fit; "
+    assert ("NVIDIA-H100-80GB-HBM3 (79.6 GiB per GPU) under qwen2.5:32b pods of 23.6 GiB: 3 fit; "
             "4 slices would leave one that no such pod can use") in h100.reasons
-    assert "qwen2.5:32b pods of 24.5 GiB: 3 fit (deployment team-a/qwen)" in h100.reasons
+    assert "qwen2.5:32b pods of 23.6 GiB: 3 fit (deployment team-a/qwen)" in h100.reasons
 
 
 def test_mixed_sizes_are_sized_by_the_smallest_and_say_so() -> None:
     plan = plan_of([node("h1", H100)], [deployment("qwen", QWEN32), deployment("chat", ollama_template("llama3.1:8b"))])
     (h100,) = plan.classes
-    assert h100.replicas == 81559 // 7949
+    fit = 81559 // LLAMA31_8B_MIB
+    assert h100.replicas == fit
     verdict = next(r for r in h100.reasons if "sizes" in r)
-    assert "slices are sized by the smallest (llama3.1:8b pods of 7.8 GiB): 10 fit" in verdict
-    assert "11 slices would leave one that no pod of these workloads can use" in verdict
+    assert f"slices are sized by the smallest (llama3.1:8b pods of {format_mib(LLAMA31_8B_MIB)}): {fit} fit" in verdict
+    assert f"{fit + 1} slices would leave one that no pod of these workloads can use" in verdict
 
 
 def test_one_pod_per_card_means_no_sharing_section() -> None:
@@ -188,7 +191,8 @@ def test_seed_table_fallback_says_so_and_shows_every_row() -> None:
     assert ("no workload that can run here declares models or VRAM (deployment team-a/mystery): falling back to "
             "the seed's table") in text
     assert "heavy 7B+ LLMs 2–4, medium 1–7B 4–8, light < 1B 8–16 replicas" in text
-    assert "heavy → 4 (holds 10 llama3.1:8b pods of 7.8 GiB); medium → 8" in text
+    pods = f"{81559 // LLAMA31_8B_MIB} llama3.1:8b pods of {format_mib(LLAMA31_8B_MIB)}"
+    assert f"heavy → 4 (holds {pods}); medium → 8" in text
     assert "light → 16" in text
     assert "recommending the heavy row" in text
 
@@ -224,7 +228,7 @@ def test_templates_are_sized_as_mutated() -> None:
     (h100,) = plan.classes
     (sized,) = h100.sized
     assert sized.gpus == 1
-    assert sized.demand_mib > 7949  # more than at the default 8192 context
+    assert sized.demand_mib > LLAMA31_8B_MIB  # more than at the default 8192 context
 
 
 def test_running_pods_count_once_per_controller() -> None:
@@ -278,7 +282,7 @@ def test_an_unknown_model_is_a_line_not_a_crash() -> None:
 def test_a_pod_that_never_fits_is_named_and_the_rest_still_sized() -> None:
     plan = plan_of([node("l1", L40S)], [deployment("big", ollama_template("llama3.1:70b"))])
     (l40s,) = plan.classes
-    assert l40s.problems == ("deployment team-a/big: pods of 49.0 GiB per GPU never fit one NVIDIA-L40S (45.0 GiB "
+    assert l40s.problems == ("deployment team-a/big: pods of 47.6 GiB per GPU never fit one NVIDIA-L40S (45.0 GiB "
                              "per GPU): they cannot run on this class at any replica count",)
     assert l40s.basis == "seed table"
     assert "no workload that can run here fits one of its GPUs" in l40s.reasons[0]
@@ -431,7 +435,7 @@ def test_the_emitted_yaml_is_a_valid_config_map_of_valid_device_plugin_configs(t
         if sharing:
             assert sharing["failRequestsGreaterThanOne"] is True
     assert replicas == {"nvidia-a100-sxm4-40gb-x1": [], "nvidia-h100-80gb-hbm3-x1": [3],
-                        "nvidia-h100-80gb-hbm3-x8": [3], "nvidia-l40s-x1": [5]}
+                        "nvidia-h100-80gb-hbm3-x8": [3], "nvidia-l40s-x1": [6]}
     assert yaml.safe_load(doc["data"]["nvidia-h100-80gb-hbm3-x8"])["sharing"]["timeSlicing"]["renameByDefault"]
 
 
@@ -457,7 +461,7 @@ def test_the_table_shows_now_and_recommended_and_every_step(tmp_path: Path) -> N
     result = runner.invoke(app, ["timeslicing", "plan", "--snapshot", str(state)])
     assert result.exit_code == 0, result.output
     flat = " ".join(result.stdout.split())
-    assert "under qwen2.5:32b pods of 24.5 GiB: 3 fit; 4 slices would leave one that no such pod can use" in flat
+    assert "under qwen2.5:32b pods of 23.6 GiB: 3 fit; 4 slices would leave one that no such pod can use" in flat
     for step in ("1. create ConfigMap gpu-operator/ollama-guard-time-slicing",
                  "2. point ClusterPolicy cluster-policy at ConfigMap ollama-guard-time-slicing",
                  "3. label node h1 nvidia.com/device-plugin.config=nvidia-h100-80gb-hbm3-x1",

@@ -22,9 +22,10 @@ import orjson
 
 from webhook.admission import review as rv
 from webhook.admission.context import Guard
+from webhook.admission.memo import UNREAD, Memo, content_key
 from webhook.admission.patches import ContainerEdit, edit_container, set_annotations
 from webhook.admission.review import AdmissionRequest, AdmissionResponse
-from webhook.core.demand import ENV_CONTEXT, ENV_MAX_LOADED, ENV_PARALLEL, PodDemand, compute_demand
+from webhook.core.demand import ENV_CONTEXT, ENV_FLASH, ENV_MAX_LOADED, ENV_PARALLEL, PodDemand, compute_demand
 from webhook.core.drivercap import accounted_mib, mutation_warnings, per_gpu_cap, plan_cap
 from webhook.core.evaluation import skip_reason
 from webhook.core.inventory import GpuNode
@@ -39,24 +40,45 @@ from webhook.core.tenants import (
     PodFacts,
     read_pod,
 )
-from webhook.core.view import ESTIMATE_VERSION, tenant_from_pod
+from webhook.core.view import ESTIMATE_VERSION, Tenant, tenant_from_pod
 
 
 def is_pod(req: AdmissionRequest) -> bool:
     return req.kind.kind == "Pod" and req.resource.resource == "pods" and not req.sub_resource
 
 
+_mutations: Memo[tuple[AdmissionResponse, Tenant | None]] = Memo()
+
+
 def mutate(req: AdmissionRequest, guard: Guard) -> AdmissionResponse:
+    """The mutation of a Pod CREATE, remembered per distinct pod (see `memo`: replicas of a
+    workload are the same pod; the answer reads the view's namespaces and nodes, nothing else)."""
     if not is_pod(req) or req.operation != "CREATE" or not isinstance(req.object, dict):
         return rv.allowed()
+    view = guard.ledger.view
+    owner = (guard.cluster, guard.catalog, view.namespaces, view.nodes)
+    content = content_key(req.object, drop=UNREAD)
+    key = None if content is None else (req.namespace, req.dry_run, content)
+    response, admitted = _mutations.get(owner, key, lambda: mutation_of(req, guard))
+    if admitted is not None:
+        # a binding may follow without a /validate the guard saw (e.g. only the mutating webhook is
+        # registered for pods); the validated record, with the pod's UID, replaces this one
+        guard.ledger.remember_admitted(admitted)
+    return response
+
+
+def mutation_of(req: AdmissionRequest, guard: Guard) -> tuple[AdmissionResponse, Tenant | None]:
+    """The answer to a Pod CREATE and the tenant to remember as admitted (None: none); reads the
+    guard, changes nothing."""
+    assert isinstance(req.object, dict)
     raw = req.object
     try:
         pod = read_pod(raw, gpu_resources=guard.cluster.gpu_resources, namespace=req.namespace)
     except DeclarationError:
-        return rv.allowed()  # the validating webhook denies it with the reason
+        return rv.allowed(), None  # the validating webhook denies it with the reason
     ns = guard.ledger.view.namespace_policy(guard.cluster, pod.namespace)
     if skip_reason(pod, ns):
-        return rv.allowed()
+        return rv.allowed(), None
     edits = plan_edits(pod, ns, guard.cluster)
     spec = raw.get("spec") if isinstance(raw.get("spec"), dict) else {}
     after = after_edits(pod, edits)
@@ -76,25 +98,24 @@ def mutate(req: AdmissionRequest, guard: Guard) -> AdmissionResponse:
     ops = [op for edit in edits for op in edit_container(spec or {}, edit)]
     ops += _annotation_ops(raw, after, demand, requested, cap)
     named = isinstance(raw.get("metadata"), dict) and bool(raw["metadata"].get("name"))
+    tenant = None
     if demand is not None and after.is_gpu_tenant and named and not req.dry_run:
-        # a binding may follow without a /validate the guard saw (e.g. only the mutating webhook is
-        # registered for pods); the validated record, with the pod's UID, replaces this one
         tenant = tenant_from_pod(after, demand)
         if tenant.requested_mib != requested:
             tenant = replace(tenant, requested_mib=requested)
-        guard.ledger.remember_admitted(tenant)
-    return rv.with_warnings(rv.patched(ops), warnings)
+    return rv.with_warnings(rv.patched(ops), warnings), tenant
 
 
 def plan_edits(pod: PodFacts, ns: NamespacePolicy, cluster: ClusterPolicy) -> list[ContainerEdit]:
     """What each Ollama container lacks: the three settings (namespace defaults; the pod's
-    `ollama-guard.io/context-length` for the context) and, when no container asks for one, a GPU."""
+    `ollama-guard.io/context-length` for the context), OLLAMA_FLASH_ATTENTION=1 when the policy's
+    `flash_attention` is on (the estimate counts on it) and, when no container asks for one, a GPU."""
     context = pod.annotations.get("ollama-guard.io/context-length", "").strip()
     defaults = (
         (ENV_MAX_LOADED, str(ns.max_loaded_models)),
         (ENV_CONTEXT, context if context.isdigit() else str(ns.context_length)),
         (ENV_PARALLEL, str(ns.num_parallel)),
-    )
+    ) + (((ENV_FLASH, "1"),) if ns.flash_attention else ())
     ollama = pod.ollama_containers
     needs_gpu = pod.gpus == 0 and cluster.ollama_requires_gpu and bool(ollama)
     edits: list[ContainerEdit] = []

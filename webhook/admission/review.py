@@ -101,7 +101,10 @@ class AdmissionResponse:
 
 
 def allowed(message: str = "") -> AdmissionResponse:
-    return AdmissionResponse(allowed=True, message=message)
+    return AdmissionResponse(allowed=True, message=message) if message else _ALLOWED
+
+
+_ALLOWED = AdmissionResponse(allowed=True)  # a frozen value: one for every plain admission
 
 
 def denied(message: str, *, code: int = 403, reason: str = "Forbidden") -> AdmissionResponse:

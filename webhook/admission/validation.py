@@ -9,18 +9,20 @@ an admitted, non-dry-run binding (and remembering admitted pods and templates).
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from webhook.admission import review as rv
 from webhook.admission.context import Guard, enforce
+from webhook.admission.memo import UNREAD_OR_IDENTITY, Memo, content_key
 from webhook.admission.mutation import is_pod
 from webhook.admission.review import AdmissionRequest, AdmissionResponse
 from webhook.admission.workloads import validate_workload
-from webhook.core.evaluation import Violation, evaluate_pod
+from webhook.core.evaluation import PodAssessment, Violation, assess_pod, evaluate_pod
 from webhook.core.explain import CAPACITY_FIX, describe_fit
 from webhook.core.policy import guard_annotations, is_policy_admin
 from webhook.core.quantity import format_mib
 from webhook.core.staleness import Staleness, catching_up, catching_up_short
-from webhook.core.tenants import DeclarationError
+from webhook.core.tenants import DeclarationError, pod_identity, read_pod
 from webhook.core.view import Tenant, tenant_from_pod
 
 
@@ -58,6 +60,7 @@ def validate_pod(req: AdmissionRequest, guard: Guard) -> AdmissionResponse:
             view=ledger.view,
             committed=ledger.committed,
             pending_usage=ledger.pending_usage,
+            assessed=assessed_pod(req.object, req.namespace, guard),
         )
     except DeclarationError as exc:
         return rv.bad_declaration(f"pod {req.namespace}/{req.name}: {exc}")
@@ -65,6 +68,28 @@ def validate_pod(req: AdmissionRequest, guard: Guard) -> AdmissionResponse:
     if response.allowed and not req.dry_run and evaluation.demand is not None and evaluation.pod.is_gpu_tenant:
         ledger.remember_admitted(tenant_from_pod(evaluation.pod, evaluation.demand))
     return rv.with_warnings(response, evaluation.notes[:1]) if evaluation.notes else response
+
+
+_assessments: Memo[PodAssessment] = Memo()
+
+
+def assessed_pod(raw: dict[str, Any], namespace: str, guard: Guard) -> PodAssessment:
+    """`assess_pod` for a Pod CREATE, remembered per distinct pod (see `memo`): a replica differs
+    only by name and UID, which are read from this request. Raises DeclarationError as `read_pod`."""
+    cluster, catalog, view = guard.cluster, guard.catalog, guard.ledger.view
+
+    def compute() -> PodAssessment:
+        pod = read_pod(raw, gpu_resources=cluster.gpu_resources, namespace=namespace)
+        return assess_pod(pod, view.namespace_policy(cluster, pod.namespace), cluster=cluster, catalog=catalog)
+
+    content = content_key(raw, drop=UNREAD_OR_IDENTITY)
+    key = None if content is None else (namespace, content)
+    found = _assessments.get((cluster, catalog, view.namespaces), key, compute)
+    meta = raw.get("metadata")
+    name, uid = pod_identity(meta if isinstance(meta, dict) else {})
+    if (found.pod.name, found.pod.uid) == (name, uid):
+        return found
+    return found.with_pod(found.pod.renamed(name, uid))
 
 
 def validate_binding(req: AdmissionRequest, guard: Guard) -> AdmissionResponse:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import sys
 
-from webhook.cli import audit, certs, estimate, manifests, serve, timeslicing
+from webhook.cli import audit, catalog, certs, estimate, manifests, serve, timeslicing
 from webhook.cli.app import app
 
-COMMANDS = (audit, certs, estimate, manifests, serve, timeslicing)  # imported for their `@app.command()` registrations
+# imported for their `@app.command()` registrations
+COMMANDS = (audit, catalog, certs, estimate, manifests, serve, timeslicing)
 
 
 def main() -> None:

@@ -1,6 +1,8 @@
 """The decision core: pure functions and frozen values that decide what the guard says.
 
-Owns quantities, the model catalog and its data, the VRAM estimate, a pod's demand, what a pod
+Owns quantities, the model catalog and its data (`catalog`, with its entry schema in
+`catalog_schema` and entries made from a GGUF's facts in `catalog_import`), the VRAM estimate and
+where each of its numbers comes from (`estimate`, `breakdown`), a pod's demand, what a pod
 declares, who is subject to the guard (`tenants`), namespace policy, node inventory, candidate
 nodes (`scheduling`), workload templates, the immutable `ClusterView` (`view`, with `staleness`:
 what a view known to be behind may not decide), the ledger of committed VRAM, the evaluation of a

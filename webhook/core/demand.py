@@ -32,7 +32,9 @@ ENV_GPU_OVERHEAD = "OLLAMA_GPU_OVERHEAD"
 #: Ollama treats 0 as "auto": up to 3 models per GPU, and (older releases) 4 parallel slots.
 AUTO_MAX_LOADED = 3
 AUTO_PARALLEL = 4
-_TRUE = {"1", "t", "true", "TRUE", "True"}
+#: what Go's strconv.ParseBool reads as false; Ollama's envconfig takes any other non-empty value
+#: as true (BoolWithDefault: a parse error is `true`) and an empty one as unset
+_FALSE = {"0", "f", "F", "false", "FALSE", "False"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,14 +63,15 @@ def read_settings(
 
     Per setting: absent -> the namespace default (what the mutating webhook injects); `valueFrom`
     -> that default, with a note; `0` -> Ollama's "auto" value; anything else must be a whole
-    number. The widest KV cache type wins (unknown types count as f16, as in Ollama). The pod's
+    number. The widest KV cache type wins (unknown types count as f16, as in Ollama). Flash attention
+    counts as on only when every Ollama container has it on (`_flash_setting`). The pod's
     `ollama-guard.io/context-length` (`context_hint`) is a floor for the context.
     """
     notes: list[str] = []
     context_default = context_hint or ns.context_length
     context = parallel = loaded = 0
     kv: KvCacheType | None = None
-    flash = False
+    flash = True
     overhead = 0
     for env in [c.env for c in pod.ollama_containers] or [{}]:
         context = max(context, _integer_setting(env, ENV_CONTEXT, context_default, context_default, notes))
@@ -77,7 +80,7 @@ def read_settings(
         kind = _KV_TYPES.get((env.get(ENV_KV_TYPE) or "f16").strip().lower(), "f16")
         if kv is None or _KV_WIDTH[kind] > _KV_WIDTH[kv]:
             kv = kind
-        flash = flash or (env.get(ENV_FLASH) or "").strip() in _TRUE
+        flash = _flash_setting(env, ns.flash_attention, notes) and flash
         overhead = max(overhead, _overhead(env))
     settings = OllamaSettings(
         context_length=max(context, context_hint or 0),
@@ -99,6 +102,20 @@ def _integer_setting(env: Mapping[str, str | None], name: str, default: int, aut
         return default
     text = raw.strip()
     return auto if text == "0" else parse_positive_int(text, what=f"env {name}", limit=_MAX_SETTING)
+
+
+def _flash_setting(env: Mapping[str, str | None], injected: bool, notes: list[str]) -> bool:
+    """OLLAMA_FLASH_ATTENTION as Ollama reads it (envconfig `BoolWithDefault`, `Var`: spaces and quotes
+    trimmed): absent -> what the mutating webhook injects; empty -> unset, i.e. llama.cpp's `auto`,
+    which the guard cannot be sure of (off); `valueFrom` -> off, with a note."""
+    if ENV_FLASH not in env:
+        return injected
+    raw = env[ENV_FLASH]
+    if raw is None:
+        notes.append(f"{ENV_FLASH} comes from valueFrom; estimated with flash attention off")
+        return False
+    text = raw.strip().strip("\"'")
+    return bool(text) and text not in _FALSE
 
 
 _MAX_SETTING = 1 << 21
@@ -184,8 +201,9 @@ class _DemandCache:
     """Replicas of one workload are the same pod: compute each distinct pod's demand once.
 
     The key holds every input `demand_of` reads (the pod's declaration annotations, each
-    container's role, commands and env, its GPU count, the namespace's three caps); the cache is
-    bounded and tied to one cluster policy and catalog. Declaration errors are not cached. A pod
+    container's role, commands and env, its GPU count, the namespace's three caps and whether the
+    guard injects flash attention); the cache is bounded and tied to one cluster policy and catalog
+    (which hold the rest: overheads, margin, model specs). Declaration errors are not cached. A pod
     admitted by `/mutate` is validated next with the same inputs, so its `/validate` hits.
     """
 
@@ -212,6 +230,7 @@ class _DemandCache:
             ns.context_length,
             ns.num_parallel,
             ns.max_loaded_models,
+            ns.flash_attention,
             pod.vram_mib,
             tuple((c.init, c.is_ollama, c.commands, tuple(c.env.items())) for c in pod.containers),
         )

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from webhook.core.catalog import Catalog, normalize_ref
-from webhook.core.demand import ENV_CONTEXT, ENV_MAX_LOADED, ENV_PARALLEL, PodDemand, compute_demand
+from webhook.core.demand import ENV_CONTEXT, ENV_FLASH, ENV_MAX_LOADED, ENV_PARALLEL, PodDemand, compute_demand
 from webhook.core.drivercap import RULE as DRIVER_CAP_RULE
 from webhook.core.drivercap import cap_findings
 from webhook.core.explain import CAPACITY_FIX, NEVER_FIX, describe_demand, describe_fit, list_fits
@@ -73,6 +73,54 @@ class PodEvaluation:
         return tuple(v for v in self.violations if v.severity == "fail")
 
 
+@dataclass(frozen=True, slots=True)
+class PodAssessment:
+    """What a pod's own content and its namespace's policy decide, before the cluster's state is
+    read: its demand and the violations of the namespace policy, its declaration, settings, driver
+    cap and models. `done` is the whole evaluation when it ends there (skipped, or a declaration
+    the author must fix). Nothing in it names the pod (`with_pod` puts another replica's facts in)."""
+
+    pod: PodFacts
+    policy: NamespacePolicy
+    demand: PodDemand | None
+    violations: tuple[Violation, ...] = ()
+    done: PodEvaluation | None = None
+
+    def with_pod(self, pod: PodFacts) -> PodAssessment:
+        """The same assessment for `pod`, a pod that differs from this one only by name and UID."""
+        done = self.done
+        if done is not None:
+            done = PodEvaluation(pod, done.policy, done.demand, done.violations, done.notes, done.fits, done.skipped)
+        return PodAssessment(pod, self.policy, self.demand, self.violations, done)
+
+
+def assess_pod(
+    pod: PodFacts,
+    ns: NamespacePolicy,
+    *,
+    cluster: ClusterPolicy,
+    catalog: Catalog,
+    require_settings: bool = True,
+    template: bool = False,
+) -> PodAssessment:
+    """The checks of `evaluate_pod` that read only the pod, its namespace's policy and the
+    configuration (`template`: facts as the mutation leaves them, for a workload's template)."""
+    skipped = skip_reason(pod, ns)
+    if skipped:
+        return PodAssessment(pod, ns, None, done=PodEvaluation(pod, ns, None, skipped=skipped))
+    violations = [Violation("namespace-policy", str(p), 400) for p in ns.problems]
+    try:
+        demand = compute_demand(pod, ns=ns, cluster=cluster, catalog=catalog)
+    except DeclarationError as exc:
+        rule = "vram-quantity" if isinstance(exc, QuantityDeclarationError) else "declaration"
+        done = PodEvaluation(pod, ns, None, (*violations, Violation(rule, str(exc), 400)))
+        return PodAssessment(pod, ns, None, done.violations, done)
+    violations += _setting_checks(pod, ns, demand, require_settings=require_settings)
+    violations += _driver_cap_checks(pod, ns, demand, template=template)
+    violations += _model_checks(demand, ns, catalog)
+    return PodAssessment(pod, ns, demand, tuple(violations))
+
+
 def skip_reason(pod: PodFacts, ns: NamespacePolicy) -> str:
     if ns.exempt:
         return f"namespace {ns.namespace} is exempt"
@@ -101,26 +149,25 @@ def evaluate_pod(
     require_settings: bool = True,
     facts: PodFacts | None = None,
     pending_usage: PendingUsage | None = None,
+    assessed: PodAssessment | None = None,
 ) -> PodEvaluation:
     """Every check of design §7 for a Pod CREATE (or `replicas` copies of a pod template).
 
     `facts` replaces what `raw` says about its containers (a template evaluated as mutated);
-    `raw` still gives the scheduling constraints.
+    `raw` still gives the scheduling constraints. `assessed`: `assess_pod`'s result for this pod
+    (the validating webhook remembers it per distinct pod); computed here when absent.
     """
-    pod = facts or read_pod(raw, gpu_resources=cluster.gpu_resources, namespace=namespace)
-    ns = view.namespace_policy(cluster, pod.namespace)
-    skipped = skip_reason(pod, ns)
-    if skipped:
-        return PodEvaluation(pod, ns, None, skipped=skipped)
-    violations = [Violation("namespace-policy", str(p), 400) for p in ns.problems]
-    try:
-        demand = compute_demand(pod, ns=ns, cluster=cluster, catalog=catalog)
-    except DeclarationError as exc:
-        rule = "vram-quantity" if isinstance(exc, QuantityDeclarationError) else "declaration"
-        return PodEvaluation(pod, ns, None, (*violations, Violation(rule, str(exc), 400)))
-    violations += _setting_checks(pod, ns, demand, require_settings=require_settings)
-    violations += _driver_cap_checks(pod, ns, demand, template=facts is not None)
-    violations += _model_checks(demand, ns, catalog)
+    if assessed is None:
+        pod = facts or read_pod(raw, gpu_resources=cluster.gpu_resources, namespace=namespace)
+        ns = view.namespace_policy(cluster, pod.namespace)
+        assessed = assess_pod(
+            pod, ns, cluster=cluster, catalog=catalog, require_settings=require_settings, template=facts is not None
+        )
+    if assessed.done is not None:
+        return assessed.done
+    pod, ns, demand = assessed.pod, assessed.policy, assessed.demand
+    assert demand is not None  # `done` is set whenever there is no demand
+    violations = list(assessed.violations)
     if one_per_node:
         result = _per_node_checks(raw, pod, demand, view=view, committed=committed)
         replicas = len(result[1])
@@ -177,8 +224,8 @@ def _setting_checks(
                 {
                     e
                     for c in pod.ollama_containers
-                    for e in (ENV_MAX_LOADED, ENV_CONTEXT, ENV_PARALLEL)
-                    if e not in c.env
+                    for e in (ENV_MAX_LOADED, ENV_CONTEXT, ENV_PARALLEL, ENV_FLASH)
+                    if e not in c.env and (e != ENV_FLASH or ns.flash_attention)
                 }
             )
             if missing:

@@ -14,7 +14,9 @@ from webhook.core.quantity import format_mib
 
 
 def describe_demand(demand: PodDemand, *, even_share_mib: int | None = None) -> str:
-    """E.g. '6.9 GiB (llama3.1:8b 5.8 GiB at context 8192 ×1 parallel; + 512 MiB CUDA context; +10% margin)'."""
+    """E.g. '6.6 GiB (llama3.1:8b 6.0 GiB at context 8192 ×1 parallel; +10% margin)': each model's
+    figure is its runner process (weights, KV cache, compute, its fixed cost); a per-pod overhead
+    (policy `cuda_context_overhead`) is named only when there is one."""
     if demand.demand_mib is None:
         share = f"{format_mib(even_share_mib)} " if even_share_mib is not None else ""
         return f"{share}(no VRAM declared: one replica's even share of the GPU)".strip()
@@ -25,10 +27,11 @@ def describe_demand(demand: PodDemand, *, even_share_mib: int | None = None) -> 
     parts = [f"{m.tag} {format_mib(model_demand_mib(m))}" for m in est.loaded_models]
     settings = est.settings
     loaded = f"{est.loaded} of {len(est.models)} models loaded at once; " if len(est.models) > 1 else ""
+    overhead = est.cuda_overhead_bytes // MIB
+    pod_overhead = f"+ {format_mib(overhead)} per-pod overhead; " if overhead else ""
     detail = (
         f"{' + '.join(parts)} at context {settings.context_length} ×{settings.num_parallel} parallel; "
-        f"{loaded}+ {format_mib(est.cuda_overhead_bytes // MIB)} CUDA context; "
-        f"+{round(est.safety_margin * 100)}% margin"
+        f"{loaded}{pod_overhead}+{round(est.safety_margin * 100)}% margin"
     )
     if demand.source == "max(declared, estimate)":
         declared = demand.declaration.vram_mib or 0

@@ -56,6 +56,10 @@ class PolicyDefaults(BaseModel):
     capacity_at_admission: Literal["warn", "deny"] = "warn"
     #: set NVIDIA_GPU_MEMORY_LIMIT/_REQUEST on Ollama containers to the per-GPU demand (design §8)
     driver_memory_limit: bool = True
+    #: set OLLAMA_FLASH_ATTENTION=1 on Ollama containers that lack it, so the estimate may count
+    #: flash attention on for the models Ollama runs with it (design §5.1, §8); turn off where the
+    #: GPUs cannot (NVIDIA compute capability below 6.0, or 7.2: Ollama then runs without it)
+    flash_attention: bool = True
 
 
 class ClusterPolicy(PolicyDefaults):
@@ -96,6 +100,8 @@ class NamespacePolicy:
     allowed_models: tuple[str, ...]
     problems: tuple[PolicyProblem, ...] = ()
     driver_memory_limit: bool = True
+    #: the guard injects OLLAMA_FLASH_ATTENTION=1 where it is absent (the cluster's `flash_attention`)
+    flash_attention: bool = True
 
     @property
     def active(self) -> bool:
@@ -171,6 +177,7 @@ def resolve_namespace_policy(
         allowed_models=allowed,
         problems=tuple(problems),
         driver_memory_limit=driver_cap,
+        flash_attention=cluster.flash_attention,
     )
 
 

@@ -209,6 +209,7 @@ def _typical_demand(tag: str, *, cluster: ClusterPolicy, catalog: Catalog) -> in
         context_length=cluster.context_length,
         num_parallel=cluster.num_parallel,
         max_loaded_models=cluster.max_loaded_models,
+        flash_attention=cluster.flash_attention,
     )
     estimate = estimate_pod([(tag, spec)], settings, cuda_context_overhead_mib=cluster.cuda_context_overhead_mib,
                             runner_overhead_mib=cluster.runner_overhead_mib, safety_margin=cluster.safety_margin)

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from webhook.core.quantity import QuantityError, parse_quantity
+from webhook.core.quantity import QuantityError, parse_quantity, whole_number
 from webhook.core.rawdict import items, mapping, str_map
 
 ANN_MODELS = "ollama-guard.io/models"
@@ -92,6 +92,12 @@ class PodFacts:
     def ollama_containers(self) -> tuple[ContainerFacts, ...]:
         return tuple(c for c in self.containers if c.is_ollama and not c.init)
 
+    def renamed(self, name: str, uid: str) -> PodFacts:
+        """These facts for another pod of the same content (a replica): only the name and UID differ."""
+        return PodFacts(self.namespace, name, uid, self.labels, self.annotations, self.node_name, self.phase,
+                        self.deleting, self.mirror, self.containers, self.gpu_resource, self.gpus, self.uses_mig,
+                        self.is_ollama, self.vram_mib)
+
 
 def is_ollama_image(image: str) -> bool:
     """True for any registry, tag or digest of the `ollama/ollama` repository."""
@@ -155,10 +161,11 @@ def read_pod(pod: Mapping[str, Any], *, gpu_resources: Sequence[str], namespace:
         or ANN_MODELS in annotations
     )
     status = mapping(pod.get("status"))
+    name, uid = pod_identity(meta)
     return PodFacts(
         namespace=str(meta.get("namespace") or namespace),
-        name=str(meta.get("name") or meta.get("generateName") or ""),
-        uid=str(meta.get("uid") or ""),
+        name=name,
+        uid=uid,
         labels=labels,
         annotations=annotations,
         node_name=str(spec.get("nodeName") or ""),
@@ -172,6 +179,11 @@ def read_pod(pod: Mapping[str, Any], *, gpu_resources: Sequence[str], namespace:
         is_ollama=is_ollama,
         vram_mib=max(vram_app, vram_init),
     )
+
+
+def pod_identity(meta: Mapping[str, Any]) -> tuple[str, str]:
+    """(name, UID) as `read_pod` reads them from a pod's metadata (the generateName before a name)."""
+    return str(meta.get("name") or meta.get("generateName") or ""), str(meta.get("uid") or "")
 
 
 def _read_container(
@@ -256,6 +268,8 @@ def _vram_request(value: object, *, container: str) -> int:
     """
     if value is None:
         return 0
+    if type(value) is str and (plain := whole_number(value, maximum=MAX_VRAM_MIB)) is not None:
+        return plain  # "2048": what the guard's own mutation writes; exactly what parse_quantity reads
     fix = f"container {container!r}: {RESOURCE_VRAM} must be a whole number of MiB from 0 to {MAX_VRAM_MIB}"
     try:
         amount = parse_quantity(value if isinstance(value, (str, int)) and not isinstance(value, bool) else str(value))

@@ -6,8 +6,8 @@ source that turns its events into published `ClusterView`s (`live`), one-shot li
 commands that judge a cluster once (`listing`), raw JSON writes (`api`) and what is written with
 them: the node advertiser of `ollama-guard.io/vram-mib` (`advertiser`) under a Lease (`lease`), and
 the time-slicing setup (`timeslicing`); and runtime drift: asking each Ollama pod of the view for
-its `/api/ps` (`drift`, the only importer of `httpx`). With the CLI, the only importer of
-`kubernetes`.
+its `/api/ps` (`drift`, the only importer of `httpx`); and a model file's own facts (`gguf`, the
+only importer of the `gguf` package). With the CLI, the only importer of `kubernetes`.
 
 It builds on `webhook.core` (the view, the ledger) and must not import `webhook.admission`,
 `webhook.http`, `webhook.audit` or `webhook.cli`: the request path reads what it publishes, never

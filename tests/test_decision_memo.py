@@ -1,0 +1,326 @@
+"""Decisions remembered per distinct pod (`webhook.admission.memo`, issue 17) never change an answer.
+
+- The key holds the whole pod object: changing any value anywhere in a recorded pod changes the
+  key, except the four metadata fields named as dropped (`content_key`).
+- Hypothesis replays sequences of pod reviews that differ from a recorded ReplicaSet pod in the
+  inputs the decisions read (declarations, env, resources, image, node, namespace, dry run) and in
+  those they do not (name, UID, managedFields, creationTimestamp), in namespaces with different
+  policies, against two guards with different views. Each review is answered by guards that
+  remember and by identical guards whose memo computes every answer afresh: `/mutate` and
+  `/validate` answers, and the tenants the ledgers remember, are identical.
+- Replicas (the same pod under other names) are computed once, and each still answers and is
+  remembered under its own name.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from webhook.admission import memo
+from webhook.admission.context import Guard
+from webhook.admission.memo import IDENTITY, UNREAD, content_key
+from webhook.admission.mutation import mutate
+from webhook.admission.review import AdmissionRequest, AdmissionResponse, parse_review
+from webhook.admission.validation import validate
+from webhook.cli.settings import load_settings
+from webhook.core.catalog import load_catalog
+from webhook.state.files import load_objects
+from webhook.state.snapshot import SnapshotSource
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(os.environ.get("OLLAMA_GUARD_FIXTURES", ROOT.parent / "shared/fixtures/kube-apiserver-1.24"))
+pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"recorded reviews not found at {FIXTURES}")
+CATALOG = load_catalog()
+CLUSTER = load_settings().cluster_policy()
+#: two views: the examples' namespaces, and the same cluster with stricter team namespaces
+POLICIES: list[dict[str, dict[str, str]]] = [
+    {},
+    {
+        "team-a": {"ollama-guard.io/context-length": "4096", "ollama-guard.io/allowed-models": "llama3.1:*"},
+        "team-b": {"ollama-guard.io/enforcement": "audit", "ollama-guard.io/driver-memory-limit": "true"},
+    },
+]
+
+
+def recorded(name: str) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads((FIXTURES / f"{name}.json").read_text())
+    return document
+
+
+def make_guard(namespaces: dict[str, dict[str, str]]) -> Guard:
+    objects = load_objects([ROOT / "examples/cluster.yaml"])
+    for name, ann in namespaces.items():
+        objects = [o for o in objects if not (o["kind"] == "Namespace" and o["metadata"]["name"] == name)]
+        objects.append({"kind": "Namespace", "metadata": {"name": name, "annotations": ann}})
+    source = SnapshotSource(objects, cluster=CLUSTER, catalog=CATALOG, origin="test")
+    return Guard(cluster=CLUSTER, catalog=CATALOG, ledger=source.ledger, on_bound=source.on_bound)
+
+
+@contextmanager
+def fresh() -> Iterator[None]:
+    """Every memo computes (and remembers nothing) while inside."""
+    original = memo.Memo.get
+    memo.Memo.get = lambda self, owner, key, compute: compute()  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        memo.Memo.get = original  # type: ignore[method-assign]
+
+
+# --- the key -------------------------------------------------------------------------------------
+
+
+def leaves(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from leaves(v, (*path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from leaves(v, (*path, i))
+    else:
+        yield path
+
+
+POD = recorded("validate-pod-create-2")["request"]["object"]
+PATHS = sorted(leaves(POD), key=repr)
+
+
+def changed(pod: dict[str, Any], path: tuple[Any, ...], value: Any) -> dict[str, Any]:
+    out = copy.deepcopy(pod)
+    target = out
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = value
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(PATHS), st.one_of(st.text(max_size=8), st.integers(), st.booleans(), st.none()))
+def test_changing_any_value_of_the_pod_changes_the_key_unless_the_field_is_dropped(
+    path: tuple[Any, ...], value: Any
+) -> None:
+    other = changed(POD, path, value)
+    dropped = path[0] == "metadata" and path[1] in UNREAD | IDENTITY
+    if other == POD:
+        return
+    for drop in (UNREAD, UNREAD | IDENTITY):
+        key = content_key(other, drop=drop)
+        if key is None:  # not remembered at all (an integer beyond 64 bits): computed every time
+            assert isinstance(value, int) and not -(2**63) <= value < 2**64
+            continue
+        same = dropped and path[1] in drop
+        assert (key == content_key(POD, drop=drop)) is same, (path, value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [pytest.param(float("nan"), id="nan"), pytest.param(float("inf"), id="inf"), pytest.param(2**70, id="big-int")],
+)
+def test_values_the_bytes_cannot_tell_apart_are_never_remembered(value: float) -> None:
+    """orjson writes NaN and infinity as null (YAML can say `.nan`), and refuses integers past 64 bits."""
+    assert content_key(changed(POD, ("spec", "containers", 0, "image"), value), drop=UNREAD) is None
+    assert content_key(changed(POD, ("spec", "containers", 0, "image"), None), drop=UNREAD) is not None
+
+
+def test_a_new_field_anywhere_changes_the_key() -> None:
+    base = content_key(POD, drop=UNREAD | IDENTITY)
+    for where in (("metadata",), ("spec",), ("spec", "containers", 0), ("status",)):
+        other = copy.deepcopy(POD)
+        target: Any = other
+        for step in where:
+            target = target.setdefault(step, {}) if isinstance(step, str) else target[step]
+        target["x-new"] = "1"
+        assert content_key(other, drop=UNREAD | IDENTITY) != base, where
+
+
+# --- the answers ----------------------------------------------------------------------------------
+
+Edit = Callable[[dict[str, Any]], None]
+
+
+def _meta(key: str, value: Any) -> Edit:
+    def edit(pod: dict[str, Any]) -> None:
+        if value is None:
+            pod["metadata"].pop(key, None)
+        else:
+            pod["metadata"][key] = value
+
+    return edit
+
+
+def _annotation(key: str, value: str | None) -> Edit:
+    def edit(pod: dict[str, Any]) -> None:
+        annotations = pod["metadata"].setdefault("annotations", {})
+        if value is None:
+            annotations.pop(key, None)
+        else:
+            annotations[key] = value
+
+    return edit
+
+
+def _env(name: str, value: str | None) -> Edit:
+    def edit(pod: dict[str, Any]) -> None:
+        container = pod["spec"]["containers"][0]
+        env = [e for e in container.get("env", []) if e.get("name") != name]
+        container["env"] = env + ([{"name": name, "value": value}] if value is not None else [])
+
+    return edit
+
+
+def _resource(name: str, value: str | None) -> Edit:
+    def edit(pod: dict[str, Any]) -> None:
+        resources = pod["spec"]["containers"][0].setdefault("resources", {})
+        for section in ("limits", "requests"):
+            if value is None:
+                resources.setdefault(section, {}).pop(name, None)
+            else:
+                resources.setdefault(section, {})[name] = value
+
+    return edit
+
+
+def _spec(key: str, value: Any) -> Edit:
+    def edit(pod: dict[str, Any]) -> None:
+        if value is None:
+            pod["spec"].pop(key, None)
+        else:
+            pod["spec"][key] = copy.deepcopy(value)
+
+    return edit
+
+
+def _image(value: str) -> Edit:
+    def edit(pod: dict[str, Any]) -> None:
+        pod["spec"]["containers"][0]["image"] = value
+
+    return edit
+
+
+GPU_INIT = [{"name": "warm", "image": "busybox", "resources": {"limits": {"nvidia.com/gpu": "2"}}}]
+EDITS: dict[str, list[Edit]] = {
+    "name": [_meta("name", v) for v in ("ollama-a", "ollama-b", None)],
+    "uid": [_meta("uid", v) for v in ("u-1", "u-2", None)],
+    "generateName": [_meta("generateName", v) for v in ("ollama-7d9f-", "other-", None)],
+    "managedFields": [_meta("managedFields", v) for v in ([], [{"manager": "m", "time": "2024-01-01T00:00:01Z"}])],
+    "creationTimestamp": [_meta("creationTimestamp", v) for v in (None, "2024-01-01T00:00:00Z")],
+    "deletionTimestamp": [_meta("deletionTimestamp", v) for v in (None, "2024-01-01T00:00:00Z")],
+    "labels": [_meta("labels", v) for v in ({"app": "ollama"}, {"app.kubernetes.io/name": "ollama"}, {})],
+    "models": [_annotation("ollama-guard.io/models", v)
+               for v in ("llama3.1:8b", "qwen2.5:14b", "mystery:1b", "llama3.1:8b,qwen2.5:7b", None)],
+    "vram": [_annotation("ollama-guard.io/vram", v) for v in (None, "1Gi", "40Gi", "lots")],
+    "context": [_annotation("ollama-guard.io/context-length", v) for v in (None, "4096", "131072")],
+    "stamp": [_annotation("ollama-guard.io/vram-demand", v) for v in (None, "1234")],
+    "env-context": [_env("OLLAMA_CONTEXT_LENGTH", v) for v in (None, "2048", "65536")],
+    "env-parallel": [_env("OLLAMA_NUM_PARALLEL", v) for v in (None, "1", "4")],
+    "env-flash": [_env("OLLAMA_FLASH_ATTENTION", v) for v in (None, "1")],
+    "env-cap": [_env("NVIDIA_GPU_MEMORY_LIMIT", v) for v in (None, "1024", "999999", "x")],
+    "gpus": [_resource("nvidia.com/gpu", v) for v in ("1", "2", "0", None, "x")],
+    "vram-mib": [_resource("ollama-guard.io/vram-mib", v) for v in (None, "1024", "999999", "1.5")],
+    "image": [_image(v) for v in ("ollama/ollama:0.6.8", "busybox:1.36")],
+    "node": [_spec("nodeName", v) for v in (None, "gpu-h100-a", "no-such-node")],
+    "init": [_spec("initContainers", v) for v in (None, GPU_INIT)],
+}
+NAMESPACES = ("team-a", "team-b", "kube-system")
+
+IDENTITY_EDITS = ("name", "uid", "managedFields", "creationTimestamp")
+edit_lists = st.lists(st.tuples(st.sampled_from(sorted(EDITS)), st.integers(0, 4)), max_size=4)
+Step = tuple[int, list[tuple[str, int]], str, bool]
+#: a step: which of the example's few distinct pods, then edits of what only names a pod (a replica)
+steps = st.tuples(
+    st.integers(0, 2),
+    st.lists(st.tuples(st.sampled_from(IDENTITY_EDITS), st.integers(0, 4)), max_size=2),
+    st.sampled_from(NAMESPACES),
+    st.booleans(),
+)
+
+
+def review_of(edits: list[tuple[str, int]], namespace: str, dry_run: bool, *, uid: int) -> AdmissionRequest:
+    review = recorded("validate-pod-create-2")
+    req = review["request"]
+    pod = req["object"]
+    for field, choice in edits:
+        options = EDITS[field]
+        options[choice % len(options)](pod)
+    pod["metadata"]["namespace"] = namespace
+    req.update(uid=f"req-{uid}", namespace=namespace, dryRun=dry_run, name=pod["metadata"].get("name", ""))
+    return parse_review(review)
+
+
+def as_mutation(req: AdmissionRequest) -> AdmissionRequest:
+    return req.model_copy(update={"uid": req.uid + "-m"})
+
+
+def remembered(guard: Guard, req: AdmissionRequest) -> object:
+    meta = (req.object or {}).get("metadata", {})
+    return guard.ledger.find_tenant(f"{req.namespace}/{meta.get('name') or meta.get('generateName') or ''}")
+
+
+@pytest.fixture(scope="module")
+def guards() -> list[tuple[Guard, Guard]]:
+    """Per view: a guard whose answers the memo serves, and an identical one that computes afresh."""
+    return [(make_guard(p), make_guard(p)) for p in POLICIES]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(edit_lists, min_size=1, max_size=3), st.lists(steps, min_size=1, max_size=12), st.integers(0, 1))
+def test_remembered_answers_equal_fresh_ones(
+    guards: list[tuple[Guard, Guard]], pods: list[list[tuple[str, int]]], sequence: list[Step], view: int
+) -> None:
+    for number, (pod, renamed, namespace, dry_run) in enumerate(sequence):
+        which = (view + (2 * number >= len(sequence))) % len(guards)  # halfway, the view changes
+        remembering, computing = guards[which]
+        edits = pods[pod % len(pods)] + renamed
+        req = review_of(edits, namespace, dry_run, uid=number)
+        mutated: AdmissionResponse = mutate(as_mutation(req), remembering)
+        validated: AdmissionResponse = validate(req, remembering)
+        with fresh():
+            assert mutate(as_mutation(req), computing) == mutated, (edits, namespace, dry_run, which)
+            assert validate(req, computing) == validated, (edits, namespace, dry_run, which)
+        assert remembered(remembering, req) == remembered(computing, req)
+
+
+def test_replicas_are_computed_once_and_each_is_answered_and_remembered_under_its_own_name() -> None:
+    guard = make_guard({})
+    computed: list[object] = []
+    original = memo.Memo.get
+
+    def counting(self: memo.Memo[Any], owner: tuple[object, ...], key: tuple[object, ...], compute: Any) -> Any:
+        def counted() -> Any:
+            computed.append(key)
+            return compute()
+
+        return original(self, owner, key, counted)
+
+    memo.Memo.get = counting  # type: ignore[method-assign]
+    try:
+        replicas = [review_of([("name", 0), ("managedFields", 1)], "team-a", False, uid=0)]
+        for i in range(1, 4):
+            other = recorded("validate-pod-create-2")
+            meta = other["request"]["object"]["metadata"]
+            meta.update(name=f"ollama-replica-{i}", uid=f"uid-{i}", namespace="team-a",
+                        creationTimestamp=f"2024-01-01T00:00:0{i}Z",
+                        managedFields=[{"manager": "m", "time": f"2024-01-01T00:00:0{i}Z"}])
+            other["request"].update(uid=f"r{i}", namespace="team-a", name=meta["name"])
+            replicas.append(parse_review(other))
+        base = recorded("validate-pod-create-2")["request"]["object"]["metadata"]
+        replicas[0].object["metadata"].update(name="ollama-replica-0", uid="uid-0")  # type: ignore[index]
+        replicas[0].object["metadata"]["generateName"] = base["generateName"]  # type: ignore[index]
+        answers = [validate(r, guard) for r in replicas]
+    finally:
+        memo.Memo.get = original  # type: ignore[method-assign]
+    assert len(computed) == 1  # one distinct pod
+    assert all(a == answers[0] for a in answers)
+    for i, _ in enumerate(replicas):
+        tenant = guard.ledger.find_tenant(f"team-a/ollama-replica-{i}")
+        assert tenant is not None and tenant.uid == f"uid-{i}"

@@ -1,0 +1,84 @@
+"""Decisions remembered per distinct pod: a workload's replicas are the same pod, so the guard
+reads and assesses each distinct pod once (issue 17).
+
+A key holds every input the remembered computation reads: the request fields it looks at, and
+the pod object itself serialised whole (orjson, in the order kube-apiserver sent it), less the
+fields named in `drop`, which the computation never reads (`managedFields`, `creationTimestamp`)
+or reads only to name the pod (`name`, `uid`; the caller puts this request's back). The memo is
+tied to the objects the computation reads besides (`owner`: the cluster policy, the catalog, the
+view's namespaces and nodes, compared by identity; the view's mappings are never changed in
+place) and starts afresh when any of them is replaced; it holds at most `MAX` entries.
+Errors are not remembered. Pure bookkeeping: no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, TypeVar
+
+import orjson
+
+Value = TypeVar("Value")
+
+#: metadata fields no remembered computation reads
+UNREAD = frozenset({"managedFields", "creationTimestamp"})
+#: metadata fields read only to name the pod (the caller re-reads them from each request)
+IDENTITY = frozenset({"name", "uid"})
+#: what a replica's key leaves out
+UNREAD_OR_IDENTITY = UNREAD | IDENTITY
+
+
+def content_key(raw: Mapping[str, Any], *, drop: frozenset[str]) -> bytes | None:
+    """The pod object as bytes, less the metadata fields in `drop`; None (not remembered) when the
+    bytes could not tell it from another object: orjson refuses it (an integer beyond 64 bits, a
+    key that is not a string) or it holds an infinite or NaN float, which orjson writes as null
+    (objects decoded from JSON by orjson never do; ones read from YAML may)."""
+    meta = raw.get("metadata")
+    if isinstance(meta, dict) and not drop.isdisjoint(meta):
+        raw = {**raw, "metadata": {k: v for k, v in meta.items() if k not in drop}}
+    try:
+        data = orjson.dumps(raw)
+    except TypeError:
+        return None
+    if (b":null" in data or b"[null" in data or b",null" in data) and _non_finite(raw):
+        return None
+    return data
+
+
+def _non_finite(value: object) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_non_finite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_non_finite(v) for v in value)
+    return False
+
+
+class Memo(Generic[Value]):
+    """A bounded dict tied to its owner: `get(owner, key, compute)`."""
+
+    MAX = 1024
+
+    def __init__(self) -> None:
+        self._owner: tuple[object, ...] = ()
+        self._items: dict[tuple[object, ...], Value] = {}
+
+    def clear(self) -> None:
+        self._owner, self._items = (), {}
+
+    def get(self, owner: tuple[object, ...], key: tuple[object, ...] | None, compute: Callable[[], Value]) -> Value:
+        """The remembered value for `key`, else `compute()`'s (remembered); no key: always computed."""
+        if key is None:
+            return compute()
+        mine = self._owner
+        if len(mine) != len(owner) or any(a is not b for a, b in zip(mine, owner, strict=True)):
+            self._owner, self._items = owner, {}
+        found = self._items.get(key)
+        if found is None:
+            found = compute()  # an exception propagates and nothing is remembered
+            if len(self._items) >= self.MAX:
+                self._items.clear()
+            self._items[key] = found
+        return found
