@@ -39,3 +39,15 @@ def settings_and_catalog(policy: Path | None) -> tuple[Settings, Catalog]:
         return settings, load_catalog(settings.catalog_overlay)
     except (ConfigError, ValueError) as exc:
         raise fail(str(exc)) from None
+
+
+def write_output(text: str, out: Path | None, *, what: str) -> None:
+    """`text` to stdout, or to `out` with a line on stderr saying so; a write error exits 2."""
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    try:
+        out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise fail(f"{out}: cannot write: {exc.strerror or exc}") from None
+    err.print(f"wrote the {what} to {out}", highlight=False, soft_wrap=True)

@@ -26,7 +26,7 @@ from webhook.audit.render_openreports import OPENREPORTS, render_open_reports
 from webhook.audit.render_policy import WGPOLICY, ReportApi, render_json, render_policy_reports
 from webhook.audit.render_text import print_table, render_markdown, render_table
 from webhook.audit.run import AuditReport, Manifest, run_audit
-from webhook.cli.app import app, err, fail, settings_and_catalog
+from webhook.cli.app import app, err, fail, settings_and_catalog, write_output
 from webhook.state.files import SnapshotError, iter_files, load_objects
 from webhook.state.listing import CLUSTER_KINDS, ListingError, api_message, list_kinds
 
@@ -153,15 +153,7 @@ def emit(report: AuditReport, output_format: Format, out: Path | None) -> None:
         console = Console()
         print_table(report, console if console.is_terminal else Console(width=120, color_system=None))
         return
-    text = RENDERERS[output_format](report)
-    if out is None:
-        typer.echo(text, nl=False)
-        return
-    try:
-        out.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise fail(f"{out}: cannot write: {exc.strerror or exc}") from None
-    err.print(f"wrote the {output_format.value} report to {out}", highlight=False, soft_wrap=True)
+    write_output(RENDERERS[output_format](report), out, what=f"{output_format.value} report")
 
 
 def read_state(path: Path) -> list[dict[str, Any]]:

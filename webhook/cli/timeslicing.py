@@ -21,7 +21,7 @@ from rich.markup import escape
 
 from webhook.audit.render_timeslicing import PlanReport, print_table, render_json, render_yaml
 from webhook.audit.timeslicing import plan_cluster
-from webhook.cli.app import app, err, fail, settings_and_catalog
+from webhook.cli.app import app, err, fail, settings_and_catalog, write_output
 from webhook.cli.audit import connect, list_cluster, load_manifests, read_state, report_time
 from webhook.core.deviceplugin import (
     DEFAULT_CLUSTER_POLICY,
@@ -139,14 +139,7 @@ def emit(report: PlanReport, output_format: Format, out: Path | None) -> None:
         text = render_table(report)
     else:
         text = render_json(report) if output_format is Format.json else render_yaml(report)
-    if out is None:
-        typer.echo(text, nl=False)
-        return
-    try:
-        out.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise fail(f"{out}: cannot write: {exc.strerror or exc}") from None
-    err.print(f"wrote the {output_format.value} plan to {out}", highlight=False, soft_wrap=True)
+    write_output(text, out, what=f"{output_format.value} plan")
 
 
 def perform(api_client: Any, report: PlanReport, *, wait: float) -> None:
