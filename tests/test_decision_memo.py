@@ -70,7 +70,7 @@ def make_guard(namespaces: dict[str, dict[str, str]]) -> Guard:
 def fresh() -> Iterator[None]:
     """Every memo computes (and remembers nothing) while inside."""
     original = memo.Memo.get
-    memo.Memo.get = lambda self, owner, key, compute: compute()  # type: ignore[method-assign]
+    memo.Memo.get = lambda self, owner, key, compute, keep=None: compute()  # type: ignore[method-assign]
     try:
         yield
     finally:
@@ -235,12 +235,15 @@ NAMESPACES = ("team-a", "team-b", "kube-system")
 
 IDENTITY_EDITS = ("name", "uid", "managedFields", "creationTimestamp")
 edit_lists = st.lists(st.tuples(st.sampled_from(sorted(EDITS)), st.integers(0, 4)), max_size=4)
-Step = tuple[int, list[tuple[str, int]], str, bool]
-#: a step: which of the example's few distinct pods, then edits of what only names a pod (a replica)
+Step = tuple[int, list[tuple[str, int]], str, bool, bool]
+#: a step: which of the example's few distinct pods, then edits of what only names a pod (a
+#: replica), the namespace, dry run, and whether the scheduler then binds the pod to the GPU node
+#: (which changes the committed VRAM every later capacity check reads)
 steps = st.tuples(
     st.integers(0, 2),
     st.lists(st.tuples(st.sampled_from(IDENTITY_EDITS), st.integers(0, 4)), max_size=2),
     st.sampled_from(NAMESPACES),
+    st.booleans(),
     st.booleans(),
 )
 
@@ -254,6 +257,17 @@ def review_of(edits: list[tuple[str, int]], namespace: str, dry_run: bool, *, ui
         options[choice % len(options)](pod)
     pod["metadata"]["namespace"] = namespace
     req.update(uid=f"req-{uid}", namespace=namespace, dryRun=dry_run, name=pod["metadata"].get("name", ""))
+    return parse_review(review)
+
+
+def binding_of(req: AdmissionRequest, *, uid: int) -> AdmissionRequest:
+    """The scheduler's binding of the pod `req` created to the example's GPU node."""
+    review = recorded("validate-binding-binding-create-1")
+    meta = (req.object or {}).get("metadata", {})
+    name = meta.get("name") or meta.get("generateName") or ""
+    review["request"].update(uid=f"bind-{uid}", namespace=req.namespace, name=name)
+    review["request"]["object"]["metadata"].update(name=name, namespace=req.namespace, uid=meta.get("uid", ""))
+    review["request"]["object"]["target"]["name"] = "gpu-h100-a"
     return parse_review(review)
 
 
@@ -277,7 +291,7 @@ def guards() -> list[tuple[Guard, Guard]]:
 def test_remembered_answers_equal_fresh_ones(
     guards: list[tuple[Guard, Guard]], pods: list[list[tuple[str, int]]], sequence: list[Step], view: int
 ) -> None:
-    for number, (pod, renamed, namespace, dry_run) in enumerate(sequence):
+    for number, (pod, renamed, namespace, dry_run, bind) in enumerate(sequence):
         which = (view + (2 * number >= len(sequence))) % len(guards)  # halfway, the view changes
         remembering, computing = guards[which]
         edits = pods[pod % len(pods)] + renamed
@@ -288,21 +302,28 @@ def test_remembered_answers_equal_fresh_ones(
             assert mutate(as_mutation(req), computing) == mutated, (edits, namespace, dry_run, which)
             assert validate(req, computing) == validated, (edits, namespace, dry_run, which)
         assert remembered(remembering, req) == remembered(computing, req)
+        if bind:
+            binding = binding_of(req, uid=number)
+            bound = validate(binding, remembering)
+            with fresh():
+                assert validate(binding, computing) == bound, (edits, namespace, which)
 
 
 def test_replicas_are_computed_once_and_each_is_answered_and_remembered_under_its_own_name() -> None:
     guard = make_guard({})
-    computed: list[object] = []
+    computed: list[tuple[int, object]] = []
     original = memo.Memo.get
 
-    def counting(self: memo.Memo[Any], owner: tuple[object, ...], key: tuple[object, ...], compute: Any) -> Any:
+    def counting(
+        self: memo.Memo[Any], owner: tuple[object, ...], key: tuple[object, ...], compute: Any, keep: Any = None
+    ) -> Any:
         def counted() -> Any:
-            computed.append(key)
+            computed.append((id(self), key))
             return compute()
 
-        return original(self, owner, key, counted)
+        return original(self, owner, key, counted, keep)
 
-    memo.Memo.get = counting  # type: ignore[method-assign]
+    memo.Memo.get = counting  # type: ignore[method-assign,assignment]
     try:
         replicas = [review_of([("name", 0), ("managedFields", 1)], "team-a", False, uid=0)]
         for i in range(1, 4):
@@ -319,8 +340,39 @@ def test_replicas_are_computed_once_and_each_is_answered_and_remembered_under_it
         answers = [validate(r, guard) for r in replicas]
     finally:
         memo.Memo.get = original  # type: ignore[method-assign]
-    assert len(computed) == 1  # one distinct pod
+    # one distinct pod: the whole evaluation and the pod's own assessment, each computed once
+    assert len(computed) == 2 and len({memo_id for memo_id, _ in computed}) == 2
     assert all(a == answers[0] for a in answers)
     for i, _ in enumerate(replicas):
         tenant = guard.ledger.find_tenant(f"team-a/ollama-replica-{i}")
         assert tenant is not None and tenant.uid == f"uid-{i}"
+
+
+@pytest.mark.parametrize(
+    ("bind", "namespaces"),
+    [
+        pytest.param(True, {}, id="bindings-fill-the-node"),
+        pytest.param(False, {"team-a": {"ollama-guard.io/vram-quota": "100Gi"}}, id="admitted-pods-fill-the-quota"),
+    ],
+)
+def test_a_remembered_evaluation_ends_when_the_cluster_fills(bind: bool, namespaces: dict[str, dict[str, str]]) -> None:
+    """Replicas that fit are answered from the memo only while nothing they depend on changed:
+    once bindings commit the node's VRAM (or pods admitted at CREATE use up the namespace's
+    quota), the same pod's next replica is denied, exactly as a fresh computation denies it."""
+    guard = make_guard(namespaces)
+    answers: list[AdmissionResponse] = []
+    for number in range(8):
+        edits = [("vram", 2), ("name", number % 2), ("uid", number % 2)]
+        req = review_of(edits, "team-a", False, uid=number)
+        meta = req.object["metadata"]  # type: ignore[index]
+        meta.update(name=f"ollama-fill-{number}", uid=f"fill-{number}")
+        req = req.model_copy(update={"name": meta["name"]})
+        answer = validate(req, guard)
+        with fresh():
+            assert validate(req, guard) == answer, number
+        answers.append(answer)
+        if answer.allowed and bind:
+            validate(binding_of(req, uid=number), guard)
+    assert answers[0].allowed
+    denied = [a for a in answers if not a.allowed]
+    assert denied and "VRAM" in denied[0].message

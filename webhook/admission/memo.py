@@ -68,8 +68,15 @@ class Memo(Generic[Value]):
     def clear(self) -> None:
         self._owner, self._items = (), {}
 
-    def get(self, owner: tuple[object, ...], key: tuple[object, ...] | None, compute: Callable[[], Value]) -> Value:
-        """The remembered value for `key`, else `compute()`'s (remembered); no key: always computed."""
+    def get(
+        self,
+        owner: tuple[object, ...],
+        key: tuple[object, ...] | None,
+        compute: Callable[[], Value],
+        keep: Callable[[Value], bool] | None = None,
+    ) -> Value:
+        """The remembered value for `key`, else `compute()`'s, remembered unless `keep` says no (a
+        value that would be wrong for another replica); no key: always computed."""
         if key is None:
             return compute()
         mine = self._owner
@@ -78,6 +85,8 @@ class Memo(Generic[Value]):
         found = self._items.get(key)
         if found is None:
             found = compute()  # an exception propagates and nothing is remembered
+            if keep is not None and not keep(found):
+                return found
             if len(self._items) >= self.MAX:
                 self._items.clear()
             self._items[key] = found

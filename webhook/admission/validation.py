@@ -17,7 +17,7 @@ from webhook.admission.memo import UNREAD_OR_IDENTITY, Memo, content_key
 from webhook.admission.mutation import is_pod
 from webhook.admission.review import AdmissionRequest, AdmissionResponse
 from webhook.admission.workloads import validate_workload
-from webhook.core.evaluation import PodAssessment, Violation, assess_pod, evaluate_pod
+from webhook.core.evaluation import PodAssessment, PodEvaluation, Violation, assess_pod, evaluate_pod
 from webhook.core.explain import CAPACITY_FIX, describe_fit
 from webhook.core.policy import guard_annotations, is_policy_admin
 from webhook.core.quantity import format_mib
@@ -52,16 +52,7 @@ def validate_pod(req: AdmissionRequest, guard: Guard) -> AdmissionResponse:
     assert req.object is not None
     ledger = guard.ledger
     try:
-        evaluation = evaluate_pod(
-            req.object,
-            namespace=req.namespace,
-            cluster=guard.cluster,
-            catalog=guard.catalog,
-            view=ledger.view,
-            committed=ledger.committed,
-            pending_usage=ledger.pending_usage,
-            assessed=assessed_pod(req.object, req.namespace, guard),
-        )
+        evaluation = evaluated_pod(req.object, req.namespace, guard)
     except DeclarationError as exc:
         return rv.bad_declaration(f"pod {req.namespace}/{req.name}: {exc}")
     response = enforce(evaluation.policy, evaluation.violations, guard, subject=f"pod {req.namespace}/{req.name}")
@@ -71,25 +62,71 @@ def validate_pod(req: AdmissionRequest, guard: Guard) -> AdmissionResponse:
 
 
 _assessments: Memo[PodAssessment] = Memo()
+_evaluations: Memo[PodEvaluation] = Memo()
 
 
-def assessed_pod(raw: dict[str, Any], namespace: str, guard: Guard) -> PodAssessment:
-    """`assess_pod` for a Pod CREATE, remembered per distinct pod (see `memo`): a replica differs
-    only by name and UID, which are read from this request. Raises DeclarationError as `read_pod`."""
+def evaluated_pod(raw: dict[str, Any], namespace: str, guard: Guard) -> PodEvaluation:
+    """`evaluate_pod` for a Pod CREATE, remembered per distinct pod (see `memo`) at two levels:
+
+    - the whole evaluation, tied besides to the published view and the ledger's committed state
+      (`Ledger.capacity_token`: any binding, release, expiry or new view starts it afresh), kept
+      only when it holds for a replica (`PodAssessment.names_no_pod`);
+    - what the pod's content alone decides (`assess_pod`), tied to the view's namespaces only, so
+      it outlives bindings.
+
+    A replica differs only by name and UID, which are read from this request. Raises
+    DeclarationError as `read_pod`."""
+    ledger = guard.ledger
+    view = ledger.view
+    content = content_key(raw, drop=UNREAD_OR_IDENTITY)
+    key = None if content is None else (namespace, content)
+    meta = raw.get("metadata")
+    name, uid = pod_identity(meta if isinstance(meta, dict) else {})
+    owner = (guard.cluster, guard.catalog, view, ledger.capacity_token())
+    assessed: list[PodAssessment] = []
+
+    def compute() -> PodEvaluation:
+        assessed.append(assessed_pod(raw, namespace, guard, key=key, identity=(name, uid)))
+        return evaluate_pod(
+            raw,
+            namespace=namespace,
+            cluster=guard.cluster,
+            catalog=guard.catalog,
+            view=view,
+            committed=ledger.committed,
+            pending_usage=ledger.pending_usage,
+            assessed=assessed[0],
+        )
+
+    def holds_for_replicas(evaluation: PodEvaluation) -> bool:
+        return assessed[0].names_no_pod(evaluation)
+
+    found = _evaluations.get(owner, key, compute, keep=holds_for_replicas)
+    if (found.pod.name, found.pod.uid) == (name, uid):
+        return found
+    return found.with_pod(found.pod.renamed(name, uid))
+
+
+def assessed_pod(
+    raw: dict[str, Any],
+    namespace: str,
+    guard: Guard,
+    *,
+    key: tuple[object, ...] | None,
+    identity: tuple[str, str],
+) -> PodAssessment:
+    """`assess_pod` for a Pod CREATE, remembered per distinct pod under `key` (the pod's content
+    and namespace, or None: computed afresh), answered for the pod `identity` (name, UID) names."""
     cluster, catalog, view = guard.cluster, guard.catalog, guard.ledger.view
 
     def compute() -> PodAssessment:
         pod = read_pod(raw, gpu_resources=cluster.gpu_resources, namespace=namespace)
         return assess_pod(pod, view.namespace_policy(cluster, pod.namespace), cluster=cluster, catalog=catalog)
 
-    content = content_key(raw, drop=UNREAD_OR_IDENTITY)
-    key = None if content is None else (namespace, content)
     found = _assessments.get((cluster, catalog, view.namespaces), key, compute)
-    meta = raw.get("metadata")
-    name, uid = pod_identity(meta if isinstance(meta, dict) else {})
-    if (found.pod.name, found.pod.uid) == (name, uid):
+    if (found.pod.name, found.pod.uid) == identity:
         return found
-    return found.with_pod(found.pod.renamed(name, uid))
+    return found.with_pod(found.pod.renamed(*identity))
 
 
 def validate_binding(req: AdmissionRequest, guard: Guard) -> AdmissionResponse:

@@ -72,6 +72,11 @@ class PodEvaluation:
     def failures(self) -> tuple[Violation, ...]:
         return tuple(v for v in self.violations if v.severity == "fail")
 
+    def with_pod(self, pod: PodFacts) -> PodEvaluation:
+        """The same evaluation for `pod`, which differs only by name and UID (valid only when no
+        violation names the pod: see `names_no_pod`)."""
+        return PodEvaluation(pod, self.policy, self.demand, self.violations, self.notes, self.fits, self.skipped)
+
 
 @dataclass(frozen=True, slots=True)
 class PodAssessment:
@@ -88,10 +93,16 @@ class PodAssessment:
 
     def with_pod(self, pod: PodFacts) -> PodAssessment:
         """The same assessment for `pod`, a pod that differs from this one only by name and UID."""
-        done = self.done
-        if done is not None:
-            done = PodEvaluation(pod, done.policy, done.demand, done.violations, done.notes, done.fits, done.skipped)
+        done = None if self.done is None else self.done.with_pod(pod)
         return PodAssessment(pod, self.policy, self.demand, self.violations, done)
+
+    def names_no_pod(self, evaluation: PodEvaluation) -> bool:
+        """Whether `evaluation` (of this assessment) holds for a replica under another name: the
+        cluster's state added no violation (capacity and quota messages name the pod) and no quota
+        was read (a namespace's pending VRAM changes with every pod admitted)."""
+        if evaluation.violations is not self.violations and evaluation.violations != self.violations:
+            return False
+        return self.done is not None or not (self.pod.is_gpu_tenant and self.policy.vram_quota_mib is not None)
 
 
 def assess_pod(

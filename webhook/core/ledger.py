@@ -11,6 +11,10 @@ watch still finds its pod. The clock is injected (monotonic); no I/O.
 Every call on the request path costs O(reservations on one node), never O(all reservations):
 reservations are indexed by node and by namespace, and kept in expiry order (one TTL, a
 monotonic clock), so expiring them only looks at the oldest.
+
+`capacity_token()` names the state `committed` answers from: a new object whenever a view is
+published or a reservation is taken, dropped or expires, so an answer computed from `committed`
+may be remembered under it (the validating webhook does, per distinct pod).
 """
 
 from __future__ import annotations
@@ -87,6 +91,7 @@ class Ledger:
         self._of_namespace: dict[str, dict[str, Reservation]] = {}
         self._admitted: dict[str, tuple[Tenant, float]] = {}  # by namespace/name, oldest first
         self._admitted_in: dict[str, dict[str, Tenant]] = {}  # namespace -> namespace/name -> tenant
+        self._capacity = object()  # replaced whenever what `committed` answers may change
 
     @property
     def view(self) -> ClusterView:
@@ -99,6 +104,7 @@ class Ledger:
         (`find_tenant` and the quota read them from the view)."""
         with self._lock:
             self._view = view
+            self._capacity = object()
             for uid, res in list(self._reservations.items()):
                 tenant = view.tenants.get(res.key)
                 if tenant is not None and tenant.uid == uid and tenant.node:
@@ -115,6 +121,13 @@ class Ledger:
         with self._lock:
             self._expire_locked()  # an expired reservation holds nothing, even if no binding came since
             return self._committed_locked(node)
+
+    def capacity_token(self) -> object:
+        """The identity of the current committed state (see the module docstring): equal tokens
+        (`is`) mean every `committed(node)` answers the same as when the token was read."""
+        with self._lock:
+            self._expire_locked()
+            return self._capacity
 
     def reservations(self) -> tuple[Reservation, ...]:
         with self._lock:
@@ -207,6 +220,7 @@ class Ledger:
 
     def _add_locked(self, res: Reservation) -> None:
         self._drop_locked(res.uid)  # re-inserted at the end: the dict stays in expiry order
+        self._capacity = object()
         self._reservations[res.uid] = res
         self._on_node.setdefault(res.node, {})[res.uid] = res
         self._of_namespace.setdefault(_namespace_of(res.key), {})[res.uid] = res
@@ -215,6 +229,7 @@ class Ledger:
         res = self._reservations.pop(uid, None)
         if res is None:
             return
+        self._capacity = object()
         for index, group in ((self._on_node, res.node), (self._of_namespace, _namespace_of(res.key))):
             members = index[group]
             del members[uid]
