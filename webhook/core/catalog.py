@@ -32,6 +32,9 @@ _REGISTRY_PREFIXES: Final = ("registry.ollama.ai/", "ollama.com/")
 # Variants that name a fine-tune of the same weights shape; any other part makes a tag unknown
 # (e.g. `128k` or `qat` change the context or the size, so guessing would under-estimate).
 _VARIANTS: Final = frozenset({"instruct", "text", "chat", "it", "code", "base", "vision"})
+_NO_BITS: Final = Fraction(0)
+
+
 @dataclass(frozen=True, slots=True)
 class ModelSpec:
     """One resolved model: weights size and the architecture figures the estimate needs."""
@@ -83,9 +86,19 @@ class ModelSpec:
             return 0, "tied embeddings: the output copy stays on the GPU"
         if self.token_embd_bytes:
             return self.token_embd_bytes, "token_embd tensor size from the catalog"
-        bits = EMBD_BITS.get(self.quantization, Fraction(0))
-        size = math.floor(self.vocab_size * self.embedding_length * bits / 8)
-        return size, f"derived: vocab {self.vocab_size} × embedding {self.embedding_length} × {float(bits):g} bits"
+        bits = EMBD_BITS.get(self.quantization, _NO_BITS)
+        how = f"derived: vocab {self.vocab_size} × embedding {self.embedding_length} × {float(bits):g} bits"
+        return self.host_token_embd_bytes(), how
+
+    def host_token_embd_bytes(self) -> int:
+        """The bytes of `host_token_embd` alone: what every estimate needs, without the wording."""
+        if self.tied_embeddings:
+            return 0
+        if self.token_embd_bytes:
+            return self.token_embd_bytes
+        bits = EMBD_BITS.get(self.quantization, _NO_BITS)
+        # floor(vocab × embedding × bits / 8) in integers: the same number, without Fraction objects
+        return self.vocab_size * self.embedding_length * bits.numerator // (bits.denominator * 8)
 
 
 class UnknownModelError(LookupError):

@@ -32,10 +32,13 @@ MAX_CONTEXT = 1 << 21
 
 _REF = re.compile(r"^[a-z0-9][a-z0-9._\-/:@]*$", re.IGNORECASE)
 _TOKEN = r"[^\s;&|'\"`()<>\\]+"
-_CMD = re.compile(rf"(?:^|[\s;&|(/'\"`])ollama\s+(?:pull|run)\s+(?:-\S+\s+)*({_TOKEN})")
+#: `ollama` at the start, after whitespace or after one of ;&|(/'"` (a lookbehind, so that the pattern
+#: starts with the literal and the regex engine searches for it instead of trying every position)
+_CMD = re.compile(rf"ollama(?<![^\s;&|(/'\"`]ollama)\s+(?:pull|run)\s+(?:-\S+\s+)*({_TOKEN})")
 _XARGS = re.compile(r"echo\s+(?:-n\s+)?([\"']?)([^\"'|\n]*)\1\s*\|\s*xargs\s+(?:-\S+\s+)*\S*ollama\s+(?:pull|run)\b")
 _FROM = re.compile(rf"(?:^|[\s\"'])FROM\s+({_TOKEN})", re.MULTILINE)
 _VAR = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
+_CREATE = re.compile(r"ollama\s+create\b")
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,11 +111,12 @@ def discover_models(containers: Iterable[ContainerFacts]) -> tuple[str, ...]:
 
 
 def _models_in(script: str, env: Mapping[str, str | None]) -> list[str]:
-    script = _VAR.sub(lambda m: env.get(m.group(1) or m.group(2)) or m.group(0), script)
+    if "$" in script:  # nothing to expand otherwise
+        script = _VAR.sub(lambda m: env.get(m.group(1) or m.group(2)) or m.group(0), script)
     models = [m.group(1) for m in _CMD.finditer(script)]
     for match in _XARGS.finditer(script):
         models.extend(match.group(2).split())
-    if re.search(r"ollama\s+create\b", script):
+    if _CREATE.search(script):
         models.extend(m.group(1) for m in _FROM.finditer(script))
     return [m for m in models if not m.startswith("$") and not m.startswith("-")]
 

@@ -9,7 +9,8 @@ tenant counts one replica's even share of the node it lands on (`PodDemand.on_no
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Literal
 
 from webhook.core.catalog import Catalog, ModelSpec, UnknownModelError
@@ -101,7 +102,10 @@ def _integer_setting(env: Mapping[str, str | None], name: str, default: int, aut
         notes.append(f"{name} comes from valueFrom; assumed the namespace cap {default}")
         return default
     text = raw.strip()
-    return auto if text == "0" else parse_positive_int(text, what=f"env {name}", limit=_MAX_SETTING)
+    if text == "0":
+        return auto
+    value = whole_number(text, minimum=1, maximum=_MAX_SETTING)  # the common case, without building the error's wording
+    return value if value is not None else parse_positive_int(text, what=f"env {name}", limit=_MAX_SETTING)
 
 
 def _flash_setting(env: Mapping[str, str | None], injected: bool, notes: list[str]) -> bool:
@@ -260,24 +264,12 @@ def compute_demand(pod: PodFacts, *, ns: NamespacePolicy, cluster: ClusterPolicy
 def demand_of(pod: PodFacts, *, ns: NamespacePolicy, cluster: ClusterPolicy, catalog: Catalog) -> PodDemand:
     """The pod's demand, computed (see `compute_demand`): at least its own `ollama-guard.io/vram-mib`
     request (design §14: a pod that requests more than the guard computes holds what it requests)."""
-    demand = _computed_demand(pod, ns=ns, cluster=cluster, catalog=catalog)
-    if pod.vram_mib <= 0:
-        return demand
-    raised = demand.demand_mib is not None and pod.vram_mib > demand.demand_mib
-    return replace(
-        demand,
-        demand_mib=pod.vram_mib if raised else demand.demand_mib,
-        source="requested (ollama-guard.io/vram-mib)" if raised else demand.source,
-        requested_mib=pod.vram_mib,
-    )
-
-
-def _computed_demand(pod: PodFacts, *, ns: NamespacePolicy, cluster: ClusterPolicy, catalog: Catalog) -> PodDemand:
     decl = read_declaration(pod)
+    demand = partial(_at_least_requested, pod.vram_mib, decl)
     if not pod.is_ollama:
         if decl.vram_mib is not None:
-            return PodDemand(decl, "declared", decl.vram_mib)
-        return PodDemand(decl, "default", cluster.default_tenant_vram_mib)
+            return demand("declared", decl.vram_mib)
+        return demand("default", cluster.default_tenant_vram_mib)
     settings, notes = read_settings(pod, ns, context_hint=decl.context_length)
     _, unknown, estimate = _estimate(catalog, decl.models, settings, max(pod.gpus, 1), cluster)
     if unknown and decl.vram_mib is None:
@@ -288,15 +280,33 @@ def _computed_demand(pod: PodFacts, *, ns: NamespacePolicy, cluster: ClusterPoli
         )
     if not decl.models:
         if decl.vram_mib is not None:
-            return PodDemand(decl, "declared", decl.vram_mib, settings, notes=notes)
+            return demand("declared", decl.vram_mib, settings, None, notes)
         notes = (*notes, "no models declared: counted as one replica's even share of the node")
-        return PodDemand(decl, "default", cluster.default_tenant_vram_mib, settings, notes=notes)
+        return demand("default", cluster.default_tenant_vram_mib, settings, None, notes)
     if decl.vram_mib is None:
         assert estimate is not None  # every model is known here
-        return PodDemand(decl, "estimate", estimate.demand_mib, settings, estimate, notes)
+        return demand("estimate", estimate.demand_mib, settings, estimate, notes)
     if estimate is None:
-        return PodDemand(decl, "declared", decl.vram_mib, settings, None, notes)
+        return demand("declared", decl.vram_mib, settings, None, notes)
     if unknown:
         notes = (*notes, f"estimate covers known models only; unknown: {', '.join(unknown)}")
-    demand = max(decl.vram_mib, estimate.demand_mib)
-    return PodDemand(decl, "max(declared, estimate)", demand, settings, estimate, notes)
+    return demand("max(declared, estimate)", max(decl.vram_mib, estimate.demand_mib), settings, estimate, notes)
+
+
+def _at_least_requested(
+    requested_mib: int,
+    decl: Declaration,
+    source: DemandSource,
+    demand_mib: int | None,
+    settings: OllamaSettings | None = None,
+    estimate: PodEstimate | None = None,
+    notes: tuple[str, ...] = (),
+) -> PodDemand:
+    """The demand `source` gives, raised to the pod's own request when that is more (built once)."""
+    if requested_mib <= 0:
+        return PodDemand(decl, source, demand_mib, settings, estimate, notes)
+    raised = demand_mib is not None and requested_mib > demand_mib
+    if raised:
+        return PodDemand(decl, "requested (ollama-guard.io/vram-mib)", requested_mib, settings, estimate, notes,
+                         requested_mib)
+    return PodDemand(decl, source, demand_mib, settings, estimate, notes, requested_mib)

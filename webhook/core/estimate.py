@@ -212,8 +212,7 @@ def headroom_bytes(spec: ModelSpec, *, context: int, flash_attention: bool, ubat
 def gpu_weights_bytes(spec: ModelSpec) -> int:
     """The file's bytes minus the token embedding llama.cpp keeps in host memory (§5.1: 281.8 MiB
     of llama3.1:8b's 4,685 MiB of tensors stay on the host)."""
-    host, _ = spec.host_token_embd()
-    return max(spec.size_bytes - host, 0)
+    return max(spec.size_bytes - spec.host_token_embd_bytes(), 0)
 
 
 def estimate_model(
@@ -225,13 +224,14 @@ def estimate_model(
 ) -> ModelEstimate:
     context = min(settings.context_length, spec.context_length)
     flash = flash_attention_for(spec, settings)
-    kv_type = kv_type_for(spec, settings)
+    kv_type = settings.kv_cache_type if flash else "f16"  # `kv_type_for`, without asking twice
     ubatch = ubatch_for(spec, context)
+    host = spec.host_token_embd_bytes()
     return ModelEstimate(
         requested=requested or spec.tag,
         tag=spec.tag,
         context=context,
-        weights_bytes=gpu_weights_bytes(spec),
+        weights_bytes=max(spec.size_bytes - host, 0),  # `gpu_weights_bytes`
         kv_bytes=kv_cache_bytes(spec, context=context, parallel=settings.num_parallel, kv_type=kv_type, ubatch=ubatch),
         graph_bytes=graph_bytes(spec, context=context, flash_attention=flash, kv_type=kv_type, ubatch=ubatch),
         runner_bytes=runner_overhead_mib * MIB,
@@ -240,7 +240,7 @@ def estimate_model(
         flash_attention=flash,
         kv_type=kv_type,
         ubatch=ubatch,
-        host_bytes=spec.host_token_embd()[0],
+        host_bytes=host,
     )
 
 

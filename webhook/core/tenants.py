@@ -101,6 +101,8 @@ class PodFacts:
 
 def is_ollama_image(image: str) -> bool:
     """True for any registry, tag or digest of the `ollama/ollama` repository."""
+    if "ollama" not in image.lower():
+        return False  # what nearly every image says; the repository below is a part of `image`
     repo = image.strip().split("@", 1)[0]
     last_slash = repo.rfind("/")
     colon = repo.rfind(":")
@@ -127,12 +129,19 @@ def could_be_subject(pod: Mapping[str, Any], *, gpu_resources: Sequence[str]) ->
             if not isinstance(container, Mapping):
                 return True
             resources = mapping(container.get("resources"))
-            for section in (mapping(resources.get("limits")), mapping(resources.get("requests"))):
-                if any(r in section for r in gpu_resources) or any(str(k).startswith(MIG_PREFIX) for k in section):
+            for section in (resources.get("limits"), resources.get("requests")):
+                if section and _names_gpu(mapping(section), gpu_resources):
                     return True
             if is_ollama_image(str(container.get("image") or "")):
                 return True
     return False
+
+
+def _names_gpu(section: Mapping[str, Any], gpu_resources: Sequence[str]) -> bool:
+    """Whether a `limits` or `requests` section names a GPU resource or a MIG profile."""
+    if not section.keys().isdisjoint(gpu_resources):
+        return True
+    return any((key if type(key) is str else str(key)).startswith(MIG_PREFIX) for key in section)
 
 
 def read_pod(pod: Mapping[str, Any], *, gpu_resources: Sequence[str], namespace: str = "") -> PodFacts:
