@@ -19,7 +19,7 @@ import jsonpatch
 from benchmarks import objects as ob
 from webhook.admission.context import Guard
 from webhook.admission.mutation import mutate
-from webhook.admission.review import AdmissionRequest
+from webhook.admission.review import parse_request
 from webhook.cli.settings import load_settings
 from webhook.core.catalog import load_catalog
 from webhook.core.inventory import GpuNode, read_node
@@ -77,7 +77,7 @@ def guard_for(policies: Mapping[str, Mapping[str, str]]) -> tuple[ViewBuilder, G
 
 def mutation_patch(guard: Guard, raw: dict[str, Any]) -> list[dict[str, Any]]:
     """The JSON Patch the guard's mutating webhook returns for this pod at CREATE."""
-    req = AdmissionRequest.model_validate({
+    req = parse_request({
         "uid": "generate", "kind": {"version": "v1", "kind": "Pod"},
         "resource": {"version": "v1", "resource": "pods"}, "namespace": raw["metadata"]["namespace"],
         "operation": "CREATE", "object": raw,

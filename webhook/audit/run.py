@@ -37,7 +37,7 @@ import jsonpatch
 
 from webhook.admission.context import Guard, enforce
 from webhook.admission.mutation import mutate
-from webhook.admission.review import AdmissionRequest
+from webhook.admission.review import parse_request
 from webhook.admission.workloads import evaluate_workload
 from webhook.audit.findings import (
     CATEGORY,
@@ -326,7 +326,7 @@ class _Run:
 
     def mutation(self, raw: Mapping[str, Any], namespace: str) -> tuple[Mapping[str, Any], ...]:
         """The JSON Patch the mutating webhook would answer for this pod (dry run)."""
-        request = AdmissionRequest.model_validate(
+        request = parse_request(
             {
                 "uid": "ollama-guard-audit",
                 "kind": {"version": "v1", "kind": "Pod"},

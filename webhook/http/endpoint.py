@@ -41,7 +41,7 @@ DEFAULT_TIMEOUT = 10.0
 #: answer this much before kube-apiserver gives up, so it gets our reason rather than a timeout
 TIMEOUT_HEADROOM = 0.2
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)$")
-_JSON = [(b"content-type", b"application/json")]
+_JSON = (b"content-type", b"application/json")
 
 
 class BodyTooLarge(Exception):
@@ -109,7 +109,7 @@ class Deadline:
     @classmethod
     def inline_ok(cls) -> bool:
         """Whether decisions on this thread can run inline under SIGALRM (installs the handler once)."""
-        if threading.get_ident() != _MAIN_THREAD or not hasattr(signal, "setitimer"):
+        if not _HAS_TIMER or threading.get_ident() != _MAIN_THREAD:
             return False
         if not cls._installed:
             signal.signal(signal.SIGALRM, cls._on_alarm)
@@ -140,6 +140,7 @@ class Deadline:
 
 
 _MAIN_THREAD = threading.main_thread().ident
+_HAS_TIMER = hasattr(signal, "setitimer")
 
 
 class AdmissionEndpoint:
@@ -161,6 +162,7 @@ class AdmissionEndpoint:
         self.guard = guard
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.mutating = webhook == "mutate"
         self._stats = metrics.admissions
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -168,17 +170,23 @@ class AdmissionEndpoint:
         status, body = await self.answer(scope, receive)
         if status == 200:  # a decided review (rejected requests are counted in bad_requests)
             self._stats.observe(self.webhook, time.perf_counter() - started)
-        headers = [*_JSON, (b"content-length", str(len(body)).encode())]
+        headers = [_JSON, (b"content-length", b"%d" % len(body))]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     async def answer(self, scope: Scope, receive: Receive) -> tuple[int, bytes]:
-        headers = dict(scope.get("headers") or [])
-        ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower().decode("latin-1")
-        if ctype != "application/json":
-            return self.reject(415, f"content type must be application/json, got {ctype or 'none'!r}")
+        ctype, declared = b"", b""
+        for name, value in scope.get("headers") or ():
+            if name == b"content-type":
+                ctype = value
+            elif name == b"content-length":
+                declared = value
+        if ctype != b"application/json":  # the exact form kube-apiserver sends; else compare the media type
+            media = ctype.split(b";")[0].strip().lower().decode("latin-1")
+            if media != "application/json":
+                return self.reject(415, f"content type must be application/json, got {media or 'none'!r}")
         try:
-            raw = await self.read_body(headers, receive)
+            raw = await self.read_body(declared, receive)
         except BodyTooLarge:
             return self.reject(413, f"request body exceeds the {self.max_body_bytes} byte limit")
         try:
@@ -188,12 +196,11 @@ class AdmissionEndpoint:
             return self.reject(400, message)
         started = time.perf_counter()
         response = await self.decide(req, query_timeout(scope.get("query_string")) - TIMEOUT_HEADROOM)
-        review = rv.build_review(req.uid, response, mutating=self.webhook == "mutate")
         self.record(req, response, time.perf_counter() - started)
-        return 200, orjson.dumps(review)
+        return 200, rv.encode_review(req.uid, response, mutating=self.mutating)
 
-    async def read_body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
-        declared = headers.get(b"content-length", b"")
+    async def read_body(self, declared: bytes, receive: Receive) -> bytes:
+        """The whole body (`declared`: the Content-Length header's value, b"" when absent)."""
         if declared.isdigit() and (len(declared) > 18 or int(declared) > self.max_body_bytes):
             raise BodyTooLarge
         chunks: list[bytes] = []
@@ -202,13 +209,16 @@ class AdmissionEndpoint:
             message = await receive()
             if message["type"] == "http.disconnect":
                 break
-            chunk = message.get("body", b"")
+            chunk: bytes = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
                 raise BodyTooLarge
-            chunks.append(chunk)
             if not message.get("more_body", False):
+                if not chunks:
+                    return chunk  # the whole body in one message: the common case
+                chunks.append(chunk)
                 break
+            chunks.append(chunk)
         return b"".join(chunks)
 
     async def decide(self, req: AdmissionRequest, budget: float) -> AdmissionResponse:

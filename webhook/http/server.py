@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import importlib.util
-import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
@@ -129,7 +129,7 @@ class JsonFormatter(logging.Formatter):
         entry.update(getattr(record, "fields", {}) or {})
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info).splitlines()[-1]
-        return json.dumps(entry, default=str)
+        return orjson.dumps(entry, default=str).decode()
 
 
 def configure_logging(level: str = "INFO") -> None:

@@ -1,0 +1,114 @@
+"""`parse_review`'s one-pass reader of well-formed reviews (`_well_formed`, issue 17) accepts only
+what the wire type's pydantic model (`_Review`, which words every refusal) accepts, and reads it
+the same.
+
+- Every review recorded from kube-apiserver 1.24 takes the one-pass path and reads to the fields
+  it holds.
+- Hypothesis builds requests from a recorded one with up to three fields replaced by any JSON
+  value, removed, or given a near-miss (an integer for a string, a string for a boolean, an
+  over-long UID, a list of non-strings): whenever the one-pass reader answers, the model accepts
+  the same document and reads the same request; `parse_review` answers exactly as the model does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from webhook.admission import review as rv
+from webhook.admission.review import AdmissionRequest, ReviewError, parse_request, parse_review
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(os.environ.get("OLLAMA_GUARD_FIXTURES", ROOT.parent / "shared/fixtures/kube-apiserver-1.24"))
+RECORDED = sorted(FIXTURES.glob("*.json")) if FIXTURES.is_dir() else []
+pytestmark = pytest.mark.skipif(not RECORDED, reason=f"recorded reviews not found at {FIXTURES}")
+
+
+def by_model(document: Any) -> AdmissionRequest | None:
+    """What the wire type reads from `document`; None: it refuses it."""
+    try:
+        return rv._from_model(rv._Review.model_validate(document).request)
+    except ValidationError:
+        return None
+
+
+@pytest.mark.parametrize("path", RECORDED, ids=[p.stem for p in RECORDED])
+def test_every_recorded_review_is_read_in_one_pass_as_the_model_reads_it(path: Path) -> None:
+    document = json.loads(path.read_text())
+    raw = document["request"]
+    fast = rv._well_formed(raw)
+    assert fast is not None and fast == by_model(document) == parse_review(document) == parse_request(raw)
+    assert (fast.uid, fast.kind.kind, fast.resource.resource, fast.operation, fast.namespace) == (
+        raw["uid"], raw["kind"]["kind"], raw["resource"]["resource"], raw["operation"], raw.get("namespace", ""))
+    assert fast.object is raw.get("object") and fast.dry_run is bool(raw.get("dryRun"))
+    assert fast.user_info.groups == tuple(raw.get("userInfo", {}).get("groups", ()))
+
+
+BASE = json.loads(RECORDED[0].read_text()) if RECORDED else {}
+FIELDS = ["uid", "kind", "resource", "operation", "subResource", "name", "namespace", "userInfo", "object",
+          "oldObject", "dryRun"]
+LEAF = st.one_of(st.none(), st.booleans(), st.integers(-2, 2), st.floats(allow_nan=False), st.text(max_size=3))
+JSON = LEAF | st.recursive(LEAF, lambda inner: st.lists(inner, max_size=2)
+                           | st.dictionaries(st.text(max_size=3), inner, max_size=2), max_leaves=4)
+REMOVED = object()
+NEAR_MISSES = st.sampled_from([
+    "", "u" * 128, "u" * 129, 0, 1, "true", "false", True, False, [], {}, ["a", 1], ["system:masters"], "CREATE",
+    "create", "PATCH", {"version": "v1", "kind": "Pod"}, {"version": "v1", "resource": "pods"},
+    {"group": None, "version": "v1", "kind": "Pod"}, {"version": 1, "kind": "Pod"}, {"username": 7},
+    {"groups": "a"}, {"groups": [None]}, {"username": "a", "uid": "1", "groups": []}, REMOVED,
+])
+#: (where, value): a top-level request field, or a field inside request.kind / .resource / .userInfo
+PLACES = st.one_of(
+    st.tuples(st.sampled_from(FIELDS), st.none()),
+    st.tuples(st.sampled_from(["kind", "resource", "userInfo"]),
+              st.sampled_from(["group", "version", "kind", "resource", "username", "uid", "groups"])),
+)
+EDITS = st.lists(st.tuples(PLACES, NEAR_MISSES | JSON | st.just(REMOVED)), max_size=3)
+
+
+def edited(edits: list[tuple[tuple[str, str | None], Any]]) -> dict[str, Any]:
+    document = json.loads(json.dumps(BASE))
+    request = document["request"]
+    for (where, inner), value in edits:
+        target = request
+        key = where
+        if inner is not None:
+            if not isinstance(request.get(where), dict):
+                continue
+            target, key = request[where], inner
+        if value is REMOVED:
+            target.pop(key, None)
+        else:
+            target[key] = value
+    return document
+
+
+@settings(max_examples=800, deadline=None)
+@given(EDITS)
+def test_the_one_pass_reader_never_accepts_or_reads_other_than_the_model(
+    edits: list[tuple[tuple[str, str | None], Any]],
+) -> None:
+    document = edited(edits)
+    expected = by_model(document)
+    fast = rv._well_formed(document["request"])
+    if fast is not None:
+        assert fast == expected
+    try:
+        got: AdmissionRequest | None = parse_review(document)
+    except ReviewError:
+        got = None
+    assert got == expected
+
+
+def test_a_refusal_still_names_the_field_as_the_model_words_it() -> None:
+    document = edited([(("uid", None), 7), (("dryRun", None), "maybe")])
+    with pytest.raises(ReviewError) as caught:
+        parse_review(document)
+    assert "request.uid" in str(caught.value) and "request.dryRun" in str(caught.value)
