@@ -29,11 +29,13 @@ IDENTITY = frozenset({"name", "uid"})
 UNREAD_OR_IDENTITY = UNREAD | IDENTITY
 
 
-def content_key(raw: Mapping[str, Any], *, drop: frozenset[str]) -> bytes | None:
+def content_key(raw: Mapping[str, Any], *, drop: frozenset[str], finite: bool = False) -> bytes | None:
     """The pod object as bytes, less the metadata fields in `drop`; None (not remembered) when the
     bytes could not tell it from another object: orjson refuses it (an integer beyond 64 bits, a
-    key that is not a string) or it holds an infinite or NaN float, which orjson writes as null
-    (objects decoded from JSON by orjson never do; ones read from YAML may)."""
+    key that is not a string) or it holds an infinite or NaN float, which orjson writes as null.
+    `finite`: the caller knows there is none (the object was decoded by orjson, which refuses NaN
+    and Infinity: what the webhook receives), so the bytes are not searched for them; objects
+    read from YAML or by the standard library's `json` may hold them."""
     meta = raw.get("metadata")
     if isinstance(meta, dict) and not drop.isdisjoint(meta):
         raw = {**raw, "metadata": {k: v for k, v in meta.items() if k not in drop}}
@@ -41,7 +43,7 @@ def content_key(raw: Mapping[str, Any], *, drop: frozenset[str]) -> bytes | None
         data = orjson.dumps(raw)
     except TypeError:
         return None
-    if (b":null" in data or b"[null" in data or b",null" in data) and _non_finite(raw):
+    if not finite and (b":null" in data or b"[null" in data or b",null" in data) and _non_finite(raw):
         return None
     return data
 

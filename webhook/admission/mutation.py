@@ -57,7 +57,7 @@ def mutate(req: AdmissionRequest, guard: Guard) -> AdmissionResponse:
         return rv.allowed()
     view = guard.ledger.view
     owner = (guard.cluster, guard.catalog, view.namespaces, view.nodes)
-    content = content_key(req.object, drop=UNREAD)
+    content = content_key(req.object, drop=UNREAD, finite=req.finite)
     key = None if content is None else (req.namespace, req.dry_run, content)
     response, admitted = _mutations.get(owner, key, lambda: mutation_of(req, guard))
     if admitted is not None:

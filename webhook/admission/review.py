@@ -64,6 +64,9 @@ class AdmissionRequest:
     object: dict[str, Any] | None = None
     old_object: dict[str, Any] | None = None
     dry_run: bool = False
+    #: the review was decoded by orjson, which refuses NaN and Infinity: no float in it is
+    #: non-finite (`memo.content_key` then need not look for one); see `parse_review`
+    finite: bool = field(default=False, compare=False, repr=False)
 
 
 class ReviewError(ValueError):
@@ -115,7 +118,7 @@ class _Review(_Wire):
     request: _Request
 
 
-def parse_review(document: object) -> AdmissionRequest:
+def parse_review(document: object, *, finite: bool = False) -> AdmissionRequest:
     """Validate a decoded JSON document as an AdmissionReview and return its request.
 
     The wire type is the pydantic model `_Review`: it decides what is accepted and words every
@@ -123,15 +126,16 @@ def parse_review(document: object) -> AdmissionRequest:
     as kube-apiserver always sends) is read in one pass of plain Python first (`_well_formed`),
     which accepts only what the model accepts and reads it the same (tests/test_review_parse.py
     proves both against the model): on the request path this costs a fraction of the model's
-    validation (issue 17)."""
+    validation (issue 17). `finite`: the caller decoded `document` with orjson (see
+    `AdmissionRequest.finite`)."""
     if type(document) is dict and document.get("apiVersion") == API_VERSION and document.get("kind") == _KIND:
-        found = _well_formed(document.get("request"))
+        found = _well_formed(document.get("request"), finite)
         if found is not None:
             return found
     if not isinstance(document, dict):
         raise ReviewError("body is not a JSON object; expected an admission.k8s.io/v1 AdmissionReview")
     try:
-        return _from_model(_Review.model_validate(document).request)
+        return _from_model(_Review.model_validate(document).request, finite)
     except ValidationError as exc:
         raise _invalid(exc) from None
 
@@ -152,7 +156,7 @@ def _invalid(exc: ValidationError) -> ReviewError:
     return ReviewError(f"not an admission.k8s.io/v1 AdmissionReview request: {problems}")
 
 
-def _from_model(req: _Request) -> AdmissionRequest:
+def _from_model(req: _Request, finite: bool = False) -> AdmissionRequest:
     user = req.user_info
     return AdmissionRequest(
         req.uid,
@@ -166,6 +170,7 @@ def _from_model(req: _Request) -> AdmissionRequest:
         req.object,
         req.old_object,
         req.dry_run,
+        finite,
     )
 
 
@@ -204,7 +209,7 @@ def _user(username: str, uid: str, groups: tuple[str, ...]) -> UserInfo:
     return found
 
 
-def _well_formed(raw: object) -> AdmissionRequest | None:
+def _well_formed(raw: object, finite: bool = False) -> AdmissionRequest | None:
     """The request when every field it holds has exactly its JSON type (what kube-apiserver
     sends); None for anything else, which `_Request` then validates (and words the refusal of)."""
     if type(raw) is not dict:
@@ -248,7 +253,7 @@ def _well_formed(raw: object) -> AdmissionRequest | None:
             if type(group) is not str:
                 return None
         info = _user(username, user_uid, tuple(groups))
-    return AdmissionRequest(uid, gvk, gvr, operation, sub, name, namespace, info, obj, old, dry_run)  # type: ignore[arg-type]
+    return AdmissionRequest(uid, gvk, gvr, operation, sub, name, namespace, info, obj, old, dry_run, finite)  # type: ignore[arg-type]
 
 
 _NO_USER = UserInfo()

@@ -52,7 +52,7 @@ def validate_pod(req: AdmissionRequest, guard: Guard) -> AdmissionResponse:
     assert req.object is not None
     ledger = guard.ledger
     try:
-        evaluation = evaluated_pod(req.object, req.namespace, guard)
+        evaluation = evaluated_pod(req.object, req.namespace, guard, finite=req.finite)
     except DeclarationError as exc:
         return rv.bad_declaration(f"pod {req.namespace}/{req.name}: {exc}")
     response = enforce(evaluation.policy, evaluation.violations, guard, subject=f"pod {req.namespace}/{req.name}")
@@ -65,7 +65,7 @@ _assessments: Memo[PodAssessment] = Memo()
 _evaluations: Memo[PodEvaluation] = Memo()
 
 
-def evaluated_pod(raw: dict[str, Any], namespace: str, guard: Guard) -> PodEvaluation:
+def evaluated_pod(raw: dict[str, Any], namespace: str, guard: Guard, *, finite: bool = False) -> PodEvaluation:
     """`evaluate_pod` for a Pod CREATE, remembered per distinct pod (see `memo`) at two levels:
 
     - the whole evaluation, tied besides to the published view and the ledger's committed state
@@ -74,11 +74,11 @@ def evaluated_pod(raw: dict[str, Any], namespace: str, guard: Guard) -> PodEvalu
     - what the pod's content alone decides (`assess_pod`), tied to the view's namespaces only, so
       it outlives bindings.
 
-    A replica differs only by name and UID, which are read from this request. Raises
-    DeclarationError as `read_pod`."""
+    A replica differs only by name and UID, which are read from this request. `finite`: see
+    `memo.content_key`. Raises DeclarationError as `read_pod`."""
     ledger = guard.ledger
     view = ledger.view
-    content = content_key(raw, drop=UNREAD_OR_IDENTITY)
+    content = content_key(raw, drop=UNREAD_OR_IDENTITY, finite=finite)
     key = None if content is None else (namespace, content)
     meta = raw.get("metadata")
     name, uid = pod_identity(meta if isinstance(meta, dict) else {})

@@ -190,7 +190,7 @@ class AdmissionEndpoint:
         except BodyTooLarge:
             return self.reject(413, f"request body exceeds the {self.max_body_bytes} byte limit")
         try:
-            req = rv.parse_review(orjson.loads(raw))
+            req = rv.parse_review(orjson.loads(raw), finite=True)  # orjson refuses NaN and Infinity
         except (ValueError, RecursionError) as exc:
             message = str(exc) if isinstance(exc, rv.ReviewError) else f"body is not valid JSON: {str(exc)[:200]}"
             return self.reject(400, message)
