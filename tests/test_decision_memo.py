@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -273,7 +272,7 @@ def binding_of(req: AdmissionRequest, *, uid: int) -> AdmissionRequest:
 
 
 def as_mutation(req: AdmissionRequest) -> AdmissionRequest:
-    return dataclasses.replace(req, uid=req.uid + "-m")
+    return req._replace(uid=req.uid + "-m")
 
 
 def remembered(guard: Guard, req: AdmissionRequest) -> object:
@@ -367,7 +366,7 @@ def test_a_remembered_evaluation_ends_when_the_cluster_fills(bind: bool, namespa
         req = review_of(edits, "team-a", False, uid=number)
         meta = req.object["metadata"]  # type: ignore[index]
         meta.update(name=f"ollama-fill-{number}", uid=f"fill-{number}")
-        req = dataclasses.replace(req, name=meta["name"])
+        req = req._replace(name=meta["name"])
         answer = validate(req, guard)
         with fresh():
             assert validate(req, guard) == answer, number

@@ -133,6 +133,13 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str = "INFO") -> None:
+    """One JSON line per record on stderr. A record does not look up the calling source line,
+    thread or process (the logging HOWTO's "Optimization": none of them is in the line, and each
+    denied or warned review writes one)."""
+    logging._srcfile = None  # documented: skips sys._getframe per record
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger("ollama_guard")
