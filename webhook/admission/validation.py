@@ -52,12 +52,12 @@ def validate_pod(req: AdmissionRequest, guard: Guard) -> AdmissionResponse:
     assert req.object is not None
     ledger = guard.ledger
     try:
-        evaluation = evaluated_pod(req.object, req.namespace, guard, finite=req.finite)
+        evaluation, identity = remembered_evaluation(req.object, req.namespace, guard, finite=req.finite)
     except DeclarationError as exc:
         return rv.bad_declaration(f"pod {req.namespace}/{req.name}: {exc}")
     response = enforce(evaluation.policy, evaluation.violations, guard, subject=f"pod {req.namespace}/{req.name}")
     if response.allowed and not req.dry_run and evaluation.demand is not None and evaluation.pod.is_gpu_tenant:
-        ledger.remember_admitted(tenant_from_pod(evaluation.pod, evaluation.demand))
+        ledger.remember_admitted(tenant_from_pod(evaluation.pod, evaluation.demand, identity=identity))
     return rv.with_warnings(response, evaluation.notes[:1]) if evaluation.notes else response
 
 
@@ -65,7 +65,9 @@ _assessments: Memo[PodAssessment] = Memo()
 _evaluations: Memo[PodEvaluation] = Memo()
 
 
-def evaluated_pod(raw: dict[str, Any], namespace: str, guard: Guard, *, finite: bool = False) -> PodEvaluation:
+def remembered_evaluation(
+    raw: dict[str, Any], namespace: str, guard: Guard, *, finite: bool = False
+) -> tuple[PodEvaluation, tuple[str, str]]:
     """`evaluate_pod` for a Pod CREATE, remembered per distinct pod (see `memo`) at two levels:
 
     - the whole evaluation, tied besides to the published view and the ledger's committed state
@@ -74,8 +76,9 @@ def evaluated_pod(raw: dict[str, Any], namespace: str, guard: Guard, *, finite: 
     - what the pod's content alone decides (`assess_pod`), tied to the view's namespaces only, so
       it outlives bindings.
 
-    A replica differs only by name and UID, which are read from this request. `finite`: see
-    `memo.content_key`. Raises DeclarationError as `read_pod`."""
+    A replica differs only by name and UID: the evaluation returned may be another replica's (its
+    `pod` then names that one), with this pod's (name, UID) beside it; nothing else in it names
+    the pod. `finite`: see `memo.content_key`. Raises DeclarationError as `read_pod`."""
     ledger = guard.ledger
     view = ledger.view
     content = content_key(raw, drop=UNREAD_OR_IDENTITY, finite=finite)
@@ -101,10 +104,7 @@ def evaluated_pod(raw: dict[str, Any], namespace: str, guard: Guard, *, finite: 
     def holds_for_replicas(evaluation: PodEvaluation) -> bool:
         return assessed[0].names_no_pod(evaluation)
 
-    found = _evaluations.get(owner, key, compute, keep=holds_for_replicas)
-    if (found.pod.name, found.pod.uid) == (name, uid):
-        return found
-    return found.with_pod(found.pod.renamed(name, uid))
+    return _evaluations.get(owner, key, compute, keep=holds_for_replicas), (name, uid)
 
 
 def assessed_pod(

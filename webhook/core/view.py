@@ -88,12 +88,16 @@ class ClusterView:
         return policy
 
 
-def tenant_from_pod(pod: PodFacts, demand: PodDemand | None, problem: str = "") -> Tenant:
+def tenant_from_pod(
+    pod: PodFacts, demand: PodDemand | None, problem: str = "", *, identity: tuple[str, str] | None = None
+) -> Tenant:
+    """The tenant `pod` is; `identity` (name, UID): of a replica these facts stand for instead."""
     decl_models = demand.declaration.models if demand else ()
+    name, uid = identity or (pod.name, pod.uid)
     return Tenant(
         namespace=pod.namespace,
-        name=pod.name,
-        uid=pod.uid,
+        name=name,
+        uid=uid,
         node=pod.node_name,
         gpus=pod.gpus,
         is_ollama=pod.is_ollama,
