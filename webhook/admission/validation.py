@@ -130,11 +130,10 @@ def assessed_pod(
 
 
 def validate_binding(req: AdmissionRequest, guard: Guard) -> AdmissionResponse:
-    obj = req.object if isinstance(req.object, dict) else {}
-    target = obj.get("target") if isinstance(obj.get("target"), dict) else {}
-    node_name = str((target or {}).get("name") or "")
-    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
-    pod_uid = str((meta or {}).get("uid") or "")
+    obj = req.object or {}
+    target, meta = obj.get("target"), obj.get("metadata")
+    node_name = str(target.get("name") or "") if isinstance(target, dict) else ""
+    pod_uid = str(meta.get("uid") or "") if isinstance(meta, dict) else ""
     key = f"{req.namespace}/{req.name}"
     view = guard.ledger.view
     node = view.nodes.get(node_name)
