@@ -12,9 +12,9 @@ No I/O here.
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, NamedTuple, get_args
+from typing import Any, Literal, NamedTuple, TypeVar, get_args
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -162,13 +162,13 @@ def _from_model(req: _Request, finite: bool = False) -> AdmissionRequest:
     user = req.user_info
     return AdmissionRequest(
         req.uid,
-        _kind(req.kind.group, req.kind.version, req.kind.kind),
-        _resource(req.resource.group, req.resource.version, req.resource.resource),
+        _shared(_KINDS, GroupVersionKind, req.kind.group, req.kind.version, req.kind.kind),
+        _shared(_RESOURCES, GroupVersionResource, req.resource.group, req.resource.version, req.resource.resource),
         req.operation,
         req.sub_resource,
         req.name,
         req.namespace,
-        _user(user.username, user.uid, user.groups),
+        _shared(_USERS, UserInfo, user.username, user.uid, user.groups),
         req.object,
         req.old_object,
         req.dry_run,
@@ -178,36 +178,20 @@ def _from_model(req: _Request, finite: bool = False) -> AdmissionRequest:
 
 _OPERATIONS: frozenset[object] = frozenset(get_args(Operation))
 #: the few distinct kinds, resources and users a cluster sends, as shared frozen values
-_KINDS: dict[tuple[str, str, str], GroupVersionKind] = {}
-_RESOURCES: dict[tuple[str, str, str], GroupVersionResource] = {}
-_USERS: dict[tuple[str, str, tuple[str, ...]], UserInfo] = {}
+_KINDS: dict[tuple[Any, ...], GroupVersionKind] = {}
+_RESOURCES: dict[tuple[Any, ...], GroupVersionResource] = {}
+_USERS: dict[tuple[Any, ...], UserInfo] = {}
 _SHARED_MAX = 512
+_Shared = TypeVar("_Shared")
 
 
-def _kind(group: str, version: str, kind: str) -> GroupVersionKind:
-    found = _KINDS.get((group, version, kind))
+def _shared(table: dict[tuple[Any, ...], _Shared], make: Callable[..., _Shared], *parts: Any) -> _Shared:
+    """`make(*parts)`, the same value each time for the same parts (at most _SHARED_MAX kept)."""
+    found = table.get(parts)
     if found is None:
-        found = GroupVersionKind(group, version, kind)
-        if len(_KINDS) < _SHARED_MAX:
-            _KINDS[(group, version, kind)] = found
-    return found
-
-
-def _resource(group: str, version: str, resource: str) -> GroupVersionResource:
-    found = _RESOURCES.get((group, version, resource))
-    if found is None:
-        found = GroupVersionResource(group, version, resource)
-        if len(_RESOURCES) < _SHARED_MAX:
-            _RESOURCES[(group, version, resource)] = found
-    return found
-
-
-def _user(username: str, uid: str, groups: tuple[str, ...]) -> UserInfo:
-    found = _USERS.get((username, uid, groups))
-    if found is None:
-        found = UserInfo(username, uid, groups)
-        if len(_USERS) < _SHARED_MAX:
-            _USERS[(username, uid, groups)] = found
+        found = make(*parts)
+        if len(table) < _SHARED_MAX:
+            table[parts] = found
     return found
 
 
@@ -238,11 +222,11 @@ def _well_formed(raw: object, finite: bool = False) -> AdmissionRequest | None:
     group, version, last = kind.get("group", ""), kind.get("version"), kind.get("kind")
     if not (type(group) is str and type(version) is str and type(last) is str):
         return None
-    gvk = _kind(group, version, last)
+    gvk = _shared(_KINDS, GroupVersionKind, group, version, last)
     group, version, last = resource.get("group", ""), resource.get("version"), resource.get("resource")
     if not (type(group) is str and type(version) is str and type(last) is str):
         return None
-    gvr = _resource(group, version, last)
+    gvr = _shared(_RESOURCES, GroupVersionResource, group, version, last)
     if user is _NO_USER:
         info = _NO_USER
     else:
@@ -254,7 +238,7 @@ def _well_formed(raw: object, finite: bool = False) -> AdmissionRequest | None:
         for group in groups:
             if type(group) is not str:
                 return None
-        info = _user(username, user_uid, tuple(groups))
+        info = _shared(_USERS, UserInfo, username, user_uid, tuple(groups))
     return AdmissionRequest(uid, gvk, gvr, operation, sub, name, namespace, info, obj, old, dry_run, finite)  # type: ignore[arg-type]
 
 
