@@ -12,11 +12,13 @@ the same.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -121,3 +123,49 @@ def test_only_the_decoder_s_word_marks_a_review_finite() -> None:
     plain, decoded = parse_review(document), parse_review(document, finite=True)
     assert (plain.finite, decoded.finite) == (False, True) and plain == decoded._replace(finite=False)
     assert parse_request(document["request"]).finite is False
+
+
+@pytest.mark.parametrize("uid", ["705ab4f5-6393-11e8-b7cc-42010a800002", 'a"b\\c', "ü-ünï", "@uid@", "u" * 128],
+                         ids=["uuid", "quotes", "unicode", "marker", "longest"])
+def test_the_plain_allowed_answer_is_the_review_build_review_makes(uid: str) -> None:
+    """`encode_review`'s fixed bytes around the UID are exactly the general encoding of `allowed()`."""
+    for mutating in (False, True):
+        encoded = rv.encode_review(uid, rv.allowed(), mutating=mutating)
+        assert encoded == orjson.dumps(rv.build_review(uid, rv.allowed(), mutating=mutating))
+        assert orjson.loads(encoded)["response"] == {"uid": uid, "allowed": True}
+
+
+def test_the_endpoint_hands_on_what_it_decoded_as_finite() -> None:
+    """The HTTP edge decodes with orjson and says so (`finite`): the memo keys then skip the search."""
+    from webhook.cli.settings import load_settings
+    from webhook.core.catalog import load_catalog
+    from webhook.http.server import create_app
+    from webhook.state.files import load_objects
+    from webhook.state.snapshot import SnapshotSource
+
+    settings = load_settings()
+    cluster, catalog = settings.cluster_policy(), load_catalog()
+    source = SnapshotSource(load_objects([ROOT / "examples/cluster.yaml"]), cluster=cluster, catalog=catalog,
+                            origin="test")
+    seen: list[AdmissionRequest] = []
+    app = create_app(cluster=cluster, catalog=catalog, source=source,
+                     recorder=lambda webhook, req, response, decision: seen.append(req))
+    body = RECORDED[0].read_bytes()
+    sent: list[dict[str, Any]] = []
+
+    async def exchange() -> None:
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive() -> dict[str, Any]:
+            return messages.pop()
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/validate", "query_string": b"timeout=5s",
+                 "headers": [(b"content-type", b"application/json")]}
+        await app.state.admission["/validate"](scope, receive, send)
+
+    asyncio.run(exchange())
+    assert sent[0]["status"] == 200 and len(seen) == 1
+    assert seen[0].finite is True and seen[0]._replace(finite=False) == parse_review(json.loads(body))

@@ -5,9 +5,10 @@ A key holds every input the remembered computation reads: the request fields it 
 the pod object itself serialised whole (orjson, in the order kube-apiserver sent it), less the
 fields named in `drop`, which the computation never reads (`managedFields`, `creationTimestamp`)
 or reads only to name the pod (`name`, `uid`; the caller puts this request's back). The memo is
-tied to the objects the computation reads besides (`owner`: the cluster policy, the catalog, the
-view's namespaces and nodes, compared by identity; the view's mappings are never changed in
-place) and starts afresh when any of them is replaced; it holds at most `MAX` entries.
+tied to the objects the computation reads besides (`owner`, compared by identity: the cluster
+policy, the catalog, the view or its namespaces and nodes, which are never changed in place, and
+for the whole validation also `Ledger.capacity_token()`) and starts afresh when any of them is
+replaced; it holds at most `MAX` entries.
 Errors are not remembered. Pure bookkeeping: no I/O.
 """
 
@@ -66,9 +67,6 @@ class Memo(Generic[Value]):
     def __init__(self) -> None:
         self._owner: tuple[object, ...] = ()
         self._items: dict[tuple[object, ...], Value] = {}
-
-    def clear(self) -> None:
-        self._owner, self._items = (), {}
 
     def get(
         self,
