@@ -17,7 +17,8 @@ from pathlib import Path
 
 from webhook.cli.settings import load_settings
 from webhook.core.catalog import load_catalog
-from webhook.http.server import configure_logging, create_app, run_https
+from webhook.http.logs import configure_logging
+from webhook.http.server import create_app, run_https
 from webhook.http.tls import ReloadingTLS
 from webhook.state.snapshot import SnapshotSource
 

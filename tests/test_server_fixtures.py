@@ -26,7 +26,7 @@ from conftest import (
 )
 from design_figures import LLAMA31_8B_MIB
 
-from webhook.http.server import JsonFormatter
+from webhook.http.logs import JsonFormatter
 
 MIB = 1 << 20
 ENV_NAMES = ("OLLAMA_MAX_LOADED_MODELS", "OLLAMA_CONTEXT_LENGTH", "OLLAMA_NUM_PARALLEL", "OLLAMA_FLASH_ATTENTION")

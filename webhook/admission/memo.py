@@ -15,6 +15,7 @@ Errors are not remembered. Pure bookkeeping: no I/O.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
@@ -80,7 +81,7 @@ class Memo(Generic[Value]):
         if key is None:
             return compute()
         mine = self._owner
-        if len(mine) != len(owner) or any(a is not b for a, b in zip(mine, owner, strict=True)):
+        if len(mine) != len(owner) or any(map(operator.is_not, mine, owner)):  # identity, element by element
             self._owner, self._items = owner, {}
         found = self._items.get(key)
         if found is None:

@@ -135,7 +135,8 @@ def validate_binding(req: AdmissionRequest, guard: Guard) -> AdmissionResponse:
     node_name = str(target.get("name") or "") if isinstance(target, dict) else ""
     pod_uid = str(meta.get("uid") or "") if isinstance(meta, dict) else ""
     key = f"{req.namespace}/{req.name}"
-    view = guard.ledger.view
+    ledger = guard.ledger
+    view = ledger.view
     node = view.nodes.get(node_name)
     if node is None and node_name and view.stale is not None and view.stale.covers("Node"):
         return _bound_while_stale(req, guard, key=key, pod_uid=pod_uid, node_name=node_name, stale=view.stale)
@@ -144,11 +145,11 @@ def validate_binding(req: AdmissionRequest, guard: Guard) -> AdmissionResponse:
     tenant = _known_tenant(guard, key, pod_uid)
     if tenant is None:
         return rv.allowed()  # not a GPU tenant the guard admitted (pods webhook only sees GPU/Ollama pods)
-    ns = guard.ledger.view.namespace_policy(guard.cluster, req.namespace)
+    ns = view.namespace_policy(guard.cluster, req.namespace)
     if not ns.active:  # exempt or off: never denied, but the VRAM it takes is still counted
-        guard.ledger.reserve(tenant, node, dry_run=req.dry_run, force=True)
+        ledger.reserve(tenant, node, dry_run=req.dry_run, force=True)
         return rv.allowed()
-    fit = guard.ledger.reserve(tenant, node, dry_run=req.dry_run)
+    fit = ledger.reserve(tenant, node, dry_run=req.dry_run)
     if fit.ok:
         if not req.dry_run:
             guard.on_bound(tenant, node.name)

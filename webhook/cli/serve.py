@@ -111,8 +111,9 @@ def serve(
     """Run the admission webhook over HTTPS (embedded default: bundled snapshot + dev certificates),
     with a read-only live VRAM page on --ui-port."""
     from webhook.cli.live import drift_status, drift_targets, page_state, start_page
+    from webhook.http.logs import configure_logging
     from webhook.http.recent import RecentDecisions
-    from webhook.http.server import configure_logging, create_app, run_https, server_stack
+    from webhook.http.server import create_app, run_https, server_stack
     from webhook.http.tls import ReloadingTLS, TLSLoadError
     from webhook.install.certs import ensure_dev_certs
     from webhook.state.drift import DriftMonitor

@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from webhook.core.inventory import GpuNode
 from webhook.core.view import ClusterView, Tenant
@@ -31,8 +31,10 @@ from webhook.core.view import ClusterView, Tenant
 MAX_ADMITTED = 100_000
 
 
-@dataclass(frozen=True, slots=True)
-class Fit:
+class Fit(NamedTuple):
+    """A node's answer for one demand (a named tuple: built in C, once per binding and per
+    candidate node of a pod)."""
+
     node: str
     demand_mib: int
     committed_mib: int
@@ -57,23 +59,23 @@ class Fit:
 def fits(node: GpuNode, *, committed_mib: int, demand_mib: int, gpus: int) -> Fit:
     """Whether `demand_mib` fits on `node` given what is already committed there."""
     return Fit(
-        node=node.name,
-        demand_mib=demand_mib,
-        committed_mib=committed_mib,
-        budget_mib=node.budget_mib,
-        per_gpu_mib=-(-demand_mib // max(gpus, 1)),
-        gpu_memory_mib=node.gpu_memory_mib,
-        problem="; ".join(node.problems),
+        node.name,
+        demand_mib,
+        committed_mib,
+        max(node.capacity_mib - node.reserved_mib, 0),  # GpuNode.budget_mib
+        -(-demand_mib // gpus) if gpus > 1 else demand_mib,
+        node.gpu_memory_mib,
+        "; ".join(node.problems) if node.problems else "",
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Reservation:
+class Reservation(NamedTuple):
     uid: str
     key: str
     node: str
     demand_mib: int
     expires_at: float
+    namespace: str
 
 
 class Ledger:
@@ -142,11 +144,14 @@ class Ledger:
         """
         with self._lock:
             self._expire_locked()
-            committed = self._committed_locked(node.name) - self._own_share_locked(tenant, node)
             demand = tenant.demand_on(node)
+            committed = self._committed_locked(node.name) - self._own_share_locked(tenant, node)
             fit = fits(node, committed_mib=committed, demand_mib=demand, gpus=tenant.gpus)
-            if (fit.ok or force) and not dry_run:
-                self._add_locked(Reservation(tenant.uid, tenant.key, node.name, demand, self._clock() + self._ttl))
+            if (force or fit.ok) and not dry_run:
+                key = f"{tenant.namespace}/{tenant.name}"  # Tenant.key
+                self._add_locked(
+                    Reservation(tenant.uid, key, node.name, demand, self._clock() + self._ttl, tenant.namespace)
+                )
             return fit
 
     def pending_usage(self, namespace: str, *, besides: str = "") -> int:
@@ -219,22 +224,31 @@ class Ledger:
         return total
 
     def _add_locked(self, res: Reservation) -> None:
-        self._drop_locked(res.uid)  # re-inserted at the end: the dict stays in expiry order
+        uid = res.uid
+        if uid in self._reservations:
+            self._drop_locked(uid)  # re-inserted at the end: the dict stays in expiry order
         self._capacity = object()
-        self._reservations[res.uid] = res
-        self._on_node.setdefault(res.node, {})[res.uid] = res
-        self._of_namespace.setdefault(_namespace_of(res.key), {})[res.uid] = res
+        self._reservations[uid] = res
+        on_node = self._on_node.get(res.node)
+        if on_node is None:
+            on_node = self._on_node[res.node] = {}
+        on_node[uid] = res
+        of_namespace = self._of_namespace.get(res.namespace)
+        if of_namespace is None:
+            of_namespace = self._of_namespace[res.namespace] = {}
+        of_namespace[uid] = res
 
     def _drop_locked(self, uid: str) -> None:
         res = self._reservations.pop(uid, None)
         if res is None:
             return
         self._capacity = object()
-        for index, group in ((self._on_node, res.node), (self._of_namespace, _namespace_of(res.key))):
-            members = index[group]
-            del members[uid]
-            if not members:
-                del index[group]
+        on_node, of_namespace = self._on_node[res.node], self._of_namespace[res.namespace]
+        del on_node[uid], of_namespace[uid]
+        if not on_node:
+            del self._on_node[res.node]
+        if not of_namespace:
+            del self._of_namespace[res.namespace]
 
     def _expire_locked(self) -> None:
         now = self._clock()
@@ -258,7 +272,3 @@ class Ledger:
         del members[key]
         if not members:
             del self._admitted_in[entry[0].namespace]
-
-
-def _namespace_of(key: str) -> str:
-    return key.partition("/")[0]

@@ -26,6 +26,7 @@ import orjson
 from webhook.admission import review as rv
 from webhook.admission.context import Guard
 from webhook.admission.review import AdmissionRequest, AdmissionResponse
+from webhook.http.logs import log_fields
 from webhook.http.metrics import Metrics
 
 log = logging.getLogger("ollama_guard")
@@ -185,56 +186,71 @@ class AdmissionEndpoint:
             media = ctype.split(b";")[0].strip().lower().decode("latin-1")
             if media != "application/json":
                 return self.reject(415, f"content type must be application/json, got {media or 'none'!r}")
-        try:
-            raw = await self.read_body(declared, receive)
-        except BodyTooLarge:
-            return self.reject(413, f"request body exceeds the {self.max_body_bytes} byte limit")
+        limit = self.max_body_bytes
+        if declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
+            return self.reject(413, f"request body exceeds the {limit} byte limit")
+        message = await receive()
+        raw: bytes = message.get("body", b"")
+        if message.get("more_body", False) or len(raw) > limit:  # the whole body in one message is the rule
+            try:
+                raw = await self.read_rest(raw, message, receive)
+            except BodyTooLarge:
+                return self.reject(413, f"request body exceeds the {limit} byte limit")
         try:
             req = rv.parse_review(orjson.loads(raw), finite=True)  # orjson refuses NaN and Infinity
         except (ValueError, RecursionError) as exc:
-            message = str(exc) if isinstance(exc, rv.ReviewError) else f"body is not valid JSON: {str(exc)[:200]}"
-            return self.reject(400, message)
+            text = str(exc) if isinstance(exc, rv.ReviewError) else f"body is not valid JSON: {str(exc)[:200]}"
+            return self.reject(400, text)
         started = time.perf_counter()
-        response = await self.decide(req, query_timeout(scope.get("query_string")) - TIMEOUT_HEADROOM)
+        budget = query_timeout(scope.get("query_string")) - TIMEOUT_HEADROOM
+        if Deadline.inline_ok():  # the common case: decided here, without another coroutine
+            response = self.decide_inline(req, budget)
+        else:
+            response = await self.decide(req, budget)
         self.record(req, response, time.perf_counter() - started)
         return 200, rv.encode_review(req.uid, response, mutating=self.mutating)
 
-    async def read_body(self, declared: bytes, receive: Receive) -> bytes:
-        """The whole body (`declared`: the Content-Length header's value, b"" when absent)."""
-        if declared.isdigit() and (len(declared) > 18 or int(declared) > self.max_body_bytes):
-            raise BodyTooLarge
-        chunks: list[bytes] = []
-        size = 0
+    async def read_rest(self, first: bytes, message: Message, receive: Receive) -> bytes:
+        """The whole body, from its first `message` (whose body is `first`) on."""
+        chunks = [first]
+        size = len(first)
         while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                break
-            chunk: bytes = message.get("body", b"")
-            size += len(chunk)
             if size > self.max_body_bytes:
                 raise BodyTooLarge
-            if not message.get("more_body", False):
-                if not chunks:
-                    return chunk  # the whole body in one message: the common case
-                chunks.append(chunk)
-                break
+            if message["type"] == "http.disconnect" or not message.get("more_body", False):
+                return b"".join(chunks)
+            message = await receive()
+            chunk: bytes = message.get("body", b"")
             chunks.append(chunk)
-        return b"".join(chunks)
+            size += len(chunk)
+
+    def decide_inline(self, req: AdmissionRequest, budget: float) -> AdmissionResponse:
+        """`decide` on the main thread (see `Deadline`)."""
+        handler, guard = self.handler, self.guard
+        try:
+            return Deadline.run_inline(lambda: handler(req, guard()), max(budget, 0.01))
+        except DeadlineExceeded:
+            return self._timed_out(req, budget)
+        except Exception:
+            return self._failed(req)
 
     async def decide(self, req: AdmissionRequest, budget: float) -> AdmissionResponse:
-        def call() -> AdmissionResponse:
-            return self.handler(req, self.guard())
-
+        handler, guard = self.handler, self.guard
         try:
-            if Deadline.inline_ok():  # the common case, without another coroutine in between
-                return Deadline.run_inline(call, max(budget, 0.01))
-            return await Deadline.run(call, budget)
+            return await Deadline.run(lambda: handler(req, guard()), budget)
         except DeadlineExceeded:
-            log.error("decision timed out", extra={"fields": {"uid": req.uid, "budget_s": round(budget, 3)}})
-            return rv.errored(f"ollama-guard could not decide within the request timeout ({budget:.2f}s)")
-        except Exception:  # our own bug: report it inside the review, never as a dropped connection
-            log.exception("internal error", extra={"fields": {"uid": req.uid}})
-            return rv.errored("ollama-guard internal error while evaluating this request; see the guard's logs")
+            return self._timed_out(req, budget)
+        except Exception:
+            return self._failed(req)
+
+    def _timed_out(self, req: AdmissionRequest, budget: float) -> AdmissionResponse:
+        log.error("decision timed out", extra={"fields": {"uid": req.uid, "budget_s": round(budget, 3)}})
+        return rv.errored(f"ollama-guard could not decide within the request timeout ({budget:.2f}s)")
+
+    def _failed(self, req: AdmissionRequest) -> AdmissionResponse:
+        """Our own bug: reported inside the review, never as a dropped connection."""
+        log.exception("internal error", extra={"fields": {"uid": req.uid}})
+        return rv.errored("ollama-guard internal error while evaluating this request; see the guard's logs")
 
     def reject(self, status: int, message: str) -> tuple[int, bytes]:
         self.metrics.bad_requests.labels(self.webhook, str(status)).inc()
@@ -268,7 +284,7 @@ class AdmissionEndpoint:
             fields["reason"] = response.message
         if response.warnings:
             fields["warnings"] = list(response.warnings)
-        log.log(level, "admission", extra={"fields": fields})
+        log_fields(log, level, "admission", fields)
 
 
 def decision_of(response: AdmissionResponse) -> str:

@@ -15,9 +15,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
 
-import orjson
 import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
@@ -115,37 +113,6 @@ def create_app(
         return Response(content=metrics.render(), media_type=CONTENT_TYPE)
 
     return app
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, message and the record's structured fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "ts": round(record.created, 3),
-            "level": record.levelname.lower(),
-            "msg": record.getMessage(),
-        }
-        entry.update(getattr(record, "fields", {}) or {})
-        if record.exc_info:
-            entry["error"] = self.formatException(record.exc_info).splitlines()[-1]
-        return orjson.dumps(entry, default=str).decode()
-
-
-def configure_logging(level: str = "INFO") -> None:
-    """One JSON line per record on stderr. A record does not look up the calling source line,
-    thread or process (the logging HOWTO's "Optimization": none of them is in the line, and each
-    denied or warned review writes one)."""
-    logging._srcfile = None  # documented: skips sys._getframe per record
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter())
-    root = logging.getLogger("ollama_guard")
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    root.propagate = False
 
 
 class AdmissionFront:
@@ -246,7 +213,5 @@ def run_server(server: uvicorn.Server, tls: ReloadingTLS, *, companions: Sequenc
         runner.run(serve_https(server, tls, companions=companions))
 
 
-def run_https(
-    app: FastAPI, *, host: str, port: int, tls: ReloadingTLS, companions: Sequence[Companion] = ()
-) -> None:
+def run_https(app: FastAPI, *, host: str, port: int, tls: ReloadingTLS, companions: Sequence[Companion] = ()) -> None:
     run_server(build_server(app, host=host, port=port, tls=tls), tls, companions=companions)
