@@ -53,7 +53,9 @@ class Fit(NamedTuple):
 
     @property
     def ok(self) -> bool:
-        return not self.problem and not self.exceeds_gpu and self.committed_mib + self.demand_mib <= self.budget_mib
+        if self.problem or self.committed_mib + self.demand_mib > self.budget_mib:
+            return False
+        return not (self.gpu_memory_mib > 0 and self.per_gpu_mib > self.gpu_memory_mib)  # not exceeds_gpu
 
 
 def fits(node: GpuNode, *, committed_mib: int, demand_mib: int, gpus: int) -> Fit:

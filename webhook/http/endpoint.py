@@ -84,27 +84,22 @@ class Deadline:
     and no decision can outlive its deadline. The process's SIGALRM belongs to this class.
     """
 
-    _installed = False
-    #: the running inline decision's deadline (time.monotonic), None between decisions
-    _deadline: float | None = None
-    #: when the pending timer fires (time.monotonic), None when no timer is pending
-    _alarm_at: float | None = None
-
-    @classmethod
-    def _on_alarm(cls, signum: int, frame: object) -> None:
-        cls._alarm_at = None
-        deadline = cls._deadline
+    @staticmethod
+    def _on_alarm(signum: int, frame: object) -> None:
+        timer = _TIMER
+        timer.alarm_at = None
+        deadline = timer.deadline
         if deadline is None:
             return  # between decisions: nothing to bound, nothing to re-arm
         left = deadline - time.monotonic()
         if left <= 0:
-            cls._deadline = None  # cleared before raising: a stale deadline can never fire later
+            timer.deadline = None  # cleared before raising: a stale deadline can never fire later
             raise DeadlineExceeded
-        cls._arm(deadline, left)
+        Deadline._arm(deadline, left)
 
-    @classmethod
-    def _arm(cls, deadline: float, seconds: float) -> None:
-        cls._alarm_at = deadline
+    @staticmethod
+    def _arm(deadline: float, seconds: float) -> None:
+        _TIMER.alarm_at = deadline
         signal.setitimer(signal.ITIMER_REAL, max(seconds, 1e-4))
 
     @classmethod
@@ -112,22 +107,23 @@ class Deadline:
         """Whether decisions on this thread can run inline under SIGALRM (installs the handler once)."""
         if not _HAS_TIMER or threading.get_ident() != _MAIN_THREAD:
             return False
-        if not cls._installed:
+        if not _TIMER.installed:
             signal.signal(signal.SIGALRM, cls._on_alarm)
-            cls._installed = True
+            _TIMER.installed = True
         return True
 
-    @classmethod
-    def run_inline(cls, call: Callable[[], AdmissionResponse], budget: float) -> AdmissionResponse:
+    @staticmethod
+    def run_inline(call: Callable[[], AdmissionResponse], budget: float) -> AdmissionResponse:
+        timer = _TIMER
         deadline = time.monotonic() + budget
-        cls._deadline = deadline  # set first: a timer firing from here on bounds this decision
-        pending = cls._alarm_at
+        timer.deadline = deadline  # set first: a timer firing from here on bounds this decision
+        pending = timer.alarm_at
         if pending is None or pending > deadline:
-            cls._arm(deadline, budget)
+            Deadline._arm(deadline, budget)
         try:
             return call()
         finally:
-            cls._deadline = None
+            timer.deadline = None
 
     @classmethod
     async def run(cls, call: Callable[[], AdmissionResponse], budget: float) -> AdmissionResponse:
@@ -140,6 +136,22 @@ class Deadline:
             raise DeadlineExceeded from None
 
 
+class _Timer:
+    """The process's SIGALRM state (see `Deadline`). An instance, not class attributes of
+    `Deadline`: writing a class attribute invalidates the interpreter's attribute caches for the
+    class, twice per review (issue 17)."""
+
+    __slots__ = ("alarm_at", "deadline", "installed")
+
+    def __init__(self) -> None:
+        #: the running inline decision's deadline (time.monotonic), None between decisions
+        self.deadline: float | None = None
+        #: when the pending timer fires (time.monotonic), None when no timer is pending
+        self.alarm_at: float | None = None
+        self.installed = False
+
+
+_TIMER = _Timer()
 _MAIN_THREAD = threading.main_thread().ident
 _HAS_TIMER = hasattr(signal, "setitimer")
 
@@ -176,6 +188,8 @@ class AdmissionEndpoint:
         await send({"type": "http.response.body", "body": body})
 
     async def answer(self, scope: Scope, receive: Receive) -> tuple[int, bytes]:
+        """The HTTP status and body for one request; one coroutine on the common path (a body in
+        one message, decided inline: see `Deadline`)."""
         ctype, declared = b"", b""
         for name, value in scope.get("headers") or ():
             if name == b"content-type":
