@@ -13,6 +13,7 @@ the same.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import os
 from pathlib import Path
@@ -88,7 +89,7 @@ def edited(edits: list[tuple[tuple[str, str | None], Any]]) -> dict[str, Any]:
         if value is REMOVED:
             target.pop(key, None)
         else:
-            target[key] = value
+            target[key] = copy.deepcopy(value)  # NEAR_MISSES are shared: an edit inside must not change them
     return document
 
 

@@ -9,6 +9,7 @@ Anything our own code raises becomes an AdmissionReview with `status.code: 500`.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import functools
 import json
 import logging
@@ -109,6 +110,9 @@ class Deadline:
             return False
         if not _TIMER.installed:
             signal.signal(signal.SIGALRM, cls._on_alarm)
+            # a timer still pending at exit would fire once Python has restored SIGALRM's default
+            # action, and end the process with "Alarm clock" instead of its own exit status
+            atexit.register(signal.setitimer, signal.ITIMER_REAL, 0)
             _TIMER.installed = True
         return True
 
