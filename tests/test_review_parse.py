@@ -149,8 +149,10 @@ def test_the_endpoint_hands_on_what_it_decoded_as_finite() -> None:
     source = SnapshotSource(load_objects([ROOT / "examples/cluster.yaml"]), cluster=cluster, catalog=catalog,
                             origin="test")
     seen: list[AdmissionRequest] = []
-    app = create_app(cluster=cluster, catalog=catalog, source=source,
-                     recorder=lambda webhook, req, response, decision: seen.append(req))
+    app = create_app(cluster=cluster, catalog=catalog, source=source)
+    endpoint = app.state.admission["/validate"]
+    decide = endpoint.handler
+    endpoint.handler = lambda req, guard: (seen.append(req), decide(req, guard))[1]
     body = RECORDED[0].read_bytes()
     sent: list[dict[str, Any]] = []
 

@@ -43,6 +43,8 @@ def enforce(ns: NamespacePolicy, violations: Sequence[Violation], guard: Guard, 
     record in `audit` mode; a malformed namespace policy denies in every mode. `warn`-severity
     violations are advisories: always returned as warnings, never a denial.
     """
+    if not violations:  # the common case
+        return rv.allowed()
     failures = [v for v in violations if v.severity == "fail"]
     advisories = [v.summary for v in violations if v.severity == "warn"]
     # a broken namespace policy or a VRAM quantity that is not one: no mode can stand in for them

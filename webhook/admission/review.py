@@ -222,11 +222,11 @@ def _well_formed(raw: object, finite: bool = False) -> AdmissionRequest | None:
     group, version, last = kind.get("group", ""), kind.get("version"), kind.get("kind")
     if not (type(group) is str and type(version) is str and type(last) is str):
         return None
-    gvk = _shared(_KINDS, GroupVersionKind, group, version, last)
+    gvk = _KINDS.get((group, version, last)) or _shared(_KINDS, GroupVersionKind, group, version, last)
     group, version, last = resource.get("group", ""), resource.get("version"), resource.get("resource")
     if not (type(group) is str and type(version) is str and type(last) is str):
         return None
-    gvr = _shared(_RESOURCES, GroupVersionResource, group, version, last)
+    gvr = _RESOURCES.get((group, version, last)) or _shared(_RESOURCES, GroupVersionResource, group, version, last)
     if user is _NO_USER:
         info = _NO_USER
     else:
@@ -238,7 +238,8 @@ def _well_formed(raw: object, finite: bool = False) -> AdmissionRequest | None:
         for group in groups:
             if type(group) is not str:
                 return None
-        info = _shared(_USERS, UserInfo, username, user_uid, tuple(groups))
+        parts = (username, user_uid, tuple(groups))
+        info = _USERS.get(parts) or _shared(_USERS, UserInfo, *parts)
     return AdmissionRequest(uid, gvk, gvr, operation, sub, name, namespace, info, obj, old, dry_run, finite)  # type: ignore[arg-type]
 
 
@@ -262,10 +263,11 @@ class AdmissionResponse:
 
 
 def allowed(message: str = "") -> AdmissionResponse:
-    return AdmissionResponse(allowed=True, message=message) if message else _ALLOWED
+    return AdmissionResponse(allowed=True, message=message) if message else PLAIN_ALLOWED
 
 
-_ALLOWED = AdmissionResponse(allowed=True)  # a frozen value: one for every plain admission
+#: `allowed()`: a frozen value, one for every plain admission (`response is PLAIN_ALLOWED` tells it)
+PLAIN_ALLOWED = AdmissionResponse(allowed=True)
 
 
 def denied(message: str, *, code: int = 403, reason: str = "Forbidden") -> AdmissionResponse:
@@ -316,7 +318,7 @@ def _shorten(text: str) -> str:
 def encode_review(uid: str, response: AdmissionResponse, *, mutating: bool) -> bytes:
     """`build_review` as the JSON bytes of the HTTP answer; a plain admission (the shared
     `allowed()` value, most of the traffic) from a fixed prefix and suffix around the UID."""
-    if response is _ALLOWED:
+    if response is PLAIN_ALLOWED:
         return _ALLOWED_HEAD + orjson.dumps(uid) + _ALLOWED_TAIL
     return orjson.dumps(build_review(uid, response, mutating=mutating))
 

@@ -142,7 +142,7 @@ def validate_binding(req: AdmissionRequest, guard: Guard) -> AdmissionResponse:
         return _bound_while_stale(req, guard, key=key, pod_uid=pod_uid, node_name=node_name, stale=view.stale)
     if node is None or not node.guarded:
         return rv.allowed()
-    tenant = _known_tenant(guard, key, pod_uid)
+    tenant = ledger.find_tenant(key, pod_uid)
     if tenant is None:
         return rv.allowed()  # not a GPU tenant the guard admitted (pods webhook only sees GPU/Ollama pods)
     ns = view.namespace_policy(guard.cluster, req.namespace)
@@ -169,18 +169,13 @@ def validate_binding(req: AdmissionRequest, guard: Guard) -> AdmissionResponse:
     return response
 
 
-def _known_tenant(guard: Guard, key: str, pod_uid: str) -> Tenant | None:
-    tenant = guard.ledger.find_tenant(key)
-    return None if tenant is None or (pod_uid and tenant.uid and tenant.uid != pod_uid) else tenant
-
-
 def _bound_while_stale(
     req: AdmissionRequest, guard: Guard, *, key: str, pod_uid: str, node_name: str, stale: Staleness
 ) -> AdmissionResponse:
     """A GPU tenant's binding to a node a stale view does not hold is denied, to be retried (issue
     20); any other pod's binding stays allowed (design §14: no cluster-wide blast radius)."""
     ns = guard.ledger.view.namespace_policy(guard.cluster, req.namespace)
-    if _known_tenant(guard, key, pod_uid) is None or not ns.active:
+    if guard.ledger.find_tenant(key, pod_uid) is None or not ns.active:
         return rv.allowed()
     message = catching_up(stale, what=f"binding pod {key} to node {node_name}")
     violation = Violation("stale-view", message, short=catching_up_short(node_name))

@@ -147,10 +147,10 @@ class Ledger:
         with self._lock:
             self._expire_locked()
             demand = tenant.demand_on(node)
-            committed = self._committed_locked(node.name) - self._own_share_locked(tenant, node)
+            key = tenant.key
+            committed = self._committed_locked(node.name) - self._own_share_locked(tenant, key, node)
             fit = fits(node, committed_mib=committed, demand_mib=demand, gpus=tenant.gpus)
             if (force or fit.ok) and not dry_run:
-                key = f"{tenant.namespace}/{tenant.name}"  # Tenant.key
                 self._add_locked(
                     Reservation(tenant.uid, key, node.name, demand, self._clock() + self._ttl, tenant.namespace)
                 )
@@ -187,30 +187,33 @@ class Ledger:
 
         Bounded: with no expiry (snapshot mode) the oldest entries give way after MAX_ADMITTED.
         """
+        key = tenant.key
         with self._lock:
-            self._forget_locked(tenant.key)
-            self._admitted[tenant.key] = (tenant, self._clock() + self._ttl)
-            self._admitted_in.setdefault(tenant.namespace, {})[tenant.key] = tenant
+            self._forget_locked(key)
+            self._admitted[key] = (tenant, self._clock() + self._ttl)
+            self._admitted_in.setdefault(tenant.namespace, {})[key] = tenant
             while len(self._admitted) > MAX_ADMITTED:
                 self._forget_locked(next(iter(self._admitted)))
 
-    def find_tenant(self, key: str) -> Tenant | None:
-        """The tenant by namespace/name: the view first, then recently admitted pods."""
+    def find_tenant(self, key: str, uid: str = "") -> Tenant | None:
+        """The tenant by namespace/name: the view first, then recently admitted pods. With `uid`:
+        None for a tenant of that name whose UID is known and differs (another pod of the name)."""
         found = self._view.tenants.get(key)
-        if found is not None:
-            return found
-        with self._lock:
-            entry = self._admitted.get(key)
-            if entry is None or entry[1] < self._clock():
-                return None
-            return entry[0]
+        if found is None:
+            with self._lock:
+                entry = self._admitted.get(key)
+                if entry is None or entry[1] < self._clock():
+                    return None
+                found = entry[0]
+        return None if uid and found.uid and found.uid != uid else found
 
-    def _own_share_locked(self, tenant: Tenant, node: GpuNode) -> int:
-        """What this pod already holds on `node` (a repeated binding must not count it twice)."""
+    def _own_share_locked(self, tenant: Tenant, key: str, node: GpuNode) -> int:
+        """What this pod (`key`: its namespace/name) already holds on `node` (a repeated binding
+        must not count it twice)."""
         existing = self._reservations.get(tenant.uid)
         if existing is not None and existing.node == node.name:
             return existing.demand_mib
-        bound = self._view.tenants.get(tenant.key)
+        bound = self._view.tenants.get(key)
         if bound is not None and bound.uid == tenant.uid and bound.node == node.name:
             return bound.demand_on(node)
         return 0

@@ -36,7 +36,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 Handler = Callable[[AdmissionRequest, Guard], AdmissionResponse]
-#: told of every decided review: (webhook, request, response, decision); the live page's ring
+#: told of every decided review worth showing (denied, failed, or with warnings or audit
+#: annotations): (webhook, request, response, decision); the live page's ring
 Recorder = Callable[[str, AdmissionRequest, AdmissionResponse, str], None]
 
 DEFAULT_TIMEOUT = 10.0
@@ -117,7 +118,8 @@ class Deadline:
         return True
 
     @staticmethod
-    def run_inline(call: Callable[[], AdmissionResponse], budget: float) -> AdmissionResponse:
+    def run_inline(call: Callable[..., AdmissionResponse], budget: float, *args: Any) -> AdmissionResponse:
+        """`call(*args)`, bounded by `budget` seconds (see the class docstring); main thread only."""
         timer = _TIMER
         deadline = time.monotonic() + budget
         timer.deadline = deadline  # set first: a timer firing from here on bounds this decision
@@ -125,7 +127,7 @@ class Deadline:
         if pending is None or pending > deadline:
             Deadline._arm(deadline, budget)
         try:
-            return call()
+            return call(*args)
         finally:
             timer.deadline = None
 
@@ -222,7 +224,12 @@ class AdmissionEndpoint:
         started = time.perf_counter()
         budget = query_timeout(scope.get("query_string")) - TIMEOUT_HEADROOM
         if Deadline.inline_ok():  # the common case: decided here, without another coroutine
-            response = self.decide_inline(req, budget)
+            try:
+                response = Deadline.run_inline(self.handler, max(budget, 0.01), req, self.guard())
+            except DeadlineExceeded:
+                response = self._timed_out(req, budget)
+            except Exception:
+                response = self._failed(req)
         else:
             response = await self.decide(req, budget)
         self.record(req, response, time.perf_counter() - started)
@@ -241,16 +248,6 @@ class AdmissionEndpoint:
             chunk: bytes = message.get("body", b"")
             chunks.append(chunk)
             size += len(chunk)
-
-    def decide_inline(self, req: AdmissionRequest, budget: float) -> AdmissionResponse:
-        """`decide` on the main thread (see `Deadline`)."""
-        handler, guard = self.handler, self.guard
-        try:
-            return Deadline.run_inline(lambda: handler(req, guard()), max(budget, 0.01))
-        except DeadlineExceeded:
-            return self._timed_out(req, budget)
-        except Exception:
-            return self._failed(req)
 
     async def decide(self, req: AdmissionRequest, budget: float) -> AdmissionResponse:
         handler, guard = self.handler, self.guard
@@ -275,16 +272,25 @@ class AdmissionEndpoint:
         return status, json.dumps({"error": message, "status": status}).encode()
 
     def record(self, req: AdmissionRequest, response: AdmissionResponse, elapsed: float) -> None:
+        if response is rv.PLAIN_ALLOWED:  # most of the traffic: counted, logged at DEBUG, not recorded
+            self._stats.count(self.webhook, req.kind.kind, req.operation, "allowed")
+            if log.isEnabledFor(logging.DEBUG):
+                self._log(logging.DEBUG, req, response, "allowed", elapsed)
+            return
         decision = decision_of(response)
         self._stats.count(self.webhook, req.kind.kind, req.operation, decision)
-        if self.recorder is not None:
+        if self.recorder is not None and (not response.allowed or response.warnings or response.audit_annotations):
             self.recorder(self.webhook, req, response, decision)
         # plain admissions at DEBUG (they are most of the traffic); anything with a reason at INFO+
         level = logging.DEBUG if decision in ("allowed", "patched") else logging.INFO
         if decision == "error":
             level = logging.ERROR
-        if not log.isEnabledFor(level):
-            return
+        if log.isEnabledFor(level):
+            self._log(level, req, response, decision, elapsed)
+
+    def _log(
+        self, level: int, req: AdmissionRequest, response: AdmissionResponse, decision: str, elapsed: float
+    ) -> None:
         fields = {
             "uid": req.uid,
             "webhook": self.webhook,
