@@ -240,7 +240,8 @@ def _well_formed(raw: object, finite: bool = False) -> AdmissionRequest | None:
                 return None
         parts = (username, user_uid, tuple(groups))
         info = _USERS.get(parts) or _shared(_USERS, UserInfo, *parts)
-    return AdmissionRequest(uid, gvk, gvr, operation, sub, name, namespace, info, obj, old, dry_run, finite)  # type: ignore[arg-type]
+    fields = (uid, gvk, gvr, operation, sub, name, namespace, info, obj, old, dry_run, finite)
+    return tuple.__new__(AdmissionRequest, fields)  # one C call (the named tuple's __new__ is a Python function)
 
 
 _NO_USER = UserInfo()

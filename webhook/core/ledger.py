@@ -32,8 +32,8 @@ MAX_ADMITTED = 100_000
 
 
 class Fit(NamedTuple):
-    """A node's answer for one demand (a named tuple: built in C, once per binding and per
-    candidate node of a pod)."""
+    """A node's answer for one demand, made by `fits` (once per binding and per candidate node of
+    a pod: a named tuple, built by `tuple.__new__` in one C call, issue 17)."""
 
     node: str
     demand_mib: int
@@ -41,7 +41,9 @@ class Fit(NamedTuple):
     budget_mib: int
     per_gpu_mib: int
     gpu_memory_mib: int
-    problem: str = ""
+    problem: str
+    #: the fit rule's answer: no problem, committed + demand within the budget, not `exceeds_gpu`
+    ok: bool
 
     @property
     def free_mib(self) -> int:
@@ -51,24 +53,20 @@ class Fit(NamedTuple):
     def exceeds_gpu(self) -> bool:
         return self.gpu_memory_mib > 0 and self.per_gpu_mib > self.gpu_memory_mib
 
-    @property
-    def ok(self) -> bool:
-        if self.problem or self.committed_mib + self.demand_mib > self.budget_mib:
-            return False
-        return not (self.gpu_memory_mib > 0 and self.per_gpu_mib > self.gpu_memory_mib)  # not exceeds_gpu
 
 
 def fits(node: GpuNode, *, committed_mib: int, demand_mib: int, gpus: int) -> Fit:
     """Whether `demand_mib` fits on `node` given what is already committed there."""
-    return Fit(
-        node.name,
-        demand_mib,
-        committed_mib,
-        max(node.capacity_mib - node.reserved_mib, 0),  # GpuNode.budget_mib
-        -(-demand_mib // gpus) if gpus > 1 else demand_mib,
-        node.gpu_memory_mib,
-        "; ".join(node.problems) if node.problems else "",
-    )
+    budget = max(node.capacity_mib - node.reserved_mib, 0)  # GpuNode.budget_mib
+    per_gpu = -(-demand_mib // gpus) if gpus > 1 else demand_mib
+    problem = "; ".join(node.problems) if node.problems else ""
+    gpu_memory = node.gpu_memory_mib
+    ok = not problem and committed_mib + demand_mib <= budget and not (gpu_memory > 0 and per_gpu > gpu_memory)
+    return _new_tuple(Fit, (node.name, demand_mib, committed_mib, budget, per_gpu, gpu_memory, problem, ok))
+
+
+#: a named tuple from its fields in one C call (its generated `__new__` is a Python function)
+_new_tuple = tuple.__new__
 
 
 class Reservation(NamedTuple):
@@ -151,9 +149,8 @@ class Ledger:
             committed = self._committed_locked(node.name) - self._own_share_locked(tenant, key, node)
             fit = fits(node, committed_mib=committed, demand_mib=demand, gpus=tenant.gpus)
             if (force or fit.ok) and not dry_run:
-                self._add_locked(
-                    Reservation(tenant.uid, key, node.name, demand, self._clock() + self._ttl, tenant.namespace)
-                )
+                fields = (tenant.uid, key, node.name, demand, self._clock() + self._ttl, tenant.namespace)
+                self._add_locked(_new_tuple(Reservation, fields))
             return fit
 
     def pending_usage(self, namespace: str, *, besides: str = "") -> int:
