@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from webhook.core.inventory import read_node
+from webhook.core.inventory import GpuNode, read_node
 from webhook.core.ledger import Ledger, fits
 from webhook.core.view import ClusterView, Tenant, assemble_view
 
@@ -161,67 +161,121 @@ def test_a_repeated_binding_renews_its_reservation() -> None:
 
 
 NODE_B = replace(NODE, name="gpu-b")
+_NAMESPACES = st.sampled_from(["ns", "other"])
 _OPS = st.lists(
     st.one_of(
-        st.tuples(
-            st.just("reserve"),
-            st.integers(0, 7),
-            st.sampled_from(["gpu-a", "gpu-b"]),
-            st.sampled_from(["ns", "other"]),
-            st.integers(1_000, 30_000),
-        ),
+        st.tuples(st.just("reserve"), st.integers(0, 7), st.sampled_from(["gpu-a", "gpu-b"]), _NAMESPACES,
+                  st.integers(1_000, 30_000)),
         st.tuples(st.just("release"), st.integers(0, 7)),
         st.tuples(st.just("tick"), st.integers(0, 40)),
-        st.tuples(st.just("admit"), st.integers(0, 7), st.sampled_from(["ns", "other"]), st.integers(1_000, 30_000)),
+        st.tuples(st.just("admit"), st.integers(0, 7), _NAMESPACES, st.integers(1_000, 30_000)),
+        # a new view: pods (index, namespace, bound node or pending, the reserved pod's UID or
+        # another pod's of that name, demand)
+        st.tuples(st.just("publish"), st.lists(st.tuples(st.integers(0, 7), _NAMESPACES,
+                                                         st.sampled_from(["gpu-a", "gpu-b", ""]), st.booleans(),
+                                                         st.integers(1_000, 30_000)), max_size=6)),
     ),
     max_size=40,
 )
 
 
-@settings(max_examples=150, deadline=None)
+def _pod(i: object, namespace: object, demand: object, *, node: str = "", same: bool = True) -> Tenant:
+    uid = f"{namespace}-{i}" if same else f"{namespace}-{i}-other"
+    return replace(tenant(int(str(i)), int(str(demand)), node=node), namespace=str(namespace), uid=uid)
+
+
+class _Recount:
+    """The naive model of a ledger: recounts everything from scratch on every question."""
+
+    def __init__(self, clock: Clock, shown: ClusterView) -> None:
+        self.clock, self.shown = clock, shown
+        self.reserved: dict[str, tuple[str, str, int, float, str]] = {}  # uid -> node, ns, demand, expires, key
+        self.admitted: dict[str, tuple[str, int, float, str]] = {}  # uid -> namespace, demand, expires, key
+
+    def live(self) -> dict[str, tuple[str, str, int, float, str]]:
+        return {u: m for u, m in self.reserved.items() if m[3] >= self.clock.now}
+
+    def counted(self, uid: str, node: str, key: str) -> bool:
+        """The view shows the reserved pod bound where it is reserved."""
+        t = self.shown.tenants.get(key)
+        return t is not None and t.uid == uid and t.node == node
+
+    def committed(self, node: str) -> int:
+        extra = sum(m[2] for u, m in self.live().items() if m[0] == node and not self.counted(u, node, m[4]))
+        return self.shown.committed.get(node, 0) + extra
+
+    def own_share(self, pod: Tenant, node: GpuNode) -> int:
+        mine = self.live().get(pod.uid)
+        bound = self.shown.tenants.get(pod.key)
+        if mine is not None and mine[0] == node.name:
+            return mine[2]
+        if bound is not None and bound.uid == pod.uid and bound.node == node.name:
+            return bound.demand_on(node)
+        return 0
+
+    def publish(self, shown: ClusterView) -> None:
+        self.shown = shown
+        for uid, m in list(self.reserved.items()):  # shown bound anywhere: done
+            t = shown.tenants.get(m[4])
+            if t is not None and t.uid == uid and t.node:
+                del self.reserved[uid]
+        for uid, a in list(self.admitted.items()):  # delivered by the watch: forgotten
+            t = shown.tenants.get(a[3])
+            if t is not None and t.uid == uid:
+                del self.admitted[uid]
+
+    def pending(self, namespace: str, besides: str = "") -> int:
+        live = self.live()
+        held = {u for u, m in live.items() if m[1] == namespace}
+        tenants = self.shown.tenants
+        total = sum(m[2] for m in live.values() if m[1] == namespace and m[4] not in tenants and m[4] != besides)
+        for uid, a in self.admitted.items():
+            if a[0] == namespace and a[2] >= self.clock.now and uid not in live and uid not in held:
+                total += a[1] if a[3] not in tenants and a[3] != besides else 0
+        return total
+
+
+@settings(max_examples=300, deadline=None)
 @given(_OPS)
 def test_indexed_ledger_matches_a_naive_model(ops: list[tuple[object, ...]]) -> None:
     """Committed VRAM per node and pending usage per namespace equal a straightforward recount of
-    the live reservations and admitted-not-bound pods, whatever the order of bindings, admissions,
-    releases and expiries."""
+    the view, the live reservations it does not count and the admitted-not-bound pods, whatever
+    the order of bindings, admissions, releases, expiries and new views (the ledger keeps running
+    totals; the model recounts from scratch)."""
     clock = Clock()
-    ledger = Ledger(assemble_view({"gpu-a": NODE, "gpu-b": NODE_B}, {}, {}), ttl_seconds=60, clock=clock)
-    model: dict[str, tuple[str, str, int, float]] = {}  # uid -> node, namespace, demand, expires
-    admitted: dict[str, tuple[str, int, float]] = {}  # uid -> namespace, demand, expires
+    nodes = {"gpu-a": NODE, "gpu-b": NODE_B}
+    model = _Recount(clock, assemble_view(nodes, {}, {}))
+    ledger = Ledger(model.shown, ttl_seconds=60, clock=clock)
     for op in ops:
         if op[0] == "reserve":
             _, i, node_name, namespace, demand = op
-            pod = replace(tenant(int(i), int(demand)), namespace=str(namespace), uid=f"{namespace}-{i}")
-            node = NODE if node_name == "gpu-a" else NODE_B
-            live = {u: m for u, m in model.items() if m[3] >= clock.now}
-            held = sum(m[2] for u, m in live.items() if m[0] == node.name and u != pod.uid)
-            if ledger.reserve(pod, node).ok:
-                assert held + int(demand) <= node.budget_mib
-                model[pod.uid] = (node.name, str(namespace), int(demand), clock.now + 60)
-            else:
-                assert held + int(demand) > node.budget_mib
+            pod, node = _pod(i, namespace, demand), nodes[str(node_name)]
+            held = model.committed(node.name) - model.own_share(pod, node)
+            ok = ledger.reserve(pod, node).ok
+            assert ok == (held + int(str(demand)) <= node.budget_mib)
+            if ok:
+                model.reserved[pod.uid] = (node.name, str(namespace), int(str(demand)), clock.now + 60, pod.key)
         elif op[0] == "release":
             for namespace in ("ns", "other"):
                 ledger.release(f"{namespace}-{op[1]}")
-                model.pop(f"{namespace}-{op[1]}", None)
+                model.reserved.pop(f"{namespace}-{op[1]}", None)
         elif op[0] == "admit":
             _, i, namespace, demand = op
-            ledger.remember_admitted(
-                replace(tenant(int(i), int(demand)), namespace=str(namespace), uid=f"{namespace}-{i}")
-            )
-            admitted[f"{namespace}-{i}"] = (str(namespace), int(demand), clock.now + 60)
+            pod = _pod(i, namespace, demand)
+            ledger.remember_admitted(pod)
+            model.admitted[pod.uid] = (str(namespace), int(str(demand)), clock.now + 60, pod.key)
+        elif op[0] == "publish":
+            pods = [_pod(i, ns, d, node=str(n), same=bool(same)) for i, ns, n, same, d in op[1]]  # type: ignore[attr-defined]
+            model.publish(assemble_view(nodes, {}, {p.key: p for p in pods}))
+            ledger.publish(model.shown)
         else:
-            clock.now += float(op[1])
-        live = {u: m for u, m in model.items() if m[3] >= clock.now}
-        waiting = {u: a for u, a in admitted.items() if a[2] >= clock.now and u not in live}
+            clock.now += float(str(op[1]))
         for name in ("gpu-a", "gpu-b"):
-            assert ledger.committed(name) == sum(m[2] for m in live.values() if m[0] == name)
+            assert ledger.committed(name) == model.committed(name)
         for namespace in ("ns", "other"):
-            expected = sum(m[2] for m in live.values() if m[1] == namespace)
-            expected += sum(a[1] for a in waiting.values() if a[0] == namespace)
-            assert ledger.pending_usage(namespace) == expected
-            mine = live.get(f"{namespace}-0", (None, None, 0))[2] or waiting.get(f"{namespace}-0", (None, 0))[1]
-            assert ledger.pending_usage(namespace, besides=f"{namespace}/p0") == expected - mine
+            assert ledger.pending_usage(namespace) == model.pending(namespace)
+            besides = f"{namespace}/p0"
+            assert ledger.pending_usage(namespace, besides=besides) == model.pending(namespace, besides)
 
 
 def test_a_pod_the_view_shows_bound_elsewhere_no_longer_holds_its_reservation() -> None:

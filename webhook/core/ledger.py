@@ -8,9 +8,10 @@ published view shows the pod bound (confirm), when the pod goes away (`release`)
 TTL. It also remembers pods admitted at CREATE for a short while, so a binding that races the
 watch still finds its pod. The clock is injected (monotonic); no I/O.
 
-Every call on the request path costs O(reservations on one node), never O(all reservations):
+Every call on the request path costs O(1) per node (a node's committed VRAM is the view's figure
+plus a running total of the reservations the view does not count), never O(all reservations):
 reservations are indexed by node and by namespace, and kept in expiry order (one TTL, a
-monotonic clock), so expiring them only looks at the oldest.
+monotonic clock), so expiring them only looks at the oldest. Only `publish` walks them all.
 
 `capacity_token()` names the state `committed` answers from: a new object whenever a view is
 published or a reservation is taken, dropped or expires, so an answer computed from `committed`
@@ -91,6 +92,8 @@ class Ledger:
         self._reservations: dict[str, Reservation] = {}  # by pod UID, oldest (first to expire) first
         self._on_node: dict[str, dict[str, Reservation]] = {}
         self._of_namespace: dict[str, dict[str, Reservation]] = {}
+        #: node -> MiB of its reservations that the view does not count (see `_counted`)
+        self._uncounted: dict[str, int] = {}
         self._admitted: dict[str, tuple[Tenant, float]] = {}  # by namespace/name, oldest first
         self._admitted_in: dict[str, dict[str, Tenant]] = {}  # namespace -> namespace/name -> tenant
         self._capacity = object()  # replaced whenever what `committed` answers may change
@@ -111,6 +114,11 @@ class Ledger:
                 tenant = view.tenants.get(res.key)
                 if tenant is not None and tenant.uid == uid and tenant.node:
                     self._drop_locked(uid)
+            uncounted: dict[str, int] = {}  # recounted under the new view
+            for res in self._reservations.values():
+                if not self._counted(res):
+                    uncounted[res.node] = uncounted.get(res.node, 0) + res.demand_mib
+            self._uncounted = uncounted
             delivered = [
                 key
                 for key, (admitted, _) in self._admitted.items()
@@ -216,14 +224,13 @@ class Ledger:
         return 0
 
     def _committed_locked(self, node: str) -> int:
-        view = self._view
-        total = view.committed.get(node, 0)
-        for res in self._on_node.get(node, {}).values():
-            tenant = view.tenants.get(res.key)
-            if tenant is not None and tenant.uid == res.uid and tenant.node == node:
-                continue  # the view already counts it
-            total += res.demand_mib
-        return total
+        return self._view.committed.get(node, 0) + self._uncounted.get(node, 0)
+
+    def _counted(self, res: Reservation) -> bool:
+        """Whether the view already counts `res` (it shows the pod bound where it is reserved).
+        Fixed for a reservation while one view is published: `publish` recounts."""
+        tenant = self._view.tenants.get(res.key)
+        return tenant is not None and tenant.uid == res.uid and tenant.node == res.node
 
     def _add_locked(self, res: Reservation) -> None:
         uid = res.uid
@@ -239,6 +246,8 @@ class Ledger:
         if of_namespace is None:
             of_namespace = self._of_namespace[res.namespace] = {}
         of_namespace[uid] = res
+        if not self._counted(res):
+            self._uncounted[res.node] = self._uncounted.get(res.node, 0) + res.demand_mib
 
     def _drop_locked(self, uid: str) -> None:
         res = self._reservations.pop(uid, None)
@@ -247,6 +256,12 @@ class Ledger:
         self._capacity = object()
         on_node, of_namespace = self._on_node[res.node], self._of_namespace[res.namespace]
         del on_node[uid], of_namespace[uid]
+        if not self._counted(res):  # (inside `publish`, which recounts afterwards, this may be off)
+            left = self._uncounted.get(res.node, 0) - res.demand_mib
+            if left:
+                self._uncounted[res.node] = left
+            else:
+                self._uncounted.pop(res.node, None)
         if not on_node:
             del self._on_node[res.node]
         if not of_namespace:
