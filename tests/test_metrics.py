@@ -55,8 +55,7 @@ def test_admission_stats_render_like_prometheus_client(reviews: list[tuple[str, 
         registry=reference,
     )
     for webhook, kind, operation, decision, seconds in reviews:
-        stats.count(webhook, kind, operation, decision)
-        stats.observe(webhook, seconds)
+        stats.answered(webhook, kind, operation, decision, seconds)
         counter.labels(webhook, kind, operation, decision).inc()
         histogram.labels(webhook).observe(seconds)
     got, want = generate_latest(ours).decode(), generate_latest(reference).decode()

@@ -185,17 +185,15 @@ class AdmissionEndpoint:
         self._stats = metrics.admissions
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = time.perf_counter()
-        status, body = await self.answer(scope, receive)
-        if status == 200:  # a decided review (rejected requests are counted in bad_requests)
-            self._stats.observe(self.webhook, time.perf_counter() - started)
+        status, body = await self.answer(scope, receive, time.perf_counter())
         headers = [_JSON, (b"content-length", b"%d" % len(body))]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    async def answer(self, scope: Scope, receive: Receive) -> tuple[int, bytes]:
-        """The HTTP status and body for one request; one coroutine on the common path (a body in
-        one message, decided inline: see `Deadline`)."""
+    async def answer(self, scope: Scope, receive: Receive, started: float) -> tuple[int, bytes]:
+        """The HTTP status and body for one request that arrived at `started` (perf_counter); one
+        coroutine on the common path (a body in one message, decided inline: see `Deadline`). A
+        decided review is counted, timed (arrival to encoded answer) and logged by `record`."""
         ctype, declared = b"", b""
         for name, value in scope.get("headers") or ():
             if name == b"content-type":
@@ -221,7 +219,6 @@ class AdmissionEndpoint:
         except (ValueError, RecursionError) as exc:
             text = str(exc) if isinstance(exc, rv.ReviewError) else f"body is not valid JSON: {str(exc)[:200]}"
             return self.reject(400, text)
-        started = time.perf_counter()
         budget = query_timeout(scope.get("query_string")) - TIMEOUT_HEADROOM
         if Deadline.inline_ok():  # the common case: decided here, without another coroutine
             try:
@@ -232,8 +229,9 @@ class AdmissionEndpoint:
                 response = self._failed(req)
         else:
             response = await self.decide(req, budget)
+        body = rv.encode_review(req.uid, response, mutating=self.mutating)
         self.record(req, response, time.perf_counter() - started)
-        return 200, rv.encode_review(req.uid, response, mutating=self.mutating)
+        return 200, body
 
     async def read_rest(self, first: bytes, message: Message, receive: Receive) -> bytes:
         """The whole body, from its first `message` (whose body is `first`) on."""
@@ -273,12 +271,12 @@ class AdmissionEndpoint:
 
     def record(self, req: AdmissionRequest, response: AdmissionResponse, elapsed: float) -> None:
         if response is rv.PLAIN_ALLOWED:  # most of the traffic: counted, logged at DEBUG, not recorded
-            self._stats.count(self.webhook, req.kind.kind, req.operation, "allowed")
+            self._stats.answered(self.webhook, req.kind.kind, req.operation, "allowed", elapsed)
             if log.isEnabledFor(logging.DEBUG):
                 self._log(logging.DEBUG, req, response, "allowed", elapsed)
             return
         decision = decision_of(response)
-        self._stats.count(self.webhook, req.kind.kind, req.operation, decision)
+        self._stats.answered(self.webhook, req.kind.kind, req.operation, decision, elapsed)
         if self.recorder is not None and (not response.allowed or response.warnings or response.audit_annotations):
             self.recorder(self.webhook, req, response, decision)
         # plain admissions at DEBUG (they are most of the traffic); anything with a reason at INFO+

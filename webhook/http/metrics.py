@@ -39,11 +39,11 @@ class AdmissionStats(Collector):
         #: webhook -> [count per bucket (le), count above the last bucket, sum of seconds]
         self._latency: dict[str, list[float]] = {}
 
-    def count(self, webhook: str, kind: str, operation: str, decision: str) -> None:
+    def answered(self, webhook: str, kind: str, operation: str, decision: str, seconds: float) -> None:
+        """One decided review, answered in `seconds`."""
         key = (webhook, kind, operation, decision)
-        self._counts[key] = self._counts.get(key, 0) + 1
-
-    def observe(self, webhook: str, seconds: float) -> None:
+        counts = self._counts
+        counts[key] = counts.get(key, 0) + 1
         row = self._latency.get(webhook)
         if row is None:
             row = self._latency[webhook] = [0.0] * (len(BUCKETS) + 2)
