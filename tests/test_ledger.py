@@ -90,7 +90,7 @@ def test_confirmed_by_the_view_is_not_double_counted() -> None:
     ledger = Ledger(view(), clock=Clock())
     t = tenant(1, 30_000)
     assert ledger.reserve(t, NODE).ok
-    bound = replace(t, node="gpu-a")
+    bound = t._replace(node="gpu-a")
     ledger.publish(view(bound))
     assert ledger.committed("gpu-a") == 30_000
     assert ledger.reservations() == ()
@@ -181,7 +181,7 @@ _OPS = st.lists(
 
 def _pod(i: object, namespace: object, demand: object, *, node: str = "", same: bool = True) -> Tenant:
     uid = f"{namespace}-{i}" if same else f"{namespace}-{i}-other"
-    return replace(tenant(int(str(i)), int(str(demand)), node=node), namespace=str(namespace), uid=uid)
+    return tenant(int(str(i)), int(str(demand)), node=node)._replace(namespace=str(namespace), uid=uid)
 
 
 class _Recount:
@@ -285,12 +285,12 @@ def test_a_pod_the_view_shows_bound_elsewhere_no_longer_holds_its_reservation() 
     ledger = Ledger(assemble_view(nodes, {}, {}), ttl_seconds=600, clock=Clock())
     pod = tenant(1, 30_000)
     assert ledger.reserve(pod, NODE).ok
-    ledger.publish(assemble_view(nodes, {}, {pod.key: replace(pod, node="gpu-b")}))
+    ledger.publish(assemble_view(nodes, {}, {pod.key: pod._replace(node="gpu-b")}))
     assert ledger.reservations() == ()
     assert (ledger.committed("gpu-a"), ledger.committed("gpu-b")) == (0, 30_000)
-    still_pending = replace(tenant(2, 20_000), uid="uid-2")
+    still_pending = tenant(2, 20_000)._replace(uid="uid-2")
     assert ledger.reserve(still_pending, NODE).ok
-    ledger.publish(assemble_view(nodes, {}, {pod.key: replace(pod, node="gpu-b"), still_pending.key: still_pending}))
+    ledger.publish(assemble_view(nodes, {}, {pod.key: pod._replace(node="gpu-b"), still_pending.key: still_pending}))
     assert [r.uid for r in ledger.reservations()] == ["uid-2"]  # in the view, but not bound yet: kept
 
 
@@ -309,7 +309,7 @@ def test_an_admitted_pod_counts_once_then_not_at_all_once_gone() -> None:
 
 def test_publishing_a_pod_forgets_its_admission_but_not_a_newer_pod_of_that_name() -> None:
     ledger = Ledger(view(), ttl_seconds=60, clock=Clock())
-    old, new = tenant(1, 5_000), replace(tenant(1, 7_000), uid="uid-new")
+    old, new = tenant(1, 5_000), tenant(1, 7_000)._replace(uid="uid-new")
     ledger.remember_admitted(new)
     ledger.publish(view(old))  # the view still shows the previous pod of that name
     assert ledger.find_tenant(new.key) == old

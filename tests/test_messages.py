@@ -5,7 +5,6 @@ are refused in every enforcement mode."""
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import uuid
 from typing import Any
@@ -129,7 +128,7 @@ def test_capacity_messages_never_contradict_the_numbers(
     admitted = 0
     for name, node in view.nodes.items():
         for k in range(replicas + 1):
-            copy = dataclasses.replace(tenant_from_pod(facts, demand_of), uid=f"{name}-{k}", name=f"c-{name}-{k}")
+            copy = tenant_from_pod(facts, demand_of)._replace(uid=f"{name}-{k}", name=f"c-{name}-{k}")
             fit = ledger.reserve(copy, node)
             if not fit.ok:
                 break

@@ -102,7 +102,7 @@ def mutation_of(req: AdmissionRequest, guard: Guard) -> tuple[AdmissionResponse,
     if demand is not None and after.is_gpu_tenant and named and not req.dry_run:
         tenant = tenant_from_pod(after, demand)
         if tenant.requested_mib != requested:
-            tenant = replace(tenant, requested_mib=requested)
+            tenant = tenant._replace(requested_mib=requested)
     return rv.with_warnings(rv.patched(ops), warnings), tenant
 
 

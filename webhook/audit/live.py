@@ -61,7 +61,7 @@ def with_reservations(
                 demand_mib=res.demand_mib,
                 source="reservation",
             )
-        tenants[res.key] = replace(known, node=res.node, uid=res.uid)
+        tenants[res.key] = known._replace(node=res.node, uid=res.uid)
     if len(tenants) == len(view.tenants) and all(tenants[k] is t for k, t in view.tenants.items()):
         return view
     assembled = assemble_view(view.nodes, view.namespaces, tenants)

@@ -367,7 +367,7 @@ class _Run:
             if node is None:
                 pending = why
                 continue
-            copy = replace(tenant, name=name, uid=f"audit:{tenant.namespace}/{name}", node=node.name)
+            copy = tenant._replace(name=name, uid=f"audit:{tenant.namespace}/{name}", node=node.name)
             self.guard.ledger.publish(self.builder.put_tenant(copy, base=self.view))
             self.owners[copy.key] = owner
             placed.append(node.name)

@@ -20,6 +20,7 @@ may be remembered under it (the validating webhook does, per distinct pod).
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -88,6 +89,8 @@ class Ledger:
         self._lock = threading.Lock()
         self._view = view
         self._ttl = ttl_seconds
+        #: whether anything ever expires (snapshot mode: the TTL is infinite, and nothing does)
+        self._expires = ttl_seconds != math.inf
         self._clock = clock
         self._reservations: dict[str, Reservation] = {}  # by pod UID, oldest (first to expire) first
         self._on_node: dict[str, dict[str, Reservation]] = {}
@@ -268,6 +271,8 @@ class Ledger:
             del self._of_namespace[res.namespace]
 
     def _expire_locked(self) -> None:
+        if not self._expires:
+            return
         now = self._clock()
         reservations, admitted = self._reservations, self._admitted
         while reservations:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from webhook.core.catalog import Catalog
 from webhook.core.declarations import read_declaration
@@ -27,9 +27,10 @@ from webhook.core.tenants import ANN_DEMAND, ANN_ESTIMATE, DeclarationError, Pod
 ESTIMATE_VERSION = 1
 
 
-@dataclass(frozen=True, slots=True)
-class Tenant:
-    """One active GPU tenant (bound or still pending)."""
+class Tenant(NamedTuple):
+    """One active GPU tenant (bound or still pending). A named tuple: one is made for every pod
+    the view holds and for every GPU pod admitted (a frozen dataclass's __init__ sets each of its
+    eleven fields by a separate call, issue 17); copies with changes by `_replace`."""
 
     namespace: str
     name: str
@@ -195,7 +196,7 @@ class ViewBuilder:
         if stamp is not None:
             models = _declared_models(pod)
             demand = max(stamp, pod.vram_mib)
-            return replace(tenant_from_pod(pod, None), demand_mib=demand, source="annotation", models=models)
+            return tenant_from_pod(pod, None)._replace(demand_mib=demand, source="annotation", models=models)
         ns = resolve_namespace_policy(self._cluster, pod.namespace, self._namespaces.get(pod.namespace))
         try:
             return tenant_from_pod(pod, compute_demand(pod, ns=ns, cluster=self._cluster, catalog=self._catalog))
