@@ -157,7 +157,9 @@ class Ledger:
             self._expire_locked()
             demand = tenant.demand_on(node)
             key = tenant.key
-            committed = self._committed_locked(node.name) - self._own_share_locked(tenant, key, node)
+            name = node.name
+            held = self._view.committed.get(name, 0) + self._uncounted.get(name, 0)  # _committed_locked
+            committed = held - self._own_share_locked(tenant, key, node)
             fit = fits(node, committed_mib=committed, demand_mib=demand, gpus=tenant.gpus)
             if (force or fit.ok) and not dry_run:
                 fields = (tenant.uid, key, node.name, demand, self._clock() + self._ttl, tenant.namespace)

@@ -13,18 +13,17 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from webhook.admission.review import AdmissionRequest, AdmissionResponse
 
 DEFAULT_SIZE = 50
 
 
-@dataclass(frozen=True, slots=True)
-class RecentDecision:
-    """One answer worth showing: denied, warned, audited (would deny) or error."""
+class RecentDecision(NamedTuple):
+    """One answer worth showing: denied, warned, audited (would deny) or error (a named tuple:
+    one is made per denied or warned review, on the request path)."""
 
     at: float
     webhook: str
