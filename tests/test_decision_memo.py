@@ -376,3 +376,50 @@ def test_a_remembered_evaluation_ends_when_the_cluster_fills(bind: bool, namespa
     assert answers[0].allowed
     denied = [a for a in answers if not a.allowed]
     assert denied and "VRAM" in denied[0].message
+
+
+# --- a binding that does not fit: its answer remembered per (mode, pod, node, figures) ------------
+
+
+def _full_node() -> tuple[Guard, Any]:
+    from webhook.core.inventory import read_node
+
+    node = read_node(
+        {"metadata": {"name": "gpu-a", "labels": {"nvidia.com/gpu.memory": "81559", "nvidia.com/gpu.count": "1",
+                                                  "nvidia.com/gpu.replicas": "4"}},
+         "status": {"allocatable": {"nvidia.com/gpu": "4"}}},
+        gpu_resources=("nvidia.com/gpu",),
+    )
+    assert node is not None
+    return make_guard({}), node
+
+
+@pytest.mark.parametrize("mode", ["enforce", "warn", "audit"])
+def test_an_over_commit_answer_is_remembered_only_for_the_same_figures_and_never_in_audit_mode(mode: str) -> None:
+    from webhook.admission.validation import _over_commit
+    from webhook.core.ledger import fits
+    from webhook.core.policy import ANN_ENFORCEMENT, resolve_namespace_policy
+    from webhook.core.view import Tenant
+
+    guard, node = _full_node()
+    audited: list[str] = []
+    guard = Guard(cluster=guard.cluster, catalog=guard.catalog, ledger=guard.ledger,
+                  on_would_deny=lambda ns, rule, message: audited.append(message))
+    ns = resolve_namespace_policy(CLUSTER, "team-a", {ANN_ENFORCEMENT: mode})
+    pod = Tenant("team-a", "ollama-0", "uid-0", "", 1, True, 20_000, "estimate", ("llama3.1:8b",))
+    first, again = (fits(node, committed_mib=c, demand_mib=20_000, gpus=1) for c in (70_000, 70_000))
+    later = fits(node, committed_mib=75_000, demand_mib=20_000, gpus=1)  # the node filled up further
+    answers = [_over_commit(pod, node, fit, ns, guard) for fit in (first, again, later)]
+    with fresh():
+        computed = [_over_commit(pod, node, fit, ns, guard) for fit in (first, again, later)]
+    assert answers == computed
+    assert answers[0] != answers[2]  # other figures, another answer
+    shown = {"enforce": answers[0].message, "warn": " ".join(answers[0].warnings),
+             "audit": " ".join(v for _, v in answers[0].audit_annotations)}[mode]
+    assert ("68.4 GiB committed" if mode != "warn" else "needs 19.5 GiB") in shown
+    if mode == "audit":
+        assert len(audited) == 6  # every call records its would-be denial: nothing is remembered
+        assert answers[0] is not answers[1]
+    else:
+        assert not audited
+        assert answers[0] is answers[1]  # remembered

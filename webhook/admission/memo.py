@@ -9,6 +9,8 @@ tied to the objects the computation reads besides (`owner`, compared by identity
 policy, the catalog, the view or its namespaces and nodes, which are never changed in place, and
 for the whole validation also `Ledger.capacity_token()`) and starts afresh when any of them is
 replaced; it holds at most `MAX` entries.
+The same `Memo` also holds the answer to a binding that does not fit (`validation._over_commit`), keyed by
+everything that answer reads (the enforcement mode, the tenant, the node, the fit's figures).
 Errors are not remembered. Pure bookkeeping: no I/O.
 """
 

@@ -19,7 +19,9 @@ from webhook.admission.review import AdmissionRequest, AdmissionResponse
 from webhook.admission.workloads import validate_workload
 from webhook.core.evaluation import PodAssessment, PodEvaluation, Violation, assess_pod, evaluate_pod
 from webhook.core.explain import CAPACITY_FIX, describe_fit
-from webhook.core.policy import guard_annotations, is_policy_admin
+from webhook.core.inventory import GpuNode
+from webhook.core.ledger import Fit
+from webhook.core.policy import NamespacePolicy, guard_annotations, is_policy_admin
 from webhook.core.quantity import format_mib
 from webhook.core.staleness import Staleness, catching_up, catching_up_short
 from webhook.core.tenants import DeclarationError, pod_identity, read_pod
@@ -154,19 +156,36 @@ def validate_binding(req: AdmissionRequest, guard: Guard) -> AdmissionResponse:
         if not req.dry_run:
             guard.on_bound(tenant, node.name)
         return rv.allowed()
-    violation = Violation(
-        "capacity",
-        f"binding to {node.name} would over-commit its VRAM: the pod needs "
-        f"{describe_demand_of(tenant, node.even_share_mib)}; {describe_fit(fit)} "
-        f"({format_mib(fit.committed_mib)} committed). The scheduler tries again, on another node or "
-        f"when VRAM is freed. {CAPACITY_FIX}",
-        short=f"binding to {node.name}: needs {format_mib(fit.demand_mib)}, {format_mib(fit.free_mib)} free",
-    )
-    response = enforce(ns, [violation], guard, subject=f"pod {key}")
+    response = _over_commit(tenant, node, fit, ns, guard)
     if response.allowed and not req.dry_run:
         guard.ledger.reserve(tenant, node, force=True)
         guard.on_bound(tenant, node.name)
     return response
+
+
+_over_commits: Memo[AdmissionResponse] = Memo()
+
+
+def _over_commit(tenant: Tenant, node: GpuNode, fit: Fit, ns: NamespacePolicy, guard: Guard) -> AdmissionResponse:
+    """What `enforce` makes of a binding that does not fit. Remembered in the modes where `enforce`
+    has no side effect (enforce, warn), keyed by everything the answer reads (the mode, the tenant,
+    the node's name and even share, the fit's figures): the scheduler retries a pod on the same
+    node, and a node that stays full gives it the same answer."""
+
+    def compute() -> AdmissionResponse:
+        violation = Violation(
+            "capacity",
+            f"binding to {node.name} would over-commit its VRAM: the pod needs "
+            f"{describe_demand_of(tenant, node.even_share_mib)}; {describe_fit(fit)} "
+            f"({format_mib(fit.committed_mib)} committed). The scheduler tries again, on another node or "
+            f"when VRAM is freed. {CAPACITY_FIX}",
+            short=f"binding to {node.name}: needs {format_mib(fit.demand_mib)}, {format_mib(fit.free_mib)} free",
+        )
+        return enforce(ns, [violation], guard, subject=f"pod {tenant.key}")
+
+    pure = ns.enforcement in ("enforce", "warn")
+    key = (ns.enforcement, tenant, node.name, node.even_share_mib, fit) if pure else None
+    return _over_commits.get((guard.cluster,), key, compute)
 
 
 def _bound_while_stale(
