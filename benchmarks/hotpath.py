@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks import floor
+from benchmarks import floor, generate
 from webhook.cli.settings import load_settings
 from webhook.core.catalog import load_catalog
 from webhook.http.logs import configure_logging
@@ -129,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--runs", type=int, default=5, help="runs per figure; the best is reported")
     parser.add_argument("--reviews", type=int, default=2000, help="reviews per run")
-    parser.add_argument("--seed", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=generate.DEFAULT_SEED)
     parser.add_argument("--workdir", type=Path, default=HERE / ".work")
     args = parser.parse_args(argv)
     snapshot = args.workdir / "snapshots" / f"{args.size}-{args.seed}.json"

@@ -144,3 +144,17 @@ def test_generated_snapshots_are_deterministic_and_keep_tenants_within_slots(tmp
                (p["metadata"].get("annotations") or {})]
     assert stamped and all(p["metadata"]["annotations"]["ollama-guard.io/estimate"].startswith('{"assumptions"')
                            for p in stamped)
+
+
+def test_the_in_process_hot_path_tool_reports_every_review_kind(quick_run: Path) -> None:
+    """`benchmarks.hotpath` on the quick run's snapshot and bodies: one line per kind, warm and cold µs for the
+    guard and the floor, and the guard's Python calls per review."""
+    done = run_module("benchmarks.hotpath", "--size", "tiny", "--runs", "1", "--reviews", "40",
+                      "--workdir", str(quick_run.parent / "work"), timeout=120)
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].split() == ["kind", "warm", "guard", "warm", "floor", "cold", "guard", "cold", "floor", "calls"]
+    rows = {line.split()[0]: [float(cell) for cell in line.split()[1:]] for line in lines[1:]}
+    assert sorted(rows) == sorted(KINDS)
+    for kind, figures in rows.items():
+        assert len(figures) == 5 and all(f > 0 for f in figures), (kind, figures)
+        assert figures[4] >= 5  # a review runs the endpoint, the reader and a decision: several calls at least
