@@ -381,7 +381,7 @@ def test_a_remembered_evaluation_ends_when_the_cluster_fills(bind: bool, namespa
 # --- a binding that does not fit: its answer remembered per (mode, pod, node, figures) ------------
 
 
-def _full_node() -> tuple[Guard, Any]:
+def _guard_and_node() -> tuple[Guard, Any]:
     from webhook.core.inventory import read_node
 
     node = read_node(
@@ -401,7 +401,7 @@ def test_an_over_commit_answer_is_remembered_only_for_the_same_figures_and_never
     from webhook.core.policy import ANN_ENFORCEMENT, resolve_namespace_policy
     from webhook.core.view import Tenant
 
-    guard, node = _full_node()
+    guard, node = _guard_and_node()
     audited: list[str] = []
     guard = Guard(cluster=guard.cluster, catalog=guard.catalog, ledger=guard.ledger,
                   on_would_deny=lambda ns, rule, message: audited.append(message))

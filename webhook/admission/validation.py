@@ -158,7 +158,7 @@ def validate_binding(req: AdmissionRequest, guard: Guard) -> AdmissionResponse:
         return rv.allowed()
     response = _over_commit(tenant, node, fit, ns, guard)
     if response.allowed and not req.dry_run:
-        guard.ledger.reserve(tenant, node, force=True)
+        ledger.reserve(tenant, node, force=True)
         guard.on_bound(tenant, node.name)
     return response
 

@@ -10,7 +10,7 @@ watch still finds its pod. The clock is injected (monotonic); no I/O.
 
 Every call on the request path costs O(1) per node (a node's committed VRAM is the view's figure
 plus a running total of the reservations the view does not count), never O(all reservations):
-reservations are indexed by node and by namespace, and kept in expiry order (one TTL, a
+reservations are indexed by namespace, and kept in expiry order (one TTL, a
 monotonic clock), so expiring them only looks at the oldest. Only `publish` walks them all.
 
 `capacity_token()` names the state `committed` answers from: a new object whenever a view is
@@ -59,7 +59,7 @@ class Fit(NamedTuple):
 
 def fits(node: GpuNode, *, committed_mib: int, demand_mib: int, gpus: int) -> Fit:
     """Whether `demand_mib` fits on `node` given what is already committed there."""
-    budget = max(node.capacity_mib - node.reserved_mib, 0)  # GpuNode.budget_mib
+    budget = node.budget_mib
     per_gpu = -(-demand_mib // gpus) if gpus > 1 else demand_mib
     problem = "; ".join(node.problems) if node.problems else ""
     gpu_memory = node.gpu_memory_mib
@@ -93,7 +93,6 @@ class Ledger:
         self._expires = ttl_seconds != math.inf
         self._clock = clock
         self._reservations: dict[str, Reservation] = {}  # by pod UID, oldest (first to expire) first
-        self._on_node: dict[str, dict[str, Reservation]] = {}
         self._of_namespace: dict[str, dict[str, Reservation]] = {}
         #: node -> MiB of its reservations that the view does not count (see `_counted`)
         self._uncounted: dict[str, int] = {}
@@ -157,9 +156,7 @@ class Ledger:
             self._expire_locked()
             demand = tenant.demand_on(node)
             key = tenant.key
-            name = node.name
-            held = self._view.committed.get(name, 0) + self._uncounted.get(name, 0)  # _committed_locked
-            committed = held - self._own_share_locked(tenant, key, node)
+            committed = self._committed_locked(node.name) - self._own_share_locked(tenant, key, node)
             fit = fits(node, committed_mib=committed, demand_mib=demand, gpus=tenant.gpus)
             if (force or fit.ok) and not dry_run:
                 fields = (tenant.uid, key, node.name, demand, self._clock() + self._ttl, tenant.namespace)
@@ -243,10 +240,6 @@ class Ledger:
             self._drop_locked(uid)  # re-inserted at the end: the dict stays in expiry order
         self._capacity = object()
         self._reservations[uid] = res
-        on_node = self._on_node.get(res.node)
-        if on_node is None:
-            on_node = self._on_node[res.node] = {}
-        on_node[uid] = res
         of_namespace = self._of_namespace.get(res.namespace)
         if of_namespace is None:
             of_namespace = self._of_namespace[res.namespace] = {}
@@ -259,16 +252,14 @@ class Ledger:
         if res is None:
             return
         self._capacity = object()
-        on_node, of_namespace = self._on_node[res.node], self._of_namespace[res.namespace]
-        del on_node[uid], of_namespace[uid]
+        of_namespace = self._of_namespace[res.namespace]
+        del of_namespace[uid]
         if not self._counted(res):  # (inside `publish`, which recounts afterwards, this may be off)
             left = self._uncounted.get(res.node, 0) - res.demand_mib
             if left:
                 self._uncounted[res.node] = left
             else:
                 self._uncounted.pop(res.node, None)
-        if not on_node:
-            del self._on_node[res.node]
         if not of_namespace:
             del self._of_namespace[res.namespace]
 
