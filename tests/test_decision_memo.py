@@ -26,7 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from webhook.admission import memo
+from webhook.admission import memo, validation
 from webhook.admission.context import Guard
 from webhook.admission.memo import IDENTITY, UNREAD, content_key
 from webhook.admission.mutation import mutate
@@ -42,12 +42,17 @@ FIXTURES = Path(os.environ.get("OLLAMA_GUARD_FIXTURES", ROOT.parent / "shared/fi
 pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"recorded reviews not found at {FIXTURES}")
 CATALOG = load_catalog()
 CLUSTER = load_settings().cluster_policy()
-#: two views: the examples' namespaces, and the same cluster with stricter team namespaces
+#: three views: the examples' namespaces, the same cluster with stricter team namespaces, and
+#: with VRAM quotas that the pods each example admits fill up (the memo then keys by the figure)
 POLICIES: list[dict[str, dict[str, str]]] = [
     {},
     {
         "team-a": {"ollama-guard.io/context-length": "4096", "ollama-guard.io/allowed-models": "llama3.1:*"},
         "team-b": {"ollama-guard.io/enforcement": "audit", "ollama-guard.io/driver-memory-limit": "true"},
+    },
+    {
+        "team-a": {"ollama-guard.io/vram-quota": "40Gi"},
+        "team-b": {"ollama-guard.io/vram-quota": "90Gi", "ollama-guard.io/enforcement": "warn"},
     },
 ]
 
@@ -287,7 +292,11 @@ def guards() -> list[tuple[Guard, Guard]]:
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(edit_lists, min_size=1, max_size=3), st.lists(steps, min_size=1, max_size=12), st.integers(0, 1))
+@given(
+    st.lists(edit_lists, min_size=1, max_size=3),
+    st.lists(steps, min_size=1, max_size=12),
+    st.integers(0, len(POLICIES) - 1),
+)
 def test_remembered_answers_equal_fresh_ones(
     guards: list[tuple[Guard, Guard]], pods: list[list[tuple[str, int]]], sequence: list[Step], view: int
 ) -> None:
@@ -307,6 +316,54 @@ def test_remembered_answers_equal_fresh_ones(
             bound = validate(binding, remembering)
             with fresh():
                 assert validate(binding, computing) == bound, (edits, namespace, which)
+
+
+QUOTA_PODS = [[("vram", 1)], [("models", 0)], [("models", 1), ("gpus", 1)]]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, len(QUOTA_PODS) - 1), st.integers(0, 5), st.booleans()), min_size=2,
+                max_size=14))
+def test_in_a_quota_namespace_a_remembered_answer_is_the_fresh_one_for_every_figure(
+    sequence: list[tuple[int, int, bool]],
+) -> None:
+    """Replicas of a few pods created one after another in a namespace with a VRAM quota: each
+    admitted one adds to the namespace's pending VRAM, so the quota figure changes from pod to
+    pod and the memo answers by it. Every answer equals a fresh computation's."""
+    quota = {"team-a": {"ollama-guard.io/vram-quota": "24Gi"}}
+    remembering, computing = make_guard(quota), make_guard(quota)
+    for number, (pod, name, dry_run) in enumerate(sequence):
+        req = review_of(QUOTA_PODS[pod], "team-a", dry_run, uid=number)
+        meta = req.object["metadata"]  # type: ignore[index]
+        meta.update(name=f"replica-{name}", uid=f"uid-{name}")
+        req = req._replace(name=meta["name"])
+        answer = validate(req, remembering)
+        with fresh():
+            assert validate(req, computing) == answer, (number, pod, name, dry_run)
+
+
+def test_in_a_quota_namespace_replicas_that_find_the_same_figure_are_evaluated_once() -> None:
+    """Dry-run replicas admit nothing, so each finds the namespace's quota figure unchanged: the
+    whole evaluation is computed for the first only (before, a quota namespace's pods were always
+    evaluated afresh)."""
+    guard = make_guard({"team-a": {"ollama-guard.io/vram-quota": "200Gi"}})
+    computed: list[object] = []
+    original = validation.evaluate_pod
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        computed.append(args)
+        return original(*args, **kwargs)
+
+    validation.evaluate_pod = counting  # type: ignore[assignment]
+    try:
+        for i in range(4):
+            req = review_of([], "team-a", True, uid=i)
+            meta = req.object["metadata"]  # type: ignore[index]
+            meta.update(name=f"dry-replica-{i}", uid=f"dry-{i}")
+            assert validate(req._replace(name=meta["name"]), guard).allowed
+    finally:
+        validation.evaluate_pod = original
+    assert len(computed) == 1
 
 
 def test_replicas_are_computed_once_and_each_is_answered_and_remembered_under_its_own_name() -> None:

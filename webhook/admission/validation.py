@@ -17,7 +17,7 @@ from webhook.admission.memo import UNREAD_OR_IDENTITY, Memo, content_key
 from webhook.admission.mutation import is_pod
 from webhook.admission.review import AdmissionRequest, AdmissionResponse
 from webhook.admission.workloads import validate_workload
-from webhook.core.evaluation import PodAssessment, PodEvaluation, Violation, assess_pod, evaluate_pod
+from webhook.core.evaluation import PodAssessment, PodEvaluation, Violation, assess_pod, evaluate_pod, quota_used
 from webhook.core.explain import CAPACITY_FIX, describe_fit
 from webhook.core.inventory import GpuNode
 from webhook.core.ledger import Fit
@@ -73,8 +73,10 @@ def remembered_evaluation(
     """`evaluate_pod` for a Pod CREATE, remembered per distinct pod (see `memo`) at two levels:
 
     - the whole evaluation, tied besides to the published view and the ledger's committed state
-      (`Ledger.capacity_token`: any binding, release, expiry or new view starts it afresh), kept
-      only when it holds for a replica (`PodAssessment.names_no_pod`);
+      (`Ledger.capacity_token`: any binding, release, expiry or new view starts it afresh), and
+      in a namespace with a VRAM quota keyed by the quota figure the pod finds (`quota_used`:
+      it changes with every pod admitted there); kept only when it holds for a replica
+      (`PodAssessment.names_no_pod`);
     - what the pod's content alone decides (`assess_pod`), tied to the view's namespaces only, so
       it outlives bindings.
 
@@ -84,11 +86,24 @@ def remembered_evaluation(
     ledger = guard.ledger
     view = ledger.view
     content = content_key(raw, drop=UNREAD_OR_IDENTITY, finite=finite)
-    key = None if content is None else (namespace, content)
     meta = raw.get("metadata")
     name, uid = pod_identity(meta if isinstance(meta, dict) else {})
+    pod_key = f"{namespace}/{name}"
+    pending: int | None = None  # the namespace's pending VRAM besides this pod, read once if its quota needs it
+    quota: int | None = None
+    if content is not None and view.namespace_policy(guard.cluster, namespace).vram_quota_mib is not None:
+        pending = ledger.pending_usage(namespace, besides=pod_key)
+        quota = quota_used(view, namespace, pod_key, uid, pending)
+    key = None if content is None else (namespace, content, quota)
     owner = (guard.cluster, guard.catalog, view, ledger.capacity_token())
     assessed: list[PodAssessment] = []
+
+    def pending_usage(of: str, /, *, besides: str = "") -> int:
+        """The figure in the key, so what is computed is what the key says (the watch may admit
+        or drop pods meanwhile)."""
+        if pending is not None and (of, besides) == (namespace, pod_key):
+            return pending
+        return ledger.pending_usage(of, besides=besides)
 
     def compute() -> PodEvaluation:
         assessed.append(assessed_pod(raw, namespace, guard, key=key, identity=(name, uid)))
@@ -99,12 +114,14 @@ def remembered_evaluation(
             catalog=guard.catalog,
             view=view,
             committed=ledger.committed,
-            pending_usage=ledger.pending_usage,
+            pending_usage=pending_usage,
             assessed=assessed[0],
         )
 
     def holds_for_replicas(evaluation: PodEvaluation) -> bool:
-        return assessed[0].names_no_pod(evaluation)
+        # the figure in the key is the one the quota check read only if it judged this namespace's pod
+        keyed = quota is not None and evaluation.pod.namespace == namespace
+        return assessed[0].names_no_pod(evaluation, quota_keyed=keyed)
 
     return _evaluations.get(owner, key, compute, keep=holds_for_replicas), (name, uid)
 

@@ -54,7 +54,7 @@ class Violation:
 class PendingUsage(Protocol):
     """`Ledger.pending_usage`: a namespace's VRAM not in the view yet, besides one pod."""
 
-    def __call__(self, namespace: str, *, besides: str = "") -> int: ...
+    def __call__(self, namespace: str, /, *, besides: str = "") -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,13 +96,16 @@ class PodAssessment:
         done = None if self.done is None else self.done.with_pod(pod)
         return PodAssessment(pod, self.policy, self.demand, self.violations, done)
 
-    def names_no_pod(self, evaluation: PodEvaluation) -> bool:
+    def names_no_pod(self, evaluation: PodEvaluation, *, quota_keyed: bool = False) -> bool:
         """Whether `evaluation` (of this assessment) holds for a replica under another name: the
-        cluster's state added no violation (capacity and quota messages name the pod) and no quota
-        was read (a namespace's pending VRAM changes with every pod admitted)."""
+        cluster's state added no violation (capacity and quota messages name the pod), and no quota
+        was read (a namespace's pending VRAM changes with every pod admitted) unless `quota_keyed`:
+        the memo's key holds the figure the quota check read (`quota_used` for this pod), so only a
+        replica that finds the namespace using exactly as much is given the answer."""
         if evaluation.violations is not self.violations and evaluation.violations != self.violations:
             return False
-        return self.done is not None or not (self.pod.is_gpu_tenant and self.policy.vram_quota_mib is not None)
+        reads_quota = self.pod.is_gpu_tenant and self.policy.vram_quota_mib is not None
+        return self.done is not None or not reads_quota or quota_keyed
 
 
 def assess_pod(
@@ -463,6 +466,18 @@ def _copies(fit: Fit) -> int:
     return max(fit.budget_mib - fit.committed_mib, 0) // fit.demand_mib
 
 
+def quota_used(view: ClusterView, namespace: str, key: str, uid: str, pending: int) -> int:
+    """What the namespace's VRAM quota counts as used when pod `key` (namespace/name, UID `uid`)
+    is judged: the view's usage of the namespace, plus `pending` (its VRAM the view does not hold
+    yet, besides this pod: `Ledger.pending_usage`), less the pod's own share when the view
+    already holds it. The one figure of the cluster's state the quota check reads."""
+    used = view.namespace_usage.get(namespace, 0) + pending
+    own = view.tenants.get(key)
+    if own is not None and own.uid == uid and uid:
+        used -= own.demand_mib or 0
+    return used
+
+
 def _quota_checks(
     pod: PodFacts,
     ns: NamespacePolicy,
@@ -481,10 +496,7 @@ def _quota_checks(
             (f.demand_mib for f in results), default=max((n.even_share_mib for n in view.nodes.values()), default=0)
         )
     )
-    used = view.namespace_usage.get(ns.namespace, 0) + pending
-    own = view.tenants.get(pod.key)
-    if own is not None and own.uid == pod.uid and pod.uid:
-        used -= own.demand_mib or 0
+    used = quota_used(view, ns.namespace, pod.key, pod.uid, pending)
     asked = each * replicas
     if used + asked <= ns.vram_quota_mib:
         return []

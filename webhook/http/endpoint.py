@@ -18,6 +18,7 @@ import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from threading import get_ident
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -185,15 +186,10 @@ class AdmissionEndpoint:
         self._stats = metrics.admissions
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        status, body = await self.answer(scope, receive, time.perf_counter())
-        headers = [_JSON, (b"content-length", b"%d" % len(body))]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-    async def answer(self, scope: Scope, receive: Receive, started: float) -> tuple[int, bytes]:
-        """The HTTP status and body for one request that arrived at `started` (perf_counter); one
-        coroutine on the common path (a body in one message, decided inline: see `Deadline`). A
-        decided review is counted, timed (arrival to encoded answer) and logged by `record`."""
+        """One request, answered in this one coroutine on the common path (a body in one message,
+        decided inline: see `Deadline`); every await or call saved here is saved per review (issue
+        17). A decided review is counted, timed (arrival to encoded answer) and logged."""
+        started = time.perf_counter()
         ctype, declared = b"", b""
         for name, value in scope.get("headers") or ():
             if name == b"content-type":
@@ -203,24 +199,25 @@ class AdmissionEndpoint:
         if ctype != b"application/json":  # the exact form kube-apiserver sends; else compare the media type
             media = ctype.split(b";")[0].strip().lower().decode("latin-1")
             if media != "application/json":
-                return self.reject(415, f"content type must be application/json, got {media or 'none'!r}")
+                return await self.reject(send, 415, f"content type must be application/json, got {media or 'none'!r}")
         limit = self.max_body_bytes
         if declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
-            return self.reject(413, f"request body exceeds the {limit} byte limit")
+            return await self.reject(send, 413, f"request body exceeds the {limit} byte limit")
         message = await receive()
         raw: bytes = message.get("body", b"")
         if message.get("more_body", False) or len(raw) > limit:  # the whole body in one message is the rule
             try:
                 raw = await self.read_rest(raw, message, receive)
             except BodyTooLarge:
-                return self.reject(413, f"request body exceeds the {limit} byte limit")
+                return await self.reject(send, 413, f"request body exceeds the {limit} byte limit")
         try:
             req = rv.parse_review(orjson.loads(raw), finite=True)  # orjson refuses NaN and Infinity
         except (ValueError, RecursionError) as exc:
             text = str(exc) if isinstance(exc, rv.ReviewError) else f"body is not valid JSON: {str(exc)[:200]}"
-            return self.reject(400, text)
+            return await self.reject(send, 400, text)
         budget = query_timeout(scope.get("query_string")) - TIMEOUT_HEADROOM
-        if Deadline.inline_ok():  # the common case: decided here, without another coroutine
+        # `Deadline.inline_ok()`, without the call once its handler is installed: decided here, inline
+        if (_TIMER.installed and get_ident() == _MAIN_THREAD) or Deadline.inline_ok():
             try:
                 response = Deadline.run_inline(self.handler, max(budget, 0.01), req, self.guard())
             except DeadlineExceeded:
@@ -230,8 +227,16 @@ class AdmissionEndpoint:
         else:
             response = await self.decide(req, budget)
         body = rv.encode_review(req.uid, response, mutating=self.mutating)
-        self.record(req, response, time.perf_counter() - started)
-        return 200, body
+        elapsed = time.perf_counter() - started
+        if response is rv.PLAIN_ALLOWED:  # most of the traffic: counted, logged at DEBUG, not recorded
+            self._stats.answered(self.webhook, req.kind.kind, req.operation, "allowed", elapsed)
+            if log.isEnabledFor(logging.DEBUG):
+                self._log(logging.DEBUG, req, response, "allowed", elapsed)
+        else:
+            self.record(req, response, elapsed)
+        headers = [_JSON, (b"content-length", b"%d" % len(body))]  # as `_headers`, without the call
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     async def read_rest(self, first: bytes, message: Message, receive: Receive) -> bytes:
         """The whole body, from its first `message` (whose body is `first`) on."""
@@ -265,16 +270,15 @@ class AdmissionEndpoint:
         log.exception("internal error", extra={"fields": {"uid": req.uid}})
         return rv.errored("ollama-guard internal error while evaluating this request; see the guard's logs")
 
-    def reject(self, status: int, message: str) -> tuple[int, bytes]:
+    async def reject(self, send: Send, status: int, message: str) -> None:
+        """An HTTP error (not an AdmissionReview): the request was not a review we can decide."""
         self.metrics.bad_requests.labels(self.webhook, str(status)).inc()
-        return status, json.dumps({"error": message, "status": status}).encode()
+        body = json.dumps({"error": message, "status": status}).encode()
+        await send({"type": "http.response.start", "status": status, "headers": _headers(body)})
+        await send({"type": "http.response.body", "body": body})
 
     def record(self, req: AdmissionRequest, response: AdmissionResponse, elapsed: float) -> None:
-        if response is rv.PLAIN_ALLOWED:  # most of the traffic: counted, logged at DEBUG, not recorded
-            self._stats.answered(self.webhook, req.kind.kind, req.operation, "allowed", elapsed)
-            if log.isEnabledFor(logging.DEBUG):
-                self._log(logging.DEBUG, req, response, "allowed", elapsed)
-            return
+        """Count, time, offer to the recorder and log a decided review other than a plain admission."""
         decision = decision_of(response)
         self._stats.answered(self.webhook, req.kind.kind, req.operation, decision, elapsed)
         if self.recorder is not None and (not response.allowed or response.warnings or response.audit_annotations):
@@ -307,6 +311,10 @@ class AdmissionEndpoint:
         if response.warnings:
             fields["warnings"] = list(response.warnings)
         log_fields(log, level, "admission", fields)
+
+
+def _headers(body: bytes) -> list[tuple[bytes, bytes]]:
+    return [_JSON, (b"content-length", b"%d" % len(body))]
 
 
 def decision_of(response: AdmissionResponse) -> str:
