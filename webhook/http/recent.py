@@ -74,20 +74,21 @@ class RecentDecisions:
             shown = "warned"
         else:
             return
-        entry = RecentDecision(
-            at=self._clock(),
-            webhook=webhook,
-            decision=shown,
-            kind=request.kind.kind,
-            subresource=request.sub_resource,
-            operation=request.operation,
-            namespace=request.namespace,
-            name=request.name or _generated_name(request),
-            code=response.code,
-            message=response.message,
-            warnings=tuple(response.warnings),
-            dry_run=request.dry_run,
+        fields = (
+            self._clock(),
+            webhook,
+            shown,
+            request.kind.kind,
+            request.sub_resource,
+            request.operation,
+            request.namespace,
+            request.name or _generated_name(request),
+            response.code,
+            response.message,
+            tuple(response.warnings),
+            request.dry_run,
         )
+        entry = tuple.__new__(RecentDecision, fields)  # one C call (the named tuple's __new__ is Python)
         with self._lock:
             self._ring.append(entry)
             self.generation += 1
