@@ -10,8 +10,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from webhook.http.logs import JsonFormatter, JsonLineHandler, configure_logging, log_fields
+from webhook.http.logs import JsonFormatter, JsonLineHandler, configure_logging, log_fields, millis
 
 FIELDS: dict[str, Any] = {
     "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
@@ -111,3 +113,13 @@ def test_the_formatter_reports_an_exception_in_one_field() -> None:
         record.exc_info = sys.exc_info()
     entry = json.loads(JsonFormatter().format(record))
     assert (entry["msg"], entry["level"], entry["error"]) == ("internal error", "error", "RuntimeError: boom")
+
+
+@given(st.floats(min_value=0, max_value=4e9, allow_nan=False) | st.floats(min_value=0, max_value=60_000))
+def test_millis_is_the_value_to_the_millisecond(seconds: float) -> None:
+    """What the log lines' `ts` and `latency_ms` hold: within half a millisecond of the value, a
+    whole number of milliseconds, and the same as `round(value, 3)` but for the last digit."""
+    shown = millis(seconds)
+    assert abs(shown - seconds) <= 0.0005 + 1e-9 * max(seconds, 1)
+    assert abs(shown * 1000 - round(shown * 1000)) < 1e-6 * max(seconds, 1)
+    assert abs(shown - round(seconds, 3)) <= 0.001 + 1e-12 * max(seconds, 1)

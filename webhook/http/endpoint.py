@@ -28,7 +28,7 @@ import orjson
 from webhook.admission import review as rv
 from webhook.admission.context import Guard
 from webhook.admission.review import AdmissionRequest, AdmissionResponse
-from webhook.http.logs import log_fields
+from webhook.http.logs import log_fields, millis
 from webhook.http.metrics import Metrics
 
 log = logging.getLogger("ollama_guard")
@@ -304,7 +304,7 @@ class AdmissionEndpoint:
             "dryRun": req.dry_run,
             "decision": decision,
             "code": response.code,
-            "latency_ms": round(elapsed * 1000, 3),
+            "latency_ms": millis(elapsed * 1000),
         }
         if not response.allowed:
             fields["reason"] = response.message

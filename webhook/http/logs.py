@@ -23,12 +23,20 @@ import orjson
 _LEVEL_NAMES = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning", logging.ERROR: "error"}
 
 
+def millis(seconds: float) -> float:
+    """`seconds` to the millisecond, as `round(seconds, 3)` gives it but ~10 × cheaper: `round`
+    with digits formats the float as a decimal string, and each log line rounds twice (its time
+    and its latency). The two can differ only in the last digit of a value halfway between two
+    milliseconds."""
+    return round(seconds * 1000) / 1000
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, message and the record's structured fields."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": round(record.created, 3),
+            "ts": millis(record.created),
             "level": record.levelname.lower(),
             "msg": record.getMessage(),
         }
@@ -47,7 +55,7 @@ class JsonLineHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def write_fields(self, level: int, msg: str, fields: Mapping[str, Any]) -> None:
         """The line `JsonFormatter` makes of a record at `level` with `msg` and these fields."""
-        entry = {"ts": round(time.time(), 3), "level": _LEVEL_NAMES.get(level) or logging.getLevelName(level).lower()}
+        entry = {"ts": millis(time.time()), "level": _LEVEL_NAMES.get(level) or logging.getLevelName(level).lower()}
         entry["msg"] = msg
         entry.update(fields)
         line = orjson.dumps(entry, default=str).decode() + self.terminator
