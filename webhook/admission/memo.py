@@ -1,7 +1,8 @@
 """Decisions remembered per distinct pod: a workload's replicas are the same pod, so the guard
 reads and assesses each distinct pod once (issue 17).
 
-A key holds every input the remembered computation reads: the request fields it looks at, and
+A key holds every input the remembered computation reads: the request fields it looks at (and, in a
+namespace with a VRAM quota, the quota figure the pod finds: `validation.remembered_evaluation`), and
 the pod object itself serialised whole (orjson, in the order kube-apiserver sent it), less the
 fields named in `drop`, which the computation never reads (`managedFields`, `creationTimestamp`)
 or reads only to name the pod (`name`, `uid`; the caller puts this request's back). The memo is
