@@ -9,9 +9,8 @@ tenant counts one replica's even share of the node it lands on (`PodDemand.on_no
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from functools import partial
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from webhook.core.catalog import Catalog, ModelSpec, UnknownModelError
 from webhook.core.declarations import Declaration, parse_positive_int, read_declaration
@@ -38,9 +37,8 @@ AUTO_PARALLEL = 4
 _FALSE = {"0", "f", "F", "false", "FALSE", "False"}
 
 
-@dataclass(frozen=True, slots=True)
-class PodDemand:
-    """What one pod asks of a node, and why."""
+class PodDemand(NamedTuple):
+    """What one pod asks of a node, and why (a named tuple, as `OllamaSettings`: built per estimate)."""
 
     declaration: Declaration
     source: DemandSource
@@ -48,7 +46,7 @@ class PodDemand:
     demand_mib: int | None
     settings: OllamaSettings | None = None
     estimate: PodEstimate | None = None
-    notes: tuple[str, ...] = field(default=())
+    notes: tuple[str, ...] = ()
 
     #: the pod's own `ollama-guard.io/vram-mib` request: it counts with at least that, everywhere
     requested_mib: int = 0
