@@ -136,6 +136,34 @@ def test_the_plain_allowed_answer_is_the_review_build_review_makes(uid: str) -> 
         assert orjson.loads(encoded)["response"] == {"uid": uid, "allowed": True}
 
 
+ANSWERS = {
+    "denied": rv.denied('binding to gpu-1 would over-commit its VRAM: "quoted", ünïcode, \x00uid\x00 in the text'),
+    "bad-declaration": rv.bad_declaration("unknown model 'mystery:1b'"),
+    "patched": rv.patched([{"op": "add", "path": "/metadata/annotations", "value": {"a": "b"}}]),
+    "errored": rv.errored("ollama-guard internal error"),
+    "warned": rv.with_warnings(rv.allowed(), ["no models declared"]),
+    "audited": rv.with_audit(rv.allowed(), **{"ollama-guard.io/would-deny": "capacity"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ANSWERS))
+def test_a_remembered_answer_is_encoded_once_and_every_encoding_is_build_review_s(name: str) -> None:
+    """`encode_review` keeps an answer's bytes around the UID (a remembered denial or mutation
+    answers many reviews): each review's bytes are still exactly `build_review`'s with its UID,
+    for either webhook, and an answer derived from it (`with_warnings`) is encoded afresh."""
+    response = ANSWERS[name]
+    for uid in ("705ab4f5-6393-11e8-b7cc-42010a800002", 'a"b\\c', "\x00uid\x00", "ü" * 128):
+        for mutating in (False, True):
+            encoded = rv.encode_review(uid, response, mutating=mutating)
+            assert encoded == orjson.dumps(rv.build_review(uid, response, mutating=mutating)), (uid, mutating)
+            assert orjson.loads(encoded)["response"]["uid"] == uid
+    assert set(response.wire) == {False, True}
+    derived = rv.with_warnings(response, ["capacity: 3.1 GiB free"])
+    assert not derived.wire
+    encoded = orjson.loads(rv.encode_review("u-2", derived, mutating=False))
+    assert "capacity: 3.1 GiB free" in encoded["response"]["warnings"]
+
+
 def test_the_endpoint_hands_on_what_it_decoded_as_finite() -> None:
     """The HTTP edge decodes with orjson and says so (`finite`): the memo keys then skip the search."""
     from webhook.cli.settings import load_settings

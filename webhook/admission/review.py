@@ -5,7 +5,8 @@ Owns the shape of what kube-apiserver sends (`admission.k8s.io/v1` `AdmissionRev
 computed against exactly what was sent (a re-serialised model would drop unknown fields).
 
 Responses are built only through `allowed`, `denied`, `patched`, `errored` and `with_warnings`;
-the request UID is copied onto the response in exactly one place, `build_review`.
+the request UID is copied onto the response in exactly one place, `build_review` (`encode_review`
+puts the UID where `build_review` put its marker).
 No I/O here.
 """
 
@@ -261,6 +262,10 @@ class AdmissionResponse:
     #: `patch` as the review carries it (base64 of its JSON), made once by `patched`: a remembered
     #: mutation answers every replica without encoding it again
     encoded_patch: str = field(default="", compare=False, repr=False)
+    #: this answer's bytes before and after the UID, per `mutating`, kept by its first
+    #: `encode_review`: a remembered answer (a replica's mutation, a full node's denial) is encoded
+    #: once. Not copied by `dataclasses.replace` (init=False): a changed answer is encoded afresh
+    wire: dict[bool, tuple[bytes, bytes]] = field(default_factory=dict, init=False, compare=False, repr=False)
 
 
 def allowed(message: str = "") -> AdmissionResponse:
@@ -317,16 +322,24 @@ def _shorten(text: str) -> str:
 
 
 def encode_review(uid: str, response: AdmissionResponse, *, mutating: bool) -> bytes:
-    """`build_review` as the JSON bytes of the HTTP answer; a plain admission (the shared
-    `allowed()` value, most of the traffic) from a fixed prefix and suffix around the UID."""
+    """`build_review` as the JSON bytes of the HTTP answer, made of the bytes before and after the
+    UID: fixed for a plain admission (the shared `allowed()` value, most of the traffic), else
+    encoded once per response (`AdmissionResponse.wire`) with a marker where the UID goes. The
+    UID is the answer's first string after two constants, so the marker's first occurrence is it."""
     if response is PLAIN_ALLOWED:
         return _ALLOWED_HEAD + orjson.dumps(uid) + _ALLOWED_TAIL
-    return orjson.dumps(build_review(uid, response, mutating=mutating))
+    parts = response.wire.get(mutating)
+    if parts is None:
+        head, _, tail = orjson.dumps(build_review(_UID_MARK, response, mutating=mutating)).partition(_UID_MARK_JSON)
+        parts = response.wire[mutating] = (head, tail)
+    return parts[0] + orjson.dumps(uid) + parts[1]
 
 
+_UID_MARK = "\x00uid\x00"  # where build_review puts the UID: its first string after apiVersion and kind
+_UID_MARK_JSON = orjson.dumps(_UID_MARK)
 _ALLOWED_HEAD, _, _ALLOWED_TAIL = orjson.dumps(
-    {"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": {"uid": "@uid@", "allowed": True}}
-).partition(b'"@uid@"')
+    {"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": {"uid": _UID_MARK, "allowed": True}}
+).partition(_UID_MARK_JSON)
 
 
 def build_review(uid: str, response: AdmissionResponse, *, mutating: bool) -> dict[str, Any]:

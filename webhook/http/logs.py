@@ -61,8 +61,9 @@ class JsonLineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         line = orjson.dumps(entry, default=str).decode() + self.terminator
         with self.lock:  # type: ignore[union-attr]  # created by Handler.__init__
             try:
-                self.stream.write(line)
-                self.flush()
+                stream = self.stream
+                stream.write(line)
+                stream.flush()  # what `StreamHandler.flush` does, under the lock already held
             except Exception:  # as StreamHandler.emit: a broken stream must not fail the request
                 self.handleError(logging.makeLogRecord({"msg": msg, "levelno": level}))
 
