@@ -43,6 +43,13 @@ def guard_logger() -> Iterator[tuple[logging.Logger, io.StringIO]]:
         logger.handlers[:], logger.level, logger.propagate, logging._srcfile = saved
 
 
+def as_configured(logger: logging.Logger) -> None:
+    """Only the guard's own handler, as in `ollama-guard serve`: pytest attaches its capture
+    handlers to every non-propagating logger for each test's call phase, after the fixture ran,
+    which would send every line through `logging` and leave the direct path untested."""
+    logger.handlers[:] = [h for h in logger.handlers if type(h) is JsonLineHandler]
+
+
 def _without_time(line: str) -> dict[str, Any]:
     entry: dict[str, Any] = json.loads(line)
     assert isinstance(entry.pop("ts"), float)
@@ -54,6 +61,7 @@ def test_the_direct_line_is_the_line_logging_writes(
     guard_logger: tuple[logging.Logger, io.StringIO], level: int
 ) -> None:
     logger, stream = guard_logger
+    as_configured(logger)
     log_fields(logger, level, "admission", FIELDS)
     logger.log(level, "admission", extra={"fields": FIELDS})
     direct, through_logging = stream.getvalue().splitlines()
@@ -61,8 +69,24 @@ def test_the_direct_line_is_the_line_logging_writes(
     assert _without_time(direct)["reason"] == FIELDS["reason"]
 
 
+def test_as_configure_logging_leaves_it_a_line_is_written_without_a_log_record(
+    guard_logger: tuple[logging.Logger, io.StringIO], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The direct path is the one taken on the guard's own set-up: no `LogRecord` is made."""
+    logger, stream = guard_logger
+    as_configured(logger)
+
+    def no_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        raise AssertionError("a LogRecord was built")
+
+    monkeypatch.setattr(logger, "makeRecord", no_record)
+    log_fields(logger, logging.INFO, "admission", FIELDS)
+    assert _without_time(stream.getvalue())["uid"] == FIELDS["uid"]
+
+
 def test_another_handler_gets_every_line_through_logging(guard_logger: tuple[logging.Logger, io.StringIO]) -> None:
     logger, stream = guard_logger
+    as_configured(logger)
     seen: list[logging.LogRecord] = []
 
     class Capture(logging.Handler):
@@ -82,6 +106,7 @@ def test_another_handler_gets_every_line_through_logging(guard_logger: tuple[log
 
 def test_a_filter_still_applies(guard_logger: tuple[logging.Logger, io.StringIO]) -> None:
     logger, stream = guard_logger
+    as_configured(logger)
     drop = logging.Filter("nothing-matches-this-name")
     logger.handlers[0].addFilter(drop)
     log_fields(logger, logging.INFO, "admission", FIELDS)
@@ -90,6 +115,7 @@ def test_a_filter_still_applies(guard_logger: tuple[logging.Logger, io.StringIO]
 
 def test_a_broken_stream_does_not_raise(guard_logger: tuple[logging.Logger, io.StringIO]) -> None:
     logger, stream = guard_logger
+    as_configured(logger)
     stream.close()
     raise_exceptions = logging.raiseExceptions
     logging.raiseExceptions = False  # production setting: handleError stays quiet

@@ -56,7 +56,6 @@ class Fit(NamedTuple):
         return self.gpu_memory_mib > 0 and self.per_gpu_mib > self.gpu_memory_mib
 
 
-
 def fits(node: GpuNode, *, committed_mib: int, demand_mib: int, gpus: int) -> Fit:
     """Whether `demand_mib` fits on `node` given what is already committed there."""
     budget = node.budget_mib
