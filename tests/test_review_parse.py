@@ -110,6 +110,22 @@ def test_the_one_pass_reader_never_accepts_or_reads_other_than_the_model(
     assert got == expected
 
 
+def test_a_kind_resource_or_user_changed_after_a_read_is_read_afresh() -> None:
+    """The one-pass reader remembers the kinds, resources and users it has read (issue 17), by
+    value: an object the caller changes after a read reads to its new content, not the old."""
+    document = json.loads(json.dumps(BASE))
+    request = document["request"]
+    before = parse_review(document)
+    request["kind"]["version"] = request["resource"]["version"] = "v2"
+    request.setdefault("userInfo", {}).setdefault("groups", []).append("changed-group")
+    after = parse_review(document)
+    assert after == by_model(document) != before
+    assert (after.kind.version, after.resource.version) == ("v2", "v2") and "changed-group" in after.user_info.groups
+    request["kind"]["version"] = 2  # no longer a string: refused, in the model's words
+    with pytest.raises(ReviewError, match=r"request\.kind\.version"):
+        parse_review(document)
+
+
 def test_a_refusal_still_names_the_field_as_the_model_words_it() -> None:
     document = edited([(("uid", None), 7), (("dryRun", None), "maybe")])
     with pytest.raises(ReviewError) as caught:
