@@ -39,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     source = SnapshotSource(objects, cluster=settings.cluster_policy(), catalog=catalog, origin=str(args.snapshot))
     del objects
     app = create_app(cluster=settings.cluster_policy(), catalog=catalog, source=source,
-                     max_body_bytes=settings.max_body_bytes)
+                     max_body_bytes=settings.max_body_bytes, huge_pages=settings.huge_pages)
     run_https(app, host=args.host, port=args.port, tls=tls)
 
 

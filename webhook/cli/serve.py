@@ -155,6 +155,7 @@ def serve(
         max_body_bytes=settings.max_body_bytes,
         recorder=recent.record,
         drift=monitor.observations if monitor else None,
+        huge_pages=settings.huge_pages,
     )
     stack = server_stack()
     err.print(f"ollama-guard serving https://{host}:{port} ({described}; {stack.loop} + {stack.http})", highlight=False)

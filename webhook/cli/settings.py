@@ -44,6 +44,8 @@ class Settings(BaseSettings, PolicyDefaults):
     catalog_overlay: Path | None = None
     max_body_bytes: int = Field(default=MAX_BODY_BYTES, ge=1024)
     log_level: str = "INFO"
+    #: `serve`: the heap (the cluster view) on transparent huge pages, Linux only (webhook/http/hugepages.py)
+    huge_pages: bool = True
 
     def cluster_policy(self) -> ClusterPolicy:
         try:

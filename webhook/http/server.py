@@ -9,6 +9,7 @@ The request path reads in-memory state only.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import importlib.util
 import logging
@@ -16,6 +17,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import anyio
 import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
@@ -27,6 +29,7 @@ from webhook.admission.validation import validate
 from webhook.core.catalog import Catalog
 from webhook.core.drift import Observation
 from webhook.core.policy import ClusterPolicy
+from webhook.http import hugepages
 from webhook.http.endpoint import AdmissionEndpoint, Receive, Recorder, Scope, Send
 from webhook.http.metrics import CONTENT_TYPE, Metrics
 from webhook.http.page import Companion
@@ -34,6 +37,8 @@ from webhook.http.tls import ReloadingTLS
 from webhook.state.snapshot import StateSource
 
 log = logging.getLogger("ollama_guard")
+#: seconds between two passes marking the heap for huge pages (a live view grows new arenas)
+HUGE_PAGES_INTERVAL = 60.0
 
 
 def create_app(
@@ -44,11 +49,14 @@ def create_app(
     max_body_bytes: int = 3 << 20,
     recorder: Recorder | None = None,
     drift: Callable[[], Mapping[str, Observation]] | None = None,
+    huge_pages: bool = False,
 ) -> FastAPI:
     """The admission server for one state source. Startup/shutdown of the source in `lifespan`.
 
     `recorder` is told of every decided review (the live page's ring of recent denials and
-    warnings); `drift` gives the runtime drift observations `/metrics` shows (design §15)."""
+    warnings); `drift` gives the runtime drift observations `/metrics` shows (design §15);
+    `huge_pages`: the heap on transparent huge pages (`hugepages`), at startup and every
+    HUGE_PAGES_INTERVAL seconds after (off by default: a test's process keeps its own heap)."""
     metrics = Metrics(lambda: source.ledger, source.readiness, drift=drift)
     templates = source.templates  # watched or read from the snapshot, and fed by admitted workloads
 
@@ -78,9 +86,16 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         source.start()
         gc.freeze()  # the startup view is long-lived: keep it out of every later collection
+        advising = None
+        if huge_pages:  # the view as it is now collapsed before serving; what the heap grows marked after
+            advice = await anyio.to_thread.run_sync(functools.partial(hugepages.advise, collapse=True))
+            log.info("huge pages", extra={"fields": {"heap": advice.describe()}})
+            advising = asyncio.create_task(_mark_huge_pages())
         try:
             yield
         finally:
+            if advising is not None:
+                advising.cancel()
             source.stop()
 
     app = FastAPI(title="ollama-guard", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
@@ -113,6 +128,14 @@ def create_app(
         return Response(content=metrics.render(), media_type=CONTENT_TYPE)
 
     return app
+
+
+async def _mark_huge_pages(interval: float = HUGE_PAGES_INTERVAL) -> None:
+    """Every `interval` seconds, mark what the heap has grown for huge pages (khugepaged backs it
+    at its own pace); in a worker thread, off the event loop."""
+    while True:
+        await asyncio.sleep(interval)
+        await anyio.to_thread.run_sync(functools.partial(hugepages.advise, collapse=False))
 
 
 class AdmissionFront:
