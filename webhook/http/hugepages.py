@@ -5,18 +5,22 @@ over the heap, so a review's few dozen lookups (its node, its tenant, their figu
 pages the TLB no longer holds after the TLS, HTTP and kernel work between two reviews; on a VM
 each such miss is a two-dimensional page walk. With the heap on 2 MiB pages the same lookups need
 512 × fewer TLB entries (issue 17, `benchmarks/FINDINGS.md` section 12: `serve` at 100,000 pods
-answered bindings 4.3 ± 5.0 % faster, 46 paired rounds; a process holding a 1.5 GB heap 8.7 ± 5.1 %).
+answered bindings 3.8 ± 4.0 % faster, 62 paired rounds; a process holding a 1.5 GB heap 8.7 ± 5.1 %).
 
-`advise` marks every private anonymous read-write mapping of at least one huge page (the Python
-heap: pymalloc's arenas and malloc's) `MADV_HUGEPAGE`, which lets the kernel back it with huge
-pages under THP's `madvise` mode (most distributions' default) as well as `always`, and with
-`collapse` asks `MADV_COLLAPSE` (Linux 6.1+) to do so at once rather than at khugepaged's pace.
+`advise` marks the dense part of every private anonymous read-write mapping (the Python heap:
+pymalloc's arenas and malloc's) `MADV_HUGEPAGE`, which lets the kernel back it with huge pages
+under THP's `madvise` mode (most distributions' default) as well as `always`, and with `collapse`
+asks `MADV_COLLAPSE` (Linux 6.1+) to do so at once rather than at khugepaged's pace. Dense: the
+2 MiB-aligned ranges of which at least DENSE of the 4 KiB pages are resident (`mincore`). A huge
+page is resident whole, and a heap keeps address space it has freed (a process that parsed a
+large file may hold gigabytes of it): marking that too would make it resident, so it stays on
+small pages.
 What the kernel refuses (THP `never`, an older kernel, a range it cannot collapse) is counted,
 never raised: the guard runs the same, on small pages. Elsewhere than Linux it does nothing.
 
-The cost is memory: a collapsed 2 MiB range is resident whole, so RSS grows by the unused part of
-the ranges collapsed (measured in `benchmarks/RESULTS.md`). `ollama-guard serve` advises at
-startup and again every few minutes (a live view grows new arenas); `OLLAMA_GUARD_HUGE_PAGES=false`
+The cost is memory: RSS grows by the non-resident pages of the dense ranges, at most 1 − DENSE of
+them (measured in `benchmarks/RESULTS.md`). `ollama-guard serve` advises at
+startup and again every minute (a live view grows new arenas); `OLLAMA_GUARD_HUGE_PAGES=false`
 turns it off. No I/O besides reading `/proc/self/maps`.
 """
 
@@ -30,6 +34,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 HUGE_PAGE = 2 << 20
+PAGE = 4096
+#: the share of a 2 MiB range's small pages that must be resident for it to go on a huge page
+DENSE = 0.9
 #: <linux/mman.h>
 MADV_HUGEPAGE = 14
 MADV_COLLAPSE = 25
@@ -37,6 +44,8 @@ MAPS = Path("/proc/self/maps")
 
 Madvise = Callable[[int, int, int], int]
 """madvise(start, length, advice) -> 0, or the errno of the refusal"""
+Resident = Callable[[int, int], bytes | None]
+"""mincore(start, length) -> one byte per 4 KiB page, bit 0 set if resident; None if it failed"""
 
 
 class Region(NamedTuple):
@@ -49,7 +58,7 @@ class Region(NamedTuple):
 
 
 class Advice(NamedTuple):
-    """What one `advise` did: regions and bytes marked, bytes collapsed, refusals by errno name."""
+    """What one `advise` did: dense ranges and bytes marked, bytes collapsed, refusals by errno name."""
 
     regions: int = 0
     marked_bytes: int = 0
@@ -58,8 +67,8 @@ class Advice(NamedTuple):
 
     def describe(self) -> str:
         if not self.regions:
-            return "no heap region of 2 MiB or more" + (f" ({_refusals(self.refused)})" if self.refused else "")
-        text = f"{self.marked_bytes >> 20} MiB of heap in {self.regions} regions marked for huge pages"
+            return "no dense 2 MiB range of heap" + (f" ({_refusals(self.refused)})" if self.refused else "")
+        text = f"{self.marked_bytes >> 20} MiB of heap in {self.regions} ranges marked for huge pages"
         if self.collapsed_bytes:
             text += f", {self.collapsed_bytes >> 20} MiB collapsed now"
         return text + (f"; refused: {_refusals(self.refused)}" if self.refused else "")
@@ -91,16 +100,44 @@ def heap_regions(maps: Iterable[str]) -> list[Region]:
     return found
 
 
-def advise(*, collapse: bool, madvise: Madvise | None = None, maps: Path = MAPS) -> Advice:
-    """Mark the heap's regions for huge pages and, with `collapse`, collapse them now (see the
-    module docstring). `madvise` is the system call (ctypes'; tests pass their own)."""
-    call = madvise if madvise is not None else _libc_madvise()
-    if call is None:
+def dense_ranges(region: Region, resident: bytes) -> list[Region]:
+    """The 2 MiB-aligned ranges inside `region` with at least DENSE of their pages resident
+    (`resident`: mincore's vector for the region), adjacent ones merged."""
+    found: list[Region] = []
+    start = -(-region.start // HUGE_PAGE) * HUGE_PAGE
+    need = int(DENSE * (HUGE_PAGE // PAGE))
+    while start + HUGE_PAGE <= region.end:
+        first = (start - region.start) // PAGE
+        chunk = resident[first : first + HUGE_PAGE // PAGE]
+        if sum(byte & 1 for byte in chunk) >= need:
+            if found and found[-1].end == start:
+                found[-1] = Region(found[-1].start, start + HUGE_PAGE)
+            else:
+                found.append(Region(start, start + HUGE_PAGE))
+        start += HUGE_PAGE
+    return found
+
+
+def advise(
+    *, collapse: bool, madvise: Madvise | None = None, resident: Resident | None = None, maps: Path = MAPS
+) -> Advice:
+    """Mark the heap's dense ranges for huge pages and, with `collapse`, collapse them now (see
+    the module docstring). `madvise` and `resident` are the system calls (ctypes'; tests pass
+    their own)."""
+    libc = _libc() if madvise is None or resident is None else None
+    call = madvise if madvise is not None else (libc[0] if libc else None)
+    pages = resident if resident is not None else (libc[1] if libc else None)
+    if call is None or pages is None:
         return Advice(refused=(("unsupported", 1),))
     try:
-        regions = heap_regions(maps.read_text(encoding="ascii", errors="replace").splitlines())
+        mappings = heap_regions(maps.read_text(encoding="ascii", errors="replace").splitlines())
     except OSError as exc:
         return Advice(refused=((errno.errorcode.get(exc.errno or 0, "OSError"), 1),))
+    regions: list[Region] = []
+    for mapping in mappings:
+        vector = pages(mapping.start, mapping.size)
+        if vector is not None:  # (a mapping unmapped since maps was read: ENOMEM, nothing to do)
+            regions += dense_ranges(mapping, vector)
     refused: dict[str, int] = {}
     marked = collapsed = marked_bytes = 0
     for region in regions:
@@ -121,18 +158,25 @@ def advise(*, collapse: bool, madvise: Madvise | None = None, maps: Path = MAPS)
     return Advice(marked, marked_bytes, collapsed, tuple(sorted(refused.items())))
 
 
-def _libc_madvise() -> Madvise | None:
+def _libc() -> tuple[Madvise, Resident] | None:
+    """madvise(2) and mincore(2) through ctypes (which releases the GIL around each call)."""
     if not sys.platform.startswith("linux"):
         return None
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        function = libc.madvise
+        c_madvise, c_mincore = libc.madvise, libc.mincore
     except (OSError, AttributeError):
         return None
-    function.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    function.restype = ctypes.c_int
+    c_madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    c_madvise.restype = ctypes.c_int
+    c_mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+    c_mincore.restype = ctypes.c_int
 
     def madvise(start: int, length: int, advice: int) -> int:
-        return 0 if function(start, length, advice) == 0 else ctypes.get_errno() or errno.EINVAL
+        return 0 if c_madvise(start, length, advice) == 0 else ctypes.get_errno() or errno.EINVAL
 
-    return madvise
+    def mincore(start: int, length: int) -> bytes | None:
+        vector = ctypes.create_string_buffer(-(-length // PAGE))
+        return vector.raw if c_mincore(start, length, vector) == 0 else None
+
+    return madvise, mincore
