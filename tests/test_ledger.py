@@ -241,12 +241,14 @@ def test_indexed_ledger_matches_a_naive_model(ops: list[tuple[object, ...]]) -> 
     """Committed VRAM per node and pending usage per namespace equal a straightforward recount of
     the view, the live reservations it does not count and the admitted-not-bound pods, whatever
     the order of bindings, admissions, releases, expiries and new views (the ledger keeps running
-    totals; the model recounts from scratch)."""
+    totals; the model recounts from scratch). While `capacity_token()` stays the same object, no
+    node's committed VRAM changes (what the validating webhook's memo relies on)."""
     clock = Clock()
     nodes = {"gpu-a": NODE, "gpu-b": NODE_B}
     model = _Recount(clock, assemble_view(nodes, {}, {}))
     ledger = Ledger(model.shown, ttl_seconds=60, clock=clock)
     for op in ops:
+        token, before = ledger.capacity_token(), [ledger.committed(name) for name in nodes]
         if op[0] == "reserve":
             _, i, node_name, namespace, demand = op
             pod, node = _pod(i, namespace, demand), nodes[str(node_name)]
@@ -272,6 +274,8 @@ def test_indexed_ledger_matches_a_naive_model(ops: list[tuple[object, ...]]) -> 
             clock.now += float(str(op[1]))
         for name in ("gpu-a", "gpu-b"):
             assert ledger.committed(name) == model.committed(name)
+        if ledger.capacity_token() is token:  # the same token: every node's committed VRAM as before
+            assert [ledger.committed(name) for name in nodes] == before
         for namespace in ("ns", "other"):
             assert ledger.pending_usage(namespace) == model.pending(namespace)
             besides = f"{namespace}/p0"
@@ -292,6 +296,25 @@ def test_a_pod_the_view_shows_bound_elsewhere_no_longer_holds_its_reservation() 
     assert ledger.reserve(still_pending, NODE).ok
     ledger.publish(assemble_view(nodes, {}, {pod.key: pod._replace(node="gpu-b"), still_pending.key: still_pending}))
     assert [r.uid for r in ledger.reservations()] == ["uid-2"]  # in the view, but not bound yet: kept
+
+
+def test_a_pod_the_view_shows_bound_is_counted_once_when_bound_there_again_and_when_moved() -> None:
+    """The view shows the pod on gpu-a (a binding repeated after the watch saw the first): a binding
+    to gpu-a finds its own share there and takes nothing more; one to gpu-b then takes its VRAM
+    on gpu-b only, and gpu-a keeps the view's figure (the reservation on gpu-a was never extra)."""
+    nodes = {"gpu-a": NODE, "gpu-b": NODE_B}
+    pod = tenant(1, 30_000, node="gpu-a")
+    ledger = Ledger(assemble_view(nodes, {}, {pod.key: pod}), ttl_seconds=600, clock=Clock())
+    token = ledger.capacity_token()
+    fit = ledger.reserve(pod, NODE)
+    assert fit.ok and fit.committed_mib == 0 and ledger.capacity_token() is not token
+    assert (ledger.committed("gpu-a"), ledger.committed("gpu-b")) == (30_000, 0)
+    fit = ledger.reserve(pod, NODE_B)
+    assert fit.ok and fit.committed_mib == 0  # the view's binding on gpu-a is not this node's
+    assert (ledger.committed("gpu-a"), ledger.committed("gpu-b")) == (30_000, 30_000)
+    renewed = ledger.capacity_token()
+    assert ledger.reserve(pod, NODE_B).ok and ledger.capacity_token() is renewed  # renewed: nothing changed
+    assert (ledger.committed("gpu-a"), ledger.committed("gpu-b")) == (30_000, 30_000)
 
 
 def test_an_admitted_pod_counts_once_then_not_at_all_once_gone() -> None:

@@ -14,8 +14,9 @@ reservations are indexed by namespace, and kept in expiry order (one TTL, a
 monotonic clock), so expiring them only looks at the oldest. Only `publish` walks them all.
 
 `capacity_token()` names the state `committed` answers from: a new object whenever a view is
-published or a reservation is taken, dropped or expires, so an answer computed from `committed`
-may be remembered under it (the validating webhook does, per distinct pod).
+published or a reservation is taken, dropped or expires (a repeated binding that renews a
+reservation unchanged but for its expiry keeps it), so an answer computed from `committed` may be
+remembered under it (the validating webhook does, per distinct pod).
 """
 
 from __future__ import annotations
@@ -149,17 +150,28 @@ class Ledger:
         """Check that `tenant` fits `node` and, unless dry run, take the VRAM in the same step.
 
         `force` records the reservation even when it does not fit (a binding allowed by the
-        namespace's warn/audit mode still lands on the node and must be counted).
+        namespace's warn/audit mode still lands on the node and must be counted). What the pod
+        already holds on the node (its reservation, or the view's binding) is not counted twice.
+        One call per binding: it reads the ledger's tables directly (issue 17).
         """
+        name, uid, key = node.name, tenant.uid, tenant.key
         with self._lock:
-            self._expire_locked()
+            if self._expires:
+                self._expire_locked()
+            view = self._view
+            bound = view.tenants.get(key)
+            shown = bound.node if bound is not None and bound.uid == uid else None  # where the view binds the pod
             demand = tenant.demand_on(node)
-            key = tenant.key
-            committed = self._committed_locked(node.name) - self._own_share_locked(tenant, key, node)
+            committed = view.committed.get(name, 0) + self._uncounted.get(name, 0)
+            held = self._reservations.get(uid)
+            if held is not None and held.node == name:
+                committed -= held.demand_mib
+            elif bound is not None and shown == name:
+                committed -= bound.demand_on(node)
             fit = fits(node, committed_mib=committed, demand_mib=demand, gpus=tenant.gpus)
             if (force or fit.ok) and not dry_run:
-                fields = (tenant.uid, key, node.name, demand, self._clock() + self._ttl, tenant.namespace)
-                self._add_locked(_new_tuple(Reservation, fields))
+                fields = (uid, key, name, demand, self._clock() + self._ttl, tenant.namespace)
+                self._add_locked(_new_tuple(Reservation, fields), held, shown)
             return fit
 
     def pending_usage(self, namespace: str, *, besides: str = "") -> int:
@@ -213,17 +225,6 @@ class Ledger:
                 found = entry[0]
         return None if uid and found.uid and found.uid != uid else found
 
-    def _own_share_locked(self, tenant: Tenant, key: str, node: GpuNode) -> int:
-        """What this pod (`key`: its namespace/name) already holds on `node` (a repeated binding
-        must not count it twice)."""
-        existing = self._reservations.get(tenant.uid)
-        if existing is not None and existing.node == node.name:
-            return existing.demand_mib
-        bound = self._view.tenants.get(key)
-        if bound is not None and bound.uid == tenant.uid and bound.node == node.name:
-            return bound.demand_on(node)
-        return 0
-
     def _committed_locked(self, node: str) -> int:
         return self._view.committed.get(node, 0) + self._uncounted.get(node, 0)
 
@@ -233,27 +234,35 @@ class Ledger:
         tenant = self._view.tenants.get(res.key)
         return tenant is not None and tenant.uid == res.uid and tenant.node == res.node
 
-    def _add_locked(self, res: Reservation) -> None:
+    def _add_locked(self, res: Reservation, held: Reservation | None, shown: str | None) -> None:
+        """Take `res`; `held`: the pod's reservation until now, if any (it gives way); `shown`: the
+        node the view shows the pod bound to (what `_counted` would read), None: not bound."""
         uid = res.uid
-        if uid in self._reservations:
-            self._drop_locked(uid)  # re-inserted at the end: the dict stays in expiry order
+        reservations = self._reservations
+        if held is not None:
+            if held[1:4] == res[1:4]:  # renewed (same pod name, node and VRAM): only its expiry moves
+                del reservations[uid]  # re-inserted at the end: the dict stays in expiry order
+                reservations[uid] = self._of_namespace[res.namespace][uid] = res
+                return
+            self._drop_locked(uid, shown == held.node if held.key == res.key else None)
         self._capacity = object()
-        self._reservations[uid] = res
+        reservations[uid] = res
         of_namespace = self._of_namespace.get(res.namespace)
         if of_namespace is None:
             of_namespace = self._of_namespace[res.namespace] = {}
         of_namespace[uid] = res
-        if not self._counted(res):
+        if shown != res.node:  # the view does not count it
             self._uncounted[res.node] = self._uncounted.get(res.node, 0) + res.demand_mib
 
-    def _drop_locked(self, uid: str) -> None:
+    def _drop_locked(self, uid: str, counted: bool | None = None) -> None:
+        """End the reservation of pod `uid`; `counted`: whether the view counts it, if known."""
         res = self._reservations.pop(uid, None)
         if res is None:
             return
         self._capacity = object()
         of_namespace = self._of_namespace[res.namespace]
         del of_namespace[uid]
-        if not self._counted(res):  # (inside `publish`, which recounts afterwards, this may be off)
+        if not (self._counted(res) if counted is None else counted):  # (in `publish`, which recounts after, maybe off)
             left = self._uncounted.get(res.node, 0) - res.demand_mib
             if left:
                 self._uncounted[res.node] = left
