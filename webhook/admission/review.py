@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, NamedTuple, TypeVar, get_args
@@ -198,65 +197,37 @@ def _shared(table: dict[tuple[Any, ...], _Shared], make: Callable[..., _Shared],
     return found
 
 
-#: kinds, resources and users seen together, by their names (kind, resource, username): the JSON
-#: objects last read in full under those names and the values read from them. Objects equal to
-#: them (`==`, one C call for the three) read the same: equal JSON objects have the same keys, and
-#: values equal to the strings (and the list of strings) that were read are those strings.
-#: Anything else is read in full and takes the entry's place (issue 17: a cluster sends a handful).
-_Read = tuple[GroupVersionKind, GroupVersionResource, UserInfo]
-_SEEN: dict[tuple[Any, ...], tuple[tuple[Any, ...], _Read]] = {}
-#: the request fields kube-apiserver always sends (the omitempty `subResource`, `name`, `namespace` aside)
-_SENT = operator.itemgetter("uid", "operation", "kind", "resource", "userInfo", "object", "oldObject", "dryRun")
-#: the types of (`_SENT`'s fields, then subResource, name, namespace) in a plainly well-formed request
-_PLAIN_TYPES = frozenset(
-    (str, str, dict, dict, dict, obj, old, bool, str, str, str)
-    for obj in (dict, type(None))
-    for old in (dict, type(None))
-)
+#: per name (a kind's `kind`, a resource's `resource`, a user's `username`), the last JSON object
+#: of that name read in full and the value read from it. An object equal to it (`==`, one C call)
+#: is read the same: equal JSON objects have the same keys, and values equal to the strings (and
+#: the list of strings) that were read are those strings. Anything else is read in full and
+#: takes the entry's place (issue 17: a cluster sends a handful of distinct ones).
+_SEEN_KINDS: dict[str, tuple[dict[str, Any], GroupVersionKind]] = {}
+_SEEN_RESOURCES: dict[str, tuple[dict[str, Any], GroupVersionResource]] = {}
+_SEEN_USERS: dict[str, tuple[dict[str, Any], UserInfo]] = {}
 
 
-def _well_formed(raw: object, finite: bool = False) -> AdmissionRequest | None:
-    """The request when every field it holds has exactly its JSON type (what kube-apiserver
-    sends); None for anything else, which `_Request` then validates (and words the refusal of).
-
-    A request that holds every field kube-apiserver always sends, with a kind, resource and user
-    equal to ones seen together before (`_SEEN`), is read here with a handful of C calls; any
-    other goes through `_read_in_full`, which reads the same."""
-    if type(raw) is not dict:
-        return None
-    try:
-        uid, operation, kind, resource, user, obj, old, dry_run = _SENT(raw)
-        seen = _SEEN.get((kind["kind"], resource["resource"], user["username"]))
-    except (KeyError, TypeError):  # a field missing, or not an object, or a name not hashable
-        return _read_in_full(raw, finite)
-    get = raw.get
-    sub, name, namespace = get("subResource", ""), get("name", ""), get("namespace", "")
-    if (
-        seen is not None
-        and tuple(map(type, (uid, operation, kind, resource, user, obj, old, dry_run, sub, name, namespace)))
-        in _PLAIN_TYPES
-        and 0 < len(uid) <= MAX_UID
-        and operation in _OPERATIONS
-        and (kind, resource, user) == seen[0]
-    ):
-        gvk, gvr, info = seen[1]
-        fields = (uid, gvk, gvr, operation, sub, name, namespace, info, obj, old, dry_run, finite)
-        return tuple.__new__(AdmissionRequest, fields)  # one C call (the named tuple's __new__ is a Python function)
-    return _read_in_full(raw, finite)
+def _remember(
+    table: dict[str, tuple[dict[str, Any], _Shared]], name: str, raw: dict[str, Any], value: _Shared
+) -> _Shared:
+    """Keep `value` as what `raw` (copied: the caller's object may change later) reads to."""
+    if name in table or len(table) < _SHARED_MAX:
+        table[name] = (copy.deepcopy(raw), value)
+    return value
 
 
 def _read_kind(kind: dict[str, Any]) -> GroupVersionKind | None:
     group, version, last = kind.get("group", ""), kind.get("version"), kind.get("kind")
     if not (type(group) is str and type(version) is str and type(last) is str):
         return None
-    return _shared(_KINDS, GroupVersionKind, group, version, last)
+    return _remember(_SEEN_KINDS, last, kind, _shared(_KINDS, GroupVersionKind, group, version, last))
 
 
 def _read_resource(resource: dict[str, Any]) -> GroupVersionResource | None:
     group, version, last = resource.get("group", ""), resource.get("version"), resource.get("resource")
     if not (type(group) is str and type(version) is str and type(last) is str):
         return None
-    return _shared(_RESOURCES, GroupVersionResource, group, version, last)
+    return _remember(_SEEN_RESOURCES, last, resource, _shared(_RESOURCES, GroupVersionResource, group, version, last))
 
 
 def _read_user(user: dict[str, Any]) -> UserInfo | None:
@@ -266,12 +237,15 @@ def _read_user(user: dict[str, Any]) -> UserInfo | None:
     for group in groups:
         if type(group) is not str:
             return None
-    return _shared(_USERS, UserInfo, username, user_uid, tuple(groups))
+    return _remember(_SEEN_USERS, username, user, _shared(_USERS, UserInfo, username, user_uid, tuple(groups)))
 
 
-def _read_in_full(raw: dict[str, Any], finite: bool) -> AdmissionRequest | None:
-    """`_well_formed` field by field, with defaults for the fields a request may leave out; a
-    request with a kind, resource and user is remembered for the next (`_SEEN`)."""
+def _well_formed(raw: object, finite: bool = False) -> AdmissionRequest | None:
+    """The request when every field it holds has exactly its JSON type (what kube-apiserver
+    sends); None for anything else, which `_Request` then validates (and words the refusal of).
+    Its kind, resource and user are usually equal to ones read before (`_SEEN_KINDS`)."""
+    if type(raw) is not dict:
+        return None
     get = raw.get
     uid, operation, kind, resource = get("uid"), get("operation"), get("kind"), get("resource")
     sub, name, namespace = get("subResource", ""), get("name", ""), get("namespace", "")
@@ -289,19 +263,24 @@ def _read_in_full(raw: dict[str, Any], finite: bool) -> AdmissionRequest | None:
         and (obj is None or type(obj) is dict)
         and (old is None or type(old) is dict)
         and type(dry_run) is bool
-        and (user is _NO_USER or type(user) is dict)
     ):
         return None
-    gvk, gvr = _read_kind(kind), _read_resource(resource)
-    info = _read_user(user) if isinstance(user, dict) else _NO_USER
+    # the tables are keyed by strings: a name of another type (unhashable, maybe) is not looked up
+    seen = _SEEN_KINDS.get(last) if type(last := kind.get("kind")) is str else None
+    gvk = seen[1] if seen is not None and kind == seen[0] else _read_kind(kind)
+    seen_resource = _SEEN_RESOURCES.get(last) if type(last := resource.get("resource")) is str else None
+    gvr = seen_resource[1] if seen_resource is not None and resource == seen_resource[0] else _read_resource(resource)
+    if user is _NO_USER:
+        info: UserInfo | None = _NO_USER
+    else:
+        if type(user) is not dict:
+            return None
+        seen_user = _SEEN_USERS.get(last) if type(last := user.get("username", "")) is str else None
+        info = seen_user[1] if seen_user is not None and user == seen_user[0] else _read_user(user)
     if gvk is None or gvr is None or info is None:
         return None
-    if isinstance(user, dict) and "username" in user:
-        names = (gvk.kind, gvr.resource, info.username)
-        if names in _SEEN or len(_SEEN) < _SHARED_MAX:  # copied: the caller's objects may change later
-            _SEEN[names] = (copy.deepcopy((kind, resource, user)), (gvk, gvr, info))
     fields = (uid, gvk, gvr, operation, sub, name, namespace, info, obj, old, dry_run, finite)
-    return tuple.__new__(AdmissionRequest, fields)
+    return tuple.__new__(AdmissionRequest, fields)  # one C call (the named tuple's __new__ is a Python function)
 
 
 _NO_USER = UserInfo()
