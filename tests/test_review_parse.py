@@ -111,8 +111,8 @@ def test_the_one_pass_reader_never_accepts_or_reads_other_than_the_model(
 
 
 def test_a_kind_resource_or_user_changed_after_a_read_is_read_afresh() -> None:
-    """The one-pass reader remembers the kinds, resources and users it has read (issue 17), by
-    value: an object the caller changes after a read reads to its new content, not the old."""
+    """An object the caller changes after a read reads to its new content, not the old: nothing the
+    reader keeps between reviews (its shared kind, resource and user values) outlives a change."""
     document = json.loads(json.dumps(BASE))
     request = document["request"]
     before = parse_review(document)

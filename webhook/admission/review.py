@@ -13,7 +13,6 @@ No I/O here.
 from __future__ import annotations
 
 import base64
-import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, NamedTuple, TypeVar, get_args
@@ -197,53 +196,9 @@ def _shared(table: dict[tuple[Any, ...], _Shared], make: Callable[..., _Shared],
     return found
 
 
-#: per name (a kind's `kind`, a resource's `resource`, a user's `username`), the last JSON object
-#: of that name read in full and the value read from it. An object equal to it (`==`, one C call)
-#: is read the same: equal JSON objects have the same keys, and values equal to the strings (and
-#: the list of strings) that were read are those strings. Anything else is read in full and
-#: takes the entry's place (issue 17: a cluster sends a handful of distinct ones).
-_SEEN_KINDS: dict[str, tuple[dict[str, Any], GroupVersionKind]] = {}
-_SEEN_RESOURCES: dict[str, tuple[dict[str, Any], GroupVersionResource]] = {}
-_SEEN_USERS: dict[str, tuple[dict[str, Any], UserInfo]] = {}
-
-
-def _remember(
-    table: dict[str, tuple[dict[str, Any], _Shared]], name: str, raw: dict[str, Any], value: _Shared
-) -> _Shared:
-    """Keep `value` as what `raw` (copied: the caller's object may change later) reads to."""
-    if name in table or len(table) < _SHARED_MAX:
-        table[name] = (copy.deepcopy(raw), value)
-    return value
-
-
-def _read_kind(kind: dict[str, Any]) -> GroupVersionKind | None:
-    group, version, last = kind.get("group", ""), kind.get("version"), kind.get("kind")
-    if not (type(group) is str and type(version) is str and type(last) is str):
-        return None
-    return _remember(_SEEN_KINDS, last, kind, _shared(_KINDS, GroupVersionKind, group, version, last))
-
-
-def _read_resource(resource: dict[str, Any]) -> GroupVersionResource | None:
-    group, version, last = resource.get("group", ""), resource.get("version"), resource.get("resource")
-    if not (type(group) is str and type(version) is str and type(last) is str):
-        return None
-    return _remember(_SEEN_RESOURCES, last, resource, _shared(_RESOURCES, GroupVersionResource, group, version, last))
-
-
-def _read_user(user: dict[str, Any]) -> UserInfo | None:
-    username, user_uid, groups = user.get("username", ""), user.get("uid", ""), user.get("groups", [])
-    if not (type(username) is str and type(user_uid) is str and type(groups) is list):
-        return None
-    for group in groups:
-        if type(group) is not str:
-            return None
-    return _remember(_SEEN_USERS, username, user, _shared(_USERS, UserInfo, username, user_uid, tuple(groups)))
-
-
 def _well_formed(raw: object, finite: bool = False) -> AdmissionRequest | None:
     """The request when every field it holds has exactly its JSON type (what kube-apiserver
-    sends); None for anything else, which `_Request` then validates (and words the refusal of).
-    Its kind, resource and user are usually equal to ones read before (`_SEEN_KINDS`)."""
+    sends); None for anything else, which `_Request` then validates (and words the refusal of)."""
     if type(raw) is not dict:
         return None
     get = raw.get
@@ -265,20 +220,27 @@ def _well_formed(raw: object, finite: bool = False) -> AdmissionRequest | None:
         and type(dry_run) is bool
     ):
         return None
-    # the tables are keyed by strings: a name of another type (unhashable, maybe) is not looked up
-    seen = _SEEN_KINDS.get(last) if type(last := kind.get("kind")) is str else None
-    gvk = seen[1] if seen is not None and kind == seen[0] else _read_kind(kind)
-    seen_resource = _SEEN_RESOURCES.get(last) if type(last := resource.get("resource")) is str else None
-    gvr = seen_resource[1] if seen_resource is not None and resource == seen_resource[0] else _read_resource(resource)
+    group, version, last = kind.get("group", ""), kind.get("version"), kind.get("kind")
+    if not (type(group) is str and type(version) is str and type(last) is str):
+        return None
+    gvk = _KINDS.get((group, version, last)) or _shared(_KINDS, GroupVersionKind, group, version, last)
+    group, version, last = resource.get("group", ""), resource.get("version"), resource.get("resource")
+    if not (type(group) is str and type(version) is str and type(last) is str):
+        return None
+    gvr = _RESOURCES.get((group, version, last)) or _shared(_RESOURCES, GroupVersionResource, group, version, last)
     if user is _NO_USER:
-        info: UserInfo | None = _NO_USER
+        info = _NO_USER
     else:
         if type(user) is not dict:
             return None
-        seen_user = _SEEN_USERS.get(last) if type(last := user.get("username", "")) is str else None
-        info = seen_user[1] if seen_user is not None and user == seen_user[0] else _read_user(user)
-    if gvk is None or gvr is None or info is None:
-        return None
+        username, user_uid, groups = user.get("username", ""), user.get("uid", ""), user.get("groups", [])
+        if not (type(username) is str and type(user_uid) is str and type(groups) is list):
+            return None
+        for group in groups:
+            if type(group) is not str:
+                return None
+        parts = (username, user_uid, tuple(groups))
+        info = _USERS.get(parts) or _shared(_USERS, UserInfo, *parts)
     fields = (uid, gvk, gvr, operation, sub, name, namespace, info, obj, old, dry_run, finite)
     return tuple.__new__(AdmissionRequest, fields)  # one C call (the named tuple's __new__ is a Python function)
 
