@@ -151,8 +151,8 @@ class Ledger:
 
         `force` records the reservation even when it does not fit (a binding allowed by the
         namespace's warn/audit mode still lands on the node and must be counted). What the pod
-        already holds on the node (its reservation, or the view's binding) is not counted twice.
-        One call per binding: it reads the ledger's tables directly (issue 17).
+        already holds on the node (its reservation, or the view's binding) is not counted twice;
+        the view's record of the pod is read once (issue 17).
         """
         name, uid, key = node.name, tenant.uid, tenant.key
         with self._lock:
@@ -162,7 +162,7 @@ class Ledger:
             bound = view.tenants.get(key)
             shown = bound.node if bound is not None and bound.uid == uid else None  # where the view binds the pod
             demand = tenant.demand_on(node)
-            committed = view.committed.get(name, 0) + self._uncounted.get(name, 0)
+            committed = self._committed_locked(name)
             held = self._reservations.get(uid)
             if held is not None and held.node == name:
                 committed -= held.demand_mib
@@ -262,7 +262,8 @@ class Ledger:
         self._capacity = object()
         of_namespace = self._of_namespace[res.namespace]
         del of_namespace[uid]
-        if not (self._counted(res) if counted is None else counted):  # (in `publish`, which recounts after, maybe off)
+        # (inside `publish`, which recounts afterwards, this may be off)
+        if not (self._counted(res) if counted is None else counted):
             left = self._uncounted.get(res.node, 0) - res.demand_mib
             if left:
                 self._uncounted[res.node] = left
