@@ -210,22 +210,44 @@ class AdmissionEndpoint:
                 raw = await self.read_rest(raw, message, receive)
             except BodyTooLarge:
                 return await self.reject(send, 413, f"request body exceeds the {limit} byte limit")
+        # `Deadline.inline_ok()`, without the call once its handler is installed: decided here, inline
+        if (_TIMER.installed and get_ident() == _MAIN_THREAD) or Deadline.inline_ok():
+            status, body = self.answer(raw, scope.get("query_string"), started)
+        else:
+            status, body = await self.answer_off_main(raw, scope.get("query_string"), started)
+        headers = [_JSON, (b"content-length", b"%d" % len(body))]  # as `_headers`, without the call
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    def answer(self, raw: bytes, query: bytes | None, started: float) -> tuple[int, bytes]:
+        """HTTP status and JSON body for one complete request body, decided inline (main thread
+        only, see `Deadline`): 400 for a body that is not a review, else 200 with the
+        AdmissionReview. `started` (time.perf_counter) is the request's arrival, for its latency.
+        The ASGI endpoint and `protocol.AdmissionProtocol` both answer through here."""
         try:
             req = rv.parse_review(orjson.loads(raw), finite=True)  # orjson refuses NaN and Infinity
         except (ValueError, RecursionError) as exc:
-            text = str(exc) if isinstance(exc, rv.ReviewError) else f"body is not valid JSON: {str(exc)[:200]}"
-            return await self.reject(send, 400, text)
-        budget = query_timeout(scope.get("query_string")) - TIMEOUT_HEADROOM
-        # `Deadline.inline_ok()`, without the call once its handler is installed: decided here, inline
-        if (_TIMER.installed and get_ident() == _MAIN_THREAD) or Deadline.inline_ok():
-            try:
-                response = Deadline.run_inline(self.handler, max(budget, 0.01), req, self.guard())
-            except DeadlineExceeded:
-                response = self._timed_out(req, budget)
-            except Exception:
-                response = self._failed(req)
-        else:
-            response = await self.decide(req, budget)
+            return self.error(400, _not_a_review(exc))
+        budget = query_timeout(query) - TIMEOUT_HEADROOM
+        try:
+            response = Deadline.run_inline(self.handler, max(budget, 0.01), req, self.guard())
+        except DeadlineExceeded:
+            response = self._timed_out(req, budget)
+        except Exception:
+            response = self._failed(req)
+        return 200, self.encode(req, response, started)
+
+    async def answer_off_main(self, raw: bytes, query: bytes | None, started: float) -> tuple[int, bytes]:
+        """`answer` for a server embedded off the main thread: the decision in a worker thread."""
+        try:
+            req = rv.parse_review(orjson.loads(raw), finite=True)
+        except (ValueError, RecursionError) as exc:
+            return self.error(400, _not_a_review(exc))
+        response = await self.decide(req, query_timeout(query) - TIMEOUT_HEADROOM)
+        return 200, self.encode(req, response, started)
+
+    def encode(self, req: AdmissionRequest, response: AdmissionResponse, started: float) -> bytes:
+        """The AdmissionReview for a decided review; counted, timed (arrival to encoded) and logged."""
         body = rv.encode_review(req.uid, response, mutating=self.mutating)
         elapsed = time.perf_counter() - started
         if response is rv.PLAIN_ALLOWED:  # most of the traffic: counted, logged at DEBUG, not recorded
@@ -234,9 +256,7 @@ class AdmissionEndpoint:
                 self._log(logging.DEBUG, req, response, "allowed", elapsed)
         else:
             self.record(req, response, elapsed)
-        headers = [_JSON, (b"content-length", b"%d" % len(body))]  # as `_headers`, without the call
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        return body
 
     async def read_rest(self, first: bytes, message: Message, receive: Receive) -> bytes:
         """The whole body, from its first `message` (whose body is `first`) on."""
@@ -272,10 +292,14 @@ class AdmissionEndpoint:
 
     async def reject(self, send: Send, status: int, message: str) -> None:
         """An HTTP error (not an AdmissionReview): the request was not a review we can decide."""
-        self.metrics.bad_requests.labels(self.webhook, str(status)).inc()
-        body = json.dumps({"error": message, "status": status}).encode()
+        status, body = self.error(status, message)
         await send({"type": "http.response.start", "status": status, "headers": _headers(body)})
         await send({"type": "http.response.body", "body": body})
+
+    def error(self, status: int, message: str) -> tuple[int, bytes]:
+        """A counted HTTP error with its JSON body `{"error": message, "status": status}`."""
+        self.metrics.bad_requests.labels(self.webhook, str(status)).inc()
+        return status, json.dumps({"error": message, "status": status}).encode()
 
     def record(self, req: AdmissionRequest, response: AdmissionResponse, elapsed: float) -> None:
         """Count, time, offer to the recorder and log a decided review other than a plain admission."""
@@ -311,6 +335,11 @@ class AdmissionEndpoint:
         if response.warnings:
             fields["warnings"] = list(response.warnings)
         log_fields(log, level, "admission", fields)
+
+
+def _not_a_review(exc: Exception) -> str:
+    """A 400's message: the review's own problem, or why the body is not JSON."""
+    return str(exc) if isinstance(exc, rv.ReviewError) else f"body is not valid JSON: {str(exc)[:200]}"
 
 
 def _headers(body: bytes) -> list[tuple[bytes, bytes]]:

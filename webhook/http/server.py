@@ -1,9 +1,11 @@
-"""The HTTPS server: `create_app(...) -> FastAPI` and the uvicorn runner. The only importer of
-FastAPI and uvicorn.
+"""The HTTPS server: `create_app(...) -> FastAPI` and the uvicorn runner. With `protocol` (which
+extends uvicorn's httptools protocol), the only importer of FastAPI and uvicorn.
 
-`/mutate` and `/validate` are `endpoint.AdmissionEndpoint`s (bare ASGI: the hot path); the
-framework serves `/healthz`, `/readyz` and `/metrics`, and runs the state source in `lifespan`.
-The request path reads in-memory state only.
+`/mutate` and `/validate` are `endpoint.AdmissionEndpoint`s (bare ASGI); on uvicorn's httptools
+parser the reviews kube-apiserver sends are answered before any ASGI cycle, by
+`protocol.AdmissionProtocol` through the same endpoint (the hot path). The framework serves
+`/healthz`, `/readyz` and `/metrics`, and runs the state source in `lifespan`. The request path
+reads in-memory state only.
 """
 
 from __future__ import annotations
@@ -185,7 +187,8 @@ def server_stack() -> ServerStack:
 
 def build_server(app: FastAPI, *, host: str, port: int, tls: ReloadingTLS) -> uvicorn.Server:
     """A uvicorn server on the reloading TLS context (keep-alive long enough for kube-apiserver),
-    explicitly on uvloop + httptools (see `server_stack`); run it with `run_server`."""
+    explicitly on uvloop + httptools (see `server_stack`), with the admission endpoints' direct
+    path (`protocol.AdmissionProtocol`) when `app` has them; run it with `run_server`."""
     admission = getattr(getattr(app, "state", None), "admission", None)
     stack = server_stack()
     if stack.fallback:
@@ -193,12 +196,23 @@ def build_server(app: FastAPI, *, host: str, port: int, tls: ReloadingTLS) -> uv
     metrics = getattr(getattr(app, "state", None), "metrics", None)
     if isinstance(metrics, Metrics):
         metrics.server.http = stack.http
+    http: str | type[asyncio.Protocol] = stack.http
+    if admission and stack.http == "httptools":  # admission reviews answered in the parser's callback
+        from webhook.http import protocol  # imports httptools: only when it is installed
+
+        if protocol.supported():
+            http = protocol.admission_protocol(admission)
+        else:
+            log.warning(
+                "this uvicorn's httptools protocol is not the one ollama-guard extends: "
+                "every review takes uvicorn's ASGI cycle (slower per review)"
+            )
     config = uvicorn.Config(
         AdmissionFront(app) if admission else app,
         host=host,
         port=port,
         loop=stack.loop,
-        http=stack.http,
+        http=http,
         ssl_context_factory=tls.ssl_context_factory,
         log_config=None,
         access_log=False,

@@ -1,0 +1,207 @@
+"""uvicorn's httptools protocol with admission reviews answered in the parser's own callback.
+
+`admission_protocol(endpoints)` is the HTTP protocol class `build_server` gives uvicorn. A request
+takes the direct path when it is what kube-apiserver sends: `POST` to an endpoint's path, HTTP/1.1,
+`Content-Type: application/json` exactly, a `Content-Length` within the endpoint's body limit, no
+`Expect: 100-continue`, no other request of the connection still being answered, and decisions can
+run inline (`Deadline.inline_ok`: the main thread, as `ollama-guard serve` runs). Its body is
+collected as the parser hands it over; when the message is complete the endpoint's `answer` decides
+it (the same function the ASGI endpoint calls) and the whole response goes out in one write. No
+ASGI scope, task, event or message dicts are built for it (issue 17: that cycle cost more than the
+decision).
+
+Every other request (other paths and methods, chunked or oversized bodies, another media type, a
+pipelined request behind a slow one, a server embedded off the main thread) is uvicorn's, unchanged:
+it reaches the ASGI app, whose admission endpoints answer the same reviews the same way.
+Keep-alive, its timeout and `Connection: close` behave as uvicorn's own responses do.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import httptools
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from webhook.http.endpoint import AdmissionEndpoint, Deadline
+
+_JSON_HEAD = b"content-type: application/json\r\ncontent-length: "
+
+
+class AdmissionProtocol(HttpToolsProtocol):
+    """See the module docstring; `endpoints` (raw path → endpoint) is set by `admission_protocol`."""
+
+    endpoints: Mapping[bytes, AdmissionEndpoint] = {}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._direct: AdmissionEndpoint | None = None
+        self._chunks: list[bytes] = []
+        self._query = b""
+        self._started = 0.0
+        self._keep = True
+        self._defaults: list[tuple[bytes, bytes]] | None = None
+        self._default_block = b""
+        #: loop time the connection went idle (its last response sent, nothing received since)
+        self._idle_since: float | None = None
+
+    # Keep-alive: one timer per idle spell, not one per response. uvicorn arms `call_later` after
+    # every response and cancels it on the next bytes; here bytes only mark the connection busy,
+    # and the timer, when it fires, closes the connection if it has been idle for the whole
+    # timeout, or waits for the rest of it.
+    def _unset_keepalive_if_required(self) -> None:
+        self._idle_since = None
+
+    def on_response_complete(self) -> None:
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return
+        self._idle_since = self.loop.time()
+        if self.timeout_keep_alive_task is None:
+            self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self._keep_alive_due)
+
+    def _keep_alive_due(self) -> None:
+        self.timeout_keep_alive_task = None
+        idle = self._idle_since
+        if idle is None or self.transport.is_closing():
+            return  # busy: the response that ends it arms the timer again
+        left = idle + self.timeout_keep_alive - self.loop.time()
+        if left > 0:
+            self.timeout_keep_alive_task = self.loop.call_later(left, self._keep_alive_due)
+        else:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
+        super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        """uvicorn's graceful shutdown: a direct request still arriving is answered, then closed."""
+        if self._direct is not None:
+            self._keep = False
+            return
+        super().shutdown()
+
+    def on_message_begin(self) -> None:
+        """What uvicorn's parser callbacks need; the ASGI scope only once a request turns out not
+        to be answered directly (`_scope`)."""
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+
+    def _scope(self) -> None:
+        """uvicorn's `on_message_begin`, for a request it answers: its scope, with the URL and
+        headers already parsed."""
+        url, headers, expect = self.url, self.headers, self.expect_100_continue
+        super().on_message_begin()
+        self.url, self.headers, self.expect_100_continue = url, headers, expect
+        self.scope["headers"] = headers
+
+    def on_headers_complete(self) -> None:
+        endpoint = self._direct_endpoint()
+        if endpoint is None:
+            self._scope()
+            super().on_headers_complete()
+            return
+        self._direct = endpoint
+        self._chunks = []
+        self._started = time.perf_counter()
+
+    def _direct_endpoint(self) -> AdmissionEndpoint | None:
+        """The endpoint that answers this request directly, or None for uvicorn's ASGI path."""
+        parser = self.parser
+        if parser.get_method() != b"POST" or self.expect_100_continue or parser.get_http_version() != "1.1":
+            return None
+        if parser.should_upgrade():
+            return None
+        cycle = self.cycle
+        if (cycle is not None and not cycle.response_complete) or self.pipeline:
+            return None  # an earlier request is still being answered: answers go out in order
+        url = httptools.parse_url(self.url)
+        endpoint = self.endpoints.get(url.path)
+        if endpoint is None or not Deadline.inline_ok():
+            return None
+        limit = self.limit_concurrency
+        if limit is not None and len(self.connections) >= limit:
+            return None  # uvicorn answers 503
+        ctype, declared = b"", b""
+        for name, value in self.headers:
+            if name == b"content-type":
+                ctype = value
+            elif name == b"content-length":
+                declared = value
+            elif name == b"transfer-encoding":
+                return None
+        if ctype != b"application/json" or not declared.isdigit() or len(declared) > 18:
+            return None
+        if int(declared) > endpoint.max_body_bytes:
+            return None
+        self._query = url.query or b""
+        self._keep = parser.should_keep_alive()
+        return endpoint
+
+    def on_body(self, body: bytes) -> None:
+        if self._direct is not None:
+            self._chunks.append(body)
+            return
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        endpoint = self._direct
+        if endpoint is None:
+            super().on_message_complete()
+            return
+        self._direct = None
+        chunks = self._chunks
+        self._chunks = []
+        raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        status, body = endpoint.answer(raw, self._query, self._started)
+        defaults = self.server_state.default_headers
+        if defaults is not self._defaults:  # uvicorn renews them (the date) once a second
+            self._defaults = defaults
+            self._default_block = b"".join(b"%s: %s\r\n" % pair for pair in defaults)
+        keep = self._keep
+        self.transport.write(
+            b"".join(
+                (
+                    STATUS_LINE[status],
+                    self._default_block,
+                    _JSON_HEAD,
+                    b"%d\r\n" % len(body),
+                    b"\r\n" if keep else b"connection: close\r\n\r\n",
+                    body,
+                )
+            )
+        )
+        if not keep:
+            self.transport.close()
+        self.on_response_complete()
+
+
+#: what the subclass uses of uvicorn's protocol, which is not a public interface (uvicorn 0.54)
+_UVICORN_MEMBERS = (
+    "on_message_begin", "on_url", "on_header", "on_headers_complete", "on_body", "on_message_complete",
+    "on_response_complete", "_unset_keepalive_if_required", "_start_asgi_task", "shutdown", "connection_lost",
+    "data_received",
+)  # fmt: skip
+
+
+def supported() -> bool:
+    """Whether the installed uvicorn's httptools protocol has what `AdmissionProtocol` overrides
+    and calls; if not, `build_server` serves on uvicorn's own protocol (and says so)."""
+    return all(callable(getattr(HttpToolsProtocol, name, None)) for name in _UVICORN_MEMBERS) and 200 in STATUS_LINE
+
+
+def admission_protocol(endpoints: Mapping[str, AdmissionEndpoint]) -> type[AdmissionProtocol]:
+    """The protocol class for a server whose admission endpoints are `endpoints` (path → endpoint)."""
+    table = {path.encode("ascii"): endpoint for path, endpoint in endpoints.items()}
+    return type("AdmissionProtocol", (AdmissionProtocol,), {"endpoints": table})
