@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 import ssl
 import threading
@@ -22,14 +23,16 @@ from typing import Any
 import httptools
 import pytest
 import uvicorn
+from conftest import DevCerts, load_recorded, recorded_bytes, require_fixtures, snapshot_objects
+from guard_process import serving
 from uvicorn.server import ServerState
 
-from tests.conftest import load_recorded, recorded_bytes, require_fixtures, snapshot_objects
-from tests.guard_process import serving
 from webhook.cli.settings import load_settings
 from webhook.core.catalog import load_catalog
+from webhook.http import protocol
 from webhook.http.protocol import AdmissionProtocol, admission_protocol
-from webhook.http.server import AdmissionFront, create_app
+from webhook.http.server import AdmissionFront, build_server, create_app
+from webhook.http.tls import ReloadingTLS
 from webhook.state.snapshot import SnapshotSource
 
 MUTATE_POD = "mutate-pod-create-1.json"
@@ -362,3 +365,23 @@ def read_responses(tls: ssl.SSLSocket, count: int) -> list[Response]:
         chunk = tls.recv(65536)
         assert chunk, f"connection closed after {stream!r}"
         stream += chunk
+
+
+def test_the_installed_uvicorn_has_what_the_protocol_extends() -> None:
+    """`AdmissionProtocol` overrides and calls members of uvicorn's httptools protocol, which is
+    not a public interface: a uvicorn that changed them fails here, not in production."""
+    assert protocol.supported()
+
+
+def test_the_server_takes_the_direct_path_and_falls_back_to_uvicorns_protocol_when_it_differs(
+    front: AdmissionFront, dev_certs: DevCerts, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    tls = ReloadingTLS(cert_file=dev_certs.cert_file, key_file=dev_certs.key_file)
+    served = build_server(front.app, host="127.0.0.1", port=0, tls=tls)
+    assert isinstance(served.config.http, type) and issubclass(served.config.http, AdmissionProtocol)
+    assert set(served.config.http.endpoints) == {b"/mutate", b"/validate"}
+    monkeypatch.setattr(protocol, "supported", lambda: False)
+    with caplog.at_level(logging.WARNING, logger="ollama_guard"):
+        fallback = build_server(front.app, host="127.0.0.1", port=0, tls=tls)
+    assert fallback.config.http == "httptools"
+    assert "every review takes uvicorn's ASGI cycle" in caplog.text
