@@ -3,8 +3,9 @@ the HTTP parser's callback, and everything else left to uvicorn's ASGI cycle.
 
 The protocol here is the real one on a real uvicorn config and the guard's real app, fed bytes as
 a TLS transport hands them over; the transport is a recorder (what was written, whether it was
-closed). A direct answer is one written before the event loop runs again: the ASGI path cannot
-write until its task has run. The last test drives `ollama-guard serve` over real TLS.
+closed), and the event loop is turned by hand: a direct request is answered in the loop's next
+turn, with the others of its batch (`Batch`), and counted in `answered_directly`. The served test
+drives `ollama-guard serve` over real TLS.
 """
 
 from __future__ import annotations
@@ -112,10 +113,18 @@ class Connection:
     state: ServerState
 
     def feed(self, data: bytes) -> bytes:
-        """Hand `data` to the protocol; what it wrote before the event loop ran again."""
+        """Hand `data` to the protocol and turn the event loop once (the batch runs); what it wrote."""
         before = len(self.transport.written)
         self.protocol.data_received(data)
+        self.turn()
         return bytes(self.transport.written[before:])
+
+    def turn(self) -> None:
+        self.loop.run_until_complete(asyncio.sleep(0))
+
+    @property
+    def direct(self) -> int:
+        return self.protocol.answered_directly
 
     def settle(self, seconds: float = 0.0) -> bytes:
         """Run the event loop (ASGI tasks, timers) for `seconds`, then until no task is left."""
@@ -139,24 +148,22 @@ def front() -> AdmissionFront:
 
 @pytest.fixture
 def connect(front: AdmissionFront) -> Iterator[Callable[..., Connection]]:
-    loops: list[asyncio.AbstractEventLoop] = []
+    """New connections to one server (one protocol class, one batch, one event loop, one state)."""
+    loop = asyncio.new_event_loop()
+    protocol_class = admission_protocol(front.endpoints)
+    state = ServerState()
 
     def make(*, keep_alive: float = 60.0) -> Connection:
-        loop = asyncio.new_event_loop()
-        loops.append(loop)
-        protocol_class = admission_protocol(front.endpoints)
         # uvicorn's setting is typed int; the protocol takes any number of seconds (loop.call_later)
         config = uvicorn.Config(front, http=protocol_class, lifespan="off", timeout_keep_alive=keep_alive)  # type: ignore[arg-type]
         config.load()
-        state = ServerState()
         protocol = protocol_class(config=config, server_state=state, app_state={}, _loop=loop)
         transport = RecordingTransport()
         protocol.connection_made(transport)
         return Connection(protocol, transport, loop, state)
 
     yield make
-    for loop in loops:
-        loop.close()
+    loop.close()
 
 
 def request(
@@ -203,12 +210,12 @@ def test_a_direct_answer_is_the_asgi_endpoints_answer(
         body = recorded_bytes(body)
     direct = connect()
     written = direct.feed(request(path, body))
-    assert written, "not answered inside data_received: the direct path was not taken"
-    assert not direct.state.tasks
+    assert direct.direct == 1, "the direct path was not taken"
     via_asgi = connect()
-    assert via_asgi.feed(request(path, body, content_type="application/json; charset=utf-8")) == b""
+    via_asgi.feed(request(path, body, content_type="application/json; charset=utf-8"))
     [fast] = responses(written)
     [slow] = responses(via_asgi.settle())
+    assert via_asgi.direct == 0
     assert fast.status == slow.status
     assert fast.headers.keys() == slow.headers.keys()
     assert fast.headers["content-type"] == "application/json"
@@ -242,8 +249,9 @@ def test_what_the_direct_path_leaves_to_uvicorn_is_answered_there(
 ) -> None:
     require_fixtures()
     conn = connect()
-    assert conn.feed(data(recorded_bytes(VALIDATE_POD))) == b"", "answered directly"
+    conn.feed(data(recorded_bytes(VALIDATE_POD)))
     answers = [r for r in responses(conn.settle()) if r.status != 100]
+    assert conn.direct == 0
     assert [r.status for r in answers] == [status]
 
 
@@ -259,9 +267,28 @@ def test_pipelined_reviews_are_answered_in_order_behind_a_request_uvicorn_answer
         + request("/validate", review(VALIDATE_POD, "second"))
         + request("/mutate", review(MUTATE_POD, "third"))
     )
-    assert conn.feed(data) == b""
+    conn.feed(data)
     uids = [answer_of(r)["response"]["uid"] for r in responses(conn.settle())]
     assert uids == ["first", "second", "third"]
+
+
+def test_a_request_uvicorn_answers_behind_queued_direct_ones_is_answered_after_them(
+    connect: Callable[..., Connection],
+) -> None:
+    """Two reviews in the batch, then (same read) a request for uvicorn: the batch is answered
+    first, so the answers keep the requests' order."""
+    require_fixtures()
+    conn = connect()
+    data = (
+        request("/validate", review(BINDING, "one"))
+        + request("/validate", review(BINDING, "two"))
+        + b"GET /healthz HTTP/1.1\r\nHost: guard\r\n\r\n"
+    )
+    conn.feed(data)
+    found = responses(conn.settle())
+    assert [answer_of(r).get("response", {}).get("uid") for r in found] == ["one", "two", None]
+    assert [r.status for r in found] == [200, 200, 200]
+    assert conn.direct == 2
 
 
 def test_pipelined_direct_reviews_are_answered_in_one_read_in_order(connect: Callable[..., Connection]) -> None:
@@ -270,6 +297,7 @@ def test_pipelined_direct_reviews_are_answered_in_one_read_in_order(connect: Cal
     data = b"".join(request("/validate", review(BINDING, f"uid-{i}")) for i in range(5))
     written = conn.feed(data)
     assert [answer_of(r)["response"]["uid"] for r in responses(written)] == [f"uid-{i}" for i in range(5)]
+    assert conn.direct == 5
 
 
 @pytest.mark.parametrize("pieces", [2, 7, 101], ids=lambda n: f"{n}-reads")
@@ -281,6 +309,7 @@ def test_a_review_split_across_reads_is_answered_once_complete(connect: Callable
     parts = [data[i : i + step] for i in range(0, len(data), step)]
     assert all(conn.feed(part) == b"" for part in parts[:-1])
     [answer] = responses(conn.feed(parts[-1]))
+    assert conn.direct == 1
     assert answer.status == 200
     assert answer_of(answer)["response"]["uid"] == "split"
 
@@ -320,18 +349,100 @@ def test_a_review_arriving_during_shutdown_is_answered_then_closed(connect: Call
     assert conn.transport.closed
 
 
+def test_a_review_waiting_in_the_batch_at_shutdown_is_answered_then_closed(connect: Callable[..., Connection]) -> None:
+    require_fixtures()
+    conn = connect()
+    conn.protocol.data_received(request("/validate", review(BINDING, "queued")))
+    conn.protocol.shutdown()
+    assert conn.transport.written == b""
+    assert not conn.transport.closed
+    conn.turn()
+    [answer] = responses(bytes(conn.transport.written))
+    assert answer_of(answer)["response"]["uid"] == "queued"
+    assert answer.headers["connection"] == "close"
+    assert conn.transport.closed
+
+
+def test_reviews_arriving_on_several_connections_in_one_turn_are_answered_as_one_batch(
+    connect: Callable[..., Connection],
+) -> None:
+    require_fixtures()
+    conns = [connect() for _ in range(3)]
+    for i, conn in enumerate(conns):
+        conn.protocol.data_received(request("/validate", review(VALIDATE_POD, f"c{i}")))
+    assert all(conn.transport.written == b"" for conn in conns)
+    assert len(conns[0].protocol.batch.items) == 3
+    conns[0].turn()
+    assert [answer_of(r)["response"]["uid"] for c in conns for r in responses(bytes(c.transport.written))] == [
+        "c0",
+        "c1",
+        "c2",
+    ]
+    assert [c.direct for c in conns] == [1, 1, 1]
+    assert conns[0].protocol.batch.items == []
+
+
+def test_a_batch_is_answered_at_once_when_it_reaches_its_bound(connect: Callable[..., Connection]) -> None:
+    """At `BATCH_LIMIT` waiting reviews the batch runs without waiting for the loop's turn: a
+    burst cannot hold the first answers back for longer than that many decisions."""
+    require_fixtures()
+    conn = connect()
+    count = protocol.BATCH_LIMIT + 3
+    conn.protocol.data_received(b"".join(request("/validate", review(BINDING, f"b{i}")) for i in range(count)))
+    early = responses(bytes(conn.transport.written))
+    assert [answer_of(r)["response"]["uid"] for r in early] == [f"b{i}" for i in range(protocol.BATCH_LIMIT)]
+    conn.turn()
+    assert len(responses(bytes(conn.transport.written))) == count
+
+
+def test_a_review_whose_answer_fails_gets_a_500_and_the_rest_of_its_batch_is_answered(
+    connect: Callable[..., Connection], front: AdmissionFront, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    require_fixtures()
+    endpoint = front.endpoints["/validate"]
+    answer = endpoint.answer
+
+    def failing(raw: bytes, query: bytes | None, started: float) -> tuple[int, bytes]:
+        if b'"boom"' in raw:
+            raise RuntimeError("a bug in answer")
+        return answer(raw, query, started)
+
+    monkeypatch.setattr(endpoint, "answer", failing)
+    conn = connect()
+    conn.feed(b"".join(request("/validate", review(BINDING, uid)) for uid in ("a", "boom", "c")))
+    found = responses(bytes(conn.transport.written))
+    assert [r.status for r in found] == [200, 500, 200]
+    assert "internal error" in answer_of(found[1])["error"]
+    assert [answer_of(found[i])["response"]["uid"] for i in (0, 2)] == ["a", "c"]
+    assert not conn.transport.closed
+
+
+def test_a_connection_lost_while_its_answer_is_due_is_skipped_and_the_others_answered(
+    connect: Callable[..., Connection],
+) -> None:
+    require_fixtures()
+    gone, kept = connect(), connect()
+    gone.protocol.data_received(request("/validate", review(BINDING, "gone")))
+    kept.protocol.data_received(request("/validate", review(BINDING, "kept")))
+    gone.protocol.connection_lost(None)
+    kept.turn()
+    assert gone.transport.written == b""
+    [answer] = responses(bytes(kept.transport.written))
+    assert answer_of(answer)["response"]["uid"] == "kept"
+
+
 def test_off_the_main_thread_reviews_take_the_asgi_path(connect: Callable[..., Connection]) -> None:
     """Decisions are bounded inline by SIGALRM only on the main thread; elsewhere uvicorn's cycle
     runs them in a worker thread under `asyncio.wait_for`."""
     require_fixtures()
     conn = connect()
-    written: list[bytes] = []
-    worker = threading.Thread(target=lambda: written.append(conn.feed(request("/validate", review(BINDING, "off")))))
+    worker = threading.Thread(target=conn.protocol.data_received, args=(request("/validate", review(BINDING, "off")),))
     worker.start()
     worker.join()
-    assert written == [b""]
+    assert conn.protocol.batch.items == []
     [answer] = responses(conn.settle())
     assert answer_of(answer)["response"]["uid"] == "off"
+    assert conn.direct == 0
 
 
 def test_served_reviews_pipelined_over_one_tls_connection(tmp_path: Path) -> None:
