@@ -2,8 +2,9 @@
 Python, and how many Python calls it makes.
 
 The guard's ASGI front door (`webhook.http.server.AdmissionFront`, as `ollama-guard serve --snapshot`
-builds it) and the floor's app (`benchmarks.floor.app`) are fed the benchmark's own request bodies,
-one review at a time, no socket and no TLS. Per review kind it reports µs per review:
+builds it; its endpoints' `answer` is also what the direct path of `webhook.http.protocol` calls) and
+the floor's app (`benchmarks.floor.app`) are fed the benchmark's own request bodies, one review at a
+time, no socket and no TLS. Per review kind it reports µs per review:
 
 - warm: reviews back to back (everything the review touches stays in the CPU caches);
 - cold: 8 MiB of memory written before each review (the median review), which is what the wire

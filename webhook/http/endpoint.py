@@ -1,9 +1,11 @@
-"""One admission webhook's HTTP edge as a bare ASGI app: the hot path, kept free of framework layers.
+"""One admission webhook's HTTP edge as a bare ASGI app, kept free of framework layers.
 
 Per request: the content type (415), the body limit (413, checked on Content-Length and while
 reading), JSON + AdmissionReview decoding (400 with a JSON error body), the decision within the
 request's `?timeout=` (see `Deadline`), serialisation, metrics and one structured log line.
 Anything our own code raises becomes an AdmissionReview with `status.code: 500`.
+`AdmissionEndpoint.answer` is that work from the complete body on, without ASGI: the hot path,
+which `protocol.AdmissionProtocol` calls directly for the reviews kube-apiserver sends.
 """
 
 from __future__ import annotations
