@@ -1,4 +1,4 @@
-"""The floor: the cheapest correct admission webhook on the guard's stack, to measure the guard against.
+"""The floor: the cheapest correct admission webhook on uvicorn's ASGI stack, to measure the guard against.
 
 A bare ASGI app (no FastAPI, no Starlette) that reads the whole body, decodes it as JSON (a correct
 webhook must, to copy `request.uid` onto the answer) and returns a fixed allowed AdmissionReview with
@@ -7,7 +7,10 @@ library's `json` would make the floor ~15 µs per pod review slower, and the gua
 It is served exactly as the guard is: `webhook.http.server.build_server` (same uvicorn settings: uvloop,
 httptools) on `webhook.http.tls.ReloadingTLS` (same certificate, same TLS context), run by
 `webhook.http.server.run_server` (the same event-loop factory).
-What it costs is what HTTP + TLS + JSON cost on this stack; no webhook on it can be cheaper.
+What it costs is what HTTP + TLS + JSON cost through uvicorn's ASGI cycle, the floor issue 17 names. The
+guard answers the reviews kube-apiserver sends on its own direct path beside that cycle
+(`webhook.http.protocol`, which `build_server` uses only for an app with admission endpoints), so
+the guard can run at or above this floor; `FINDINGS.md` section 14 measures a floor on that path too.
 
 Usage: `python -m benchmarks.floor --port 9443 --tls-cert tls.crt --tls-key tls.key [--host 127.0.0.1]`.
 """

@@ -280,7 +280,8 @@ def markdown(run: Mapping[str, Any], *, baseline: Mapping[str, Any] | None = Non
         "server and kind (wrk's percentiles).",
         "- Floor: `benchmarks/floor.py`, a bare ASGI app on the guard's own uvicorn settings (uvloop, "
         "httptools) and certificate; it decodes the review with orjson, as the guard does, and answers allowed "
-        "with its UID.",
+        "with its UID. Its requests take uvicorn's ASGI cycle; the guard's reviews take the guard's direct path "
+        "(`webhook/http/protocol.py`), which skips that cycle (`FINDINGS.md` section 14: a floor on that path).",
         "- Profiles, causes, fixes and before/after: `benchmarks/FINDINGS.md`.",
         "",
         *contention(run),

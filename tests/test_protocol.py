@@ -317,10 +317,9 @@ def test_a_review_split_across_reads_is_answered_once_complete(connect: Callable
 def test_connection_close_is_answered_then_closed(connect: Callable[..., Connection]) -> None:
     require_fixtures()
     conn = connect()
-    [answer] = responses(conn.feed(request("/validate", review(BINDING), extra="Connection: close\r\n")))
-    assert answer.status == 200
-    assert answer.headers["connection"] == "close"
-    assert conn.transport.closed
+    assert_answered_then_closed(
+        conn, conn.feed(request("/validate", review(BINDING, "last"), extra="Connection: close\r\n")), "last"
+    )
 
 
 def test_an_idle_connection_is_closed_after_the_keep_alive_timeout_and_a_busy_one_is_not(
@@ -343,10 +342,7 @@ def test_a_review_arriving_during_shutdown_is_answered_then_closed(connect: Call
     assert conn.feed(data[:200]) == b""
     conn.protocol.shutdown()
     assert not conn.transport.closed
-    [answer] = responses(conn.feed(data[200:]))
-    assert answer_of(answer)["response"]["uid"] == "late"
-    assert answer.headers["connection"] == "close"
-    assert conn.transport.closed
+    assert_answered_then_closed(conn, conn.feed(data[200:]), "late")
 
 
 def test_a_review_waiting_in_the_batch_at_shutdown_is_answered_then_closed(connect: Callable[..., Connection]) -> None:
@@ -357,8 +353,13 @@ def test_a_review_waiting_in_the_batch_at_shutdown_is_answered_then_closed(conne
     assert conn.transport.written == b""
     assert not conn.transport.closed
     conn.turn()
-    [answer] = responses(bytes(conn.transport.written))
-    assert answer_of(answer)["response"]["uid"] == "queued"
+    assert_answered_then_closed(conn, bytes(conn.transport.written), "queued")
+
+
+def assert_answered_then_closed(conn: Connection, stream: bytes, uid: str) -> None:
+    [answer] = responses(stream)
+    assert answer.status == 200
+    assert answer_of(answer)["response"]["uid"] == uid
     assert answer.headers["connection"] == "close"
     assert conn.transport.closed
 

@@ -197,7 +197,7 @@ def build_server(app: FastAPI, *, host: str, port: int, tls: ReloadingTLS) -> uv
     if isinstance(metrics, Metrics):
         metrics.server.http = stack.http
     http: str | type[asyncio.Protocol] = stack.http
-    if admission and stack.http == "httptools":  # admission reviews answered in the parser's callback
+    if admission and stack.http == "httptools":  # admission reviews on the direct path
         from webhook.http import protocol  # imports httptools: only when it is installed
 
         if protocol.supported():
