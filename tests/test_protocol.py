@@ -24,7 +24,16 @@ from typing import Any
 import httptools
 import pytest
 import uvicorn
-from conftest import DevCerts, load_recorded, recorded_bytes, require_fixtures, snapshot_objects
+from conftest import (
+    DevCerts,
+    GuardServer,
+    endpoint_for,
+    load_recorded,
+    recorded_bytes,
+    recorded_names,
+    require_fixtures,
+    snapshot_objects,
+)
 from guard_process import serving
 from uvicorn.server import ServerState
 
@@ -298,6 +307,7 @@ def test_pipelined_direct_reviews_are_answered_in_one_read_in_order(connect: Cal
     written = conn.feed(data)
     assert [answer_of(r)["response"]["uid"] for r in responses(written)] == [f"uid-{i}" for i in range(5)]
     assert conn.direct == 5
+    assert conn.protocol.batch.counts() == (5, 1)
 
 
 @pytest.mark.parametrize("pieces", [2, 7, 101], ids=lambda n: f"{n}-reads")
@@ -463,6 +473,36 @@ def test_served_reviews_pipelined_over_one_tls_connection(tmp_path: Path) -> Non
                 got += read_responses(tls, 1)
     assert [r.status for r in got] == [200] * 5
     assert [answer_of(r)["response"]["uid"] for r in got] == uids
+
+
+def test_serve_answers_every_recorded_review_on_the_direct_path_as_the_asgi_endpoint_does(
+    tmp_path: Path, start_guard: Callable[..., GuardServer]
+) -> None:
+    """Every review kube-apiserver 1.24 sent, in order, to `ollama-guard serve` (the direct path,
+    real TLS) and to a server whose reviews take the ASGI endpoint (in a thread), both on the
+    embedded default: the same answers, and serve's /metrics counts each on the direct path."""
+    require_fixtures()
+    names = recorded_names()
+    via_asgi = start_guard()
+    with serving(tmp_path) as guard, guard.https() as client:
+        for name in names:
+            served = client.post(
+                endpoint_for(name),
+                params={"timeout": "5s"},
+                content=recorded_bytes(name),
+                headers={"content-type": "application/json"},
+            )
+            reference = via_asgi.post(endpoint_for(name), recorded_bytes(name))
+            assert (served.status_code, served.json()) == (reference.status_code, reference.json()), name
+        metrics = client.get("/metrics").text
+    assert sample(metrics, "ollama_guard_direct_reviews_total") == len(names)
+    assert sample(metrics, "ollama_guard_direct_batches_total") == len(names)  # one review at a time: a batch each
+
+
+def sample(exposition: str, name: str) -> float:
+    """The value of an unlabelled sample in a Prometheus text exposition."""
+    [value] = [line.split()[1] for line in exposition.splitlines() if line.split(" ")[0] == name]
+    return float(value)
 
 
 def read_responses(tls: ssl.SSLSocket, count: int) -> list[Response]:

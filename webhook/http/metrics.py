@@ -6,7 +6,8 @@ per guarded node capacity / committed / free VRAM and the number of over-committ
 mode, per watched kind, the age of its last event and how long it has been disconnected; with
 runtime drift on (design §15), per Ollama pod the VRAM its `/api/ps` reports (absent while unknown,
 never 0 for "could not ask"), its demand, the samples above that demand, and pods per verdict.
-And which event loop and HTTP parser serve (`ollama_guard_server_info`).
+And which event loop and HTTP parser serve (`ollama_guard_server_info`), with the reviews the direct
+path answered and the batches it answered them in.
 """
 
 from __future__ import annotations
@@ -72,12 +73,16 @@ class AdmissionStats(Collector):
 
 class ServerInfo(Collector):
     """`ollama_guard_server_info{loop, http} 1`: the event loop serving the scrape (read from the
-    running loop, so it is what runs, not what was asked for) and the HTTP parser uvicorn was given."""
+    running loop, so it is what runs, not what was asked for) and the HTTP parser uvicorn was given;
+    with the direct path (`protocol`), the reviews it answered and the batches it answered them in
+    (their quotient is the mean batch: ~1 when idle, more under concurrent load)."""
 
     def __init__(self) -> None:
         self.http = "unknown"  # set by webhook.http.server.build_server
+        #: (reviews, batches) answered on the direct path so far; set by build_server when it runs
+        self.direct: Callable[[], tuple[int, int]] | None = None
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         try:
             loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
         except RuntimeError:  # rendered outside the server's loop (tests, tools)
@@ -87,6 +92,14 @@ class ServerInfo(Collector):
         )
         info.add_metric([loop, self.http], 1.0)
         yield info
+        if self.direct is not None:
+            reviews, batches = self.direct()
+            yield CounterMetricFamily(
+                "ollama_guard_direct_reviews", "Admission reviews answered on the direct path", value=reviews
+            )
+            yield CounterMetricFamily(
+                "ollama_guard_direct_batches", "Batches the direct path answered its reviews in", value=batches
+            )
 
 
 class _WatchCollector(Collector):

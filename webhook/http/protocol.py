@@ -228,12 +228,22 @@ class Batch:
     def __init__(self) -> None:
         self.items: list[tuple[AdmissionProtocol, AdmissionEndpoint, bytes, bytes, float, bool]] = []
         self.scheduled = False
+        #: reviews answered and the runs that answered them (`/metrics`: the mean batch)
+        self.reviews = 0
+        self.runs = 0
+
+    def counts(self) -> tuple[int, int]:
+        return self.reviews, self.runs
 
     def run(self) -> None:
         """Answer every waiting request (on the event loop's turn, or at once at `BATCH_LIMIT`).
         A scheduled run finding the batch already answered does nothing."""
         self.scheduled = False
         items, self.items = self.items, []
+        if not items:
+            return
+        self.runs += 1
+        self.reviews += len(items)
         answers = []
         for connection, endpoint, raw, query, started, keep in items:
             try:

@@ -201,7 +201,10 @@ def build_server(app: FastAPI, *, host: str, port: int, tls: ReloadingTLS) -> uv
         from webhook.http import protocol  # imports httptools: only when it is installed
 
         if protocol.supported():
-            http = protocol.admission_protocol(admission)
+            direct = protocol.admission_protocol(admission)
+            http = direct
+            if isinstance(metrics, Metrics):
+                metrics.server.direct = direct.batch.counts
         else:
             log.warning(
                 "this uvicorn's httptools protocol is not the one ollama-guard extends: "
