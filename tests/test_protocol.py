@@ -442,6 +442,24 @@ def test_a_connection_lost_while_its_answer_is_due_is_skipped_and_the_others_ans
     assert answer_of(answer)["response"]["uid"] == "kept"
 
 
+def test_a_transport_failing_its_write_is_closed_and_the_rest_of_the_batch_answered(
+    connect: Callable[..., Connection],
+) -> None:
+    require_fixtures()
+    broken, kept = connect(), connect()
+
+    def fail(data: bytes | bytearray | memoryview) -> None:
+        raise ConnectionResetError("peer reset")
+
+    broken.transport.write = fail  # type: ignore[method-assign]
+    broken.protocol.data_received(request("/validate", review(BINDING, "broken")))
+    kept.protocol.data_received(request("/validate", review(BINDING, "kept")))
+    kept.turn()
+    assert broken.transport.closed
+    [answer] = responses(bytes(kept.transport.written))
+    assert answer_of(answer)["response"]["uid"] == "kept"
+
+
 def test_off_the_main_thread_reviews_take_the_asgi_path(connect: Callable[..., Connection]) -> None:
     """Decisions are bounded inline by SIGALRM only on the main thread; elsewhere uvicorn's cycle
     runs them in a worker thread under `asyncio.wait_for`."""

@@ -253,7 +253,11 @@ class Batch:
                 status, body = endpoint.error(500, "ollama-guard internal error; see the guard's logs")
             answers.append((connection, status, body, keep))
         for connection, status, body, keep in answers:
-            connection.send_answer(status, body, keep)
+            try:
+                connection.send_answer(status, body, keep)
+            except Exception:  # a transport failing its write: that connection is closed, the others answered
+                log.exception("could not write an answer; closing the connection")
+                connection.transport.close()
 
 
 #: what the subclass uses of uvicorn's protocol, which is not a public interface (uvicorn 0.54)
