@@ -19,7 +19,7 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from threading import get_ident
 from typing import Any
 from urllib.parse import parse_qs
@@ -192,18 +192,13 @@ class AdmissionEndpoint:
         decided inline: see `Deadline`); every await or call saved here is saved per review (issue
         17). A decided review is counted, timed (arrival to encoded answer) and logged."""
         started = time.perf_counter()
-        ctype, declared = b"", b""
-        for name, value in scope.get("headers") or ():
-            if name == b"content-type":
-                ctype = value
-            elif name == b"content-length":
-                declared = value
+        ctype, declared, _ = content_headers(scope.get("headers") or ())
         if ctype != b"application/json":  # the exact form kube-apiserver sends; else compare the media type
             media = ctype.split(b";")[0].strip().lower().decode("latin-1")
             if media != "application/json":
                 return await self.reject(send, 415, f"content type must be application/json, got {media or 'none'!r}")
         limit = self.max_body_bytes
-        if declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
+        if self.declares_too_much(declared):
             return await self.reject(send, 413, f"request body exceeds the {limit} byte limit")
         message = await receive()
         raw: bytes = message.get("body", b"")
@@ -221,15 +216,18 @@ class AdmissionEndpoint:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
+    def declares_too_much(self, declared: bytes) -> bool:
+        """Whether a Content-Length value (digits; anything else is not a length) exceeds the limit."""
+        return declared.isdigit() and (len(declared) > 18 or int(declared) > self.max_body_bytes)
+
     def answer(self, raw: bytes, query: bytes | None, started: float) -> tuple[int, bytes]:
         """HTTP status and JSON body for one complete request body, decided inline (main thread
         only, see `Deadline`): 400 for a body that is not a review, else 200 with the
         AdmissionReview. `started` (time.perf_counter) is the request's arrival, for its latency.
         The ASGI endpoint and `protocol.AdmissionProtocol` both answer through here."""
-        try:
-            req = rv.parse_review(orjson.loads(raw), finite=True)  # orjson refuses NaN and Infinity
-        except (ValueError, RecursionError) as exc:
-            return self.error(400, _not_a_review(exc))
+        req = self._read(raw)
+        if isinstance(req, bytes):
+            return 400, req
         budget = query_timeout(query) - TIMEOUT_HEADROOM
         try:
             response = Deadline.run_inline(self.handler, max(budget, 0.01), req, self.guard())
@@ -241,12 +239,19 @@ class AdmissionEndpoint:
 
     async def answer_off_main(self, raw: bytes, query: bytes | None, started: float) -> tuple[int, bytes]:
         """`answer` for a server embedded off the main thread: the decision in a worker thread."""
-        try:
-            req = rv.parse_review(orjson.loads(raw), finite=True)
-        except (ValueError, RecursionError) as exc:
-            return self.error(400, _not_a_review(exc))
+        req = self._read(raw)
+        if isinstance(req, bytes):
+            return 400, req
         response = await self.decide(req, query_timeout(query) - TIMEOUT_HEADROOM)
         return 200, self.encode(req, response, started)
+
+    def _read(self, raw: bytes) -> AdmissionRequest | bytes:
+        """The review in a request body, or the (counted) 400's body for a body that is not one."""
+        try:
+            return rv.parse_review(orjson.loads(raw), finite=True)  # orjson refuses NaN and Infinity
+        except (ValueError, RecursionError) as exc:
+            text = str(exc) if isinstance(exc, rv.ReviewError) else f"body is not valid JSON: {str(exc)[:200]}"
+            return self.error(400, text)[1]
 
     def encode(self, req: AdmissionRequest, response: AdmissionResponse, started: float) -> bytes:
         """The AdmissionReview for a decided review; counted, timed (arrival to encoded) and logged."""
@@ -339,9 +344,18 @@ class AdmissionEndpoint:
         log_fields(log, level, "admission", fields)
 
 
-def _not_a_review(exc: Exception) -> str:
-    """A 400's message: the review's own problem, or why the body is not JSON."""
-    return str(exc) if isinstance(exc, rv.ReviewError) else f"body is not valid JSON: {str(exc)[:200]}"
+def content_headers(headers: Iterable[tuple[bytes, bytes]]) -> tuple[bytes, bytes, bool]:
+    """A request's Content-Type and Content-Length values (b"" when absent) and whether it has a
+    Transfer-Encoding, from its raw headers (names lower-case, as uvicorn gives them)."""
+    ctype, declared, encoded = b"", b"", False
+    for name, value in headers:
+        if name == b"content-type":
+            ctype = value
+        elif name == b"content-length":
+            declared = value
+        elif name == b"transfer-encoding":
+            encoded = True
+    return ctype, declared, encoded
 
 
 def _headers(body: bytes) -> list[tuple[bytes, bytes]]:

@@ -30,7 +30,7 @@ from typing import Any
 import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from webhook.http.endpoint import AdmissionEndpoint, Deadline
+from webhook.http.endpoint import AdmissionEndpoint, Deadline, content_headers
 
 log = logging.getLogger("ollama_guard")
 #: most direct requests answered as one batch; at this many the batch runs at once
@@ -150,18 +150,9 @@ class AdmissionProtocol(HttpToolsProtocol):
         limit = self.limit_concurrency
         if limit is not None and len(self.connections) >= limit:
             return None  # uvicorn answers 503
-        ctype, declared = b"", b""
-        for name, value in self.headers:
-            if name == b"content-type":
-                ctype = value
-            elif name == b"content-length":
-                declared = value
-            elif name == b"transfer-encoding":
-                return None
-        if ctype != b"application/json" or not declared.isdigit() or len(declared) > 18:
-            return None
-        if int(declared) > endpoint.max_body_bytes:
-            return None
+        ctype, declared, encoded = content_headers(self.headers)
+        if encoded or ctype != b"application/json" or not declared.isdigit() or endpoint.declares_too_much(declared):
+            return None  # uvicorn's: chunked, another media type (or 415), no length, or over the limit (413)
         self._query = url.query or b""
         self._keep = parser.should_keep_alive()
         return endpoint
